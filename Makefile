@@ -1,0 +1,39 @@
+# amigo-burst — the two set-up commands are `make demo` and `make test`.
+# Each creates/updates .venv itself (scripts/install.sh; TORCH_SPEC=... for a CUDA torch).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+
+.PHONY: venv demo test test-fast test-e2e lint bench-cli bench-demo clean
+
+venv:
+	@scripts/install.sh
+
+## the five-stage pipeline on a tiny offline model, local target, CPU; then the report
+demo: venv
+	$(PY) -m amigo_burst.demo
+
+## everything a user's machine can run (unit + slow integration + faults + badinput); no e2e
+test: venv
+	$(PYTEST) -m "not e2e and not gpu" tests
+
+## a fast subset for development: no real training runs, no subprocess pipelines
+test-fast: venv
+	$(PYTEST) -m "not slow and not e2e and not gpu and not faults" tests
+
+## SkyPilot on a loopback Slurm cluster (needs root on Debian: installs slurm, munge, sshd)
+test-e2e: venv
+	$(PYTEST) -m e2e tests
+
+lint: venv
+	$(VENV)/bin/ruff check amigo_burst train tests bench
+
+bench-cli: venv
+	$(PY) bench/cli_startup.py
+
+bench-demo: venv
+	$(PY) bench/demo_wall.py
+
+clean:
+	rm -rf .amigo demo-project build *.egg-info

@@ -1,0 +1,189 @@
+"""amigo.toml → typed, validated config objects.
+
+Unknown keys are rejected everywhere (a typo must not silently fall back to a
+default). Secrets never live here: they come from .env (see `secrets.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from amigo_burst.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_NAME = "amigo.toml"
+Auto = Literal["auto"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectConfig(Strict):
+    name: str = Field(min_length=1)
+
+
+class ModelConfig(Strict):
+    base: str = Field(min_length=1, description="hub id or local directory of the base model")
+    arch: str = Field(min_length=1, description="architecture preset for estimates, or a path to config.json")
+    method: Literal["auto", "qlora", "lora"] = "auto"
+
+
+class LoraConfig(Strict):
+    r: int = Field(16, ge=1, le=1024)  # higher: more capacity, more memory and optimizer state
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+    )
+
+
+class DatasetConfig(Strict):
+    """Either a local file (`path`, JSONL or parquet) or a hub dataset (`hub` + `split`)."""
+
+    path: str | None = None
+    hub: str | None = None
+    subset: str | None = None
+    split: str = "train"
+    # canonical field -> source column (only the ones that differ need naming)
+    columns: dict[str, str] = Field(default_factory=dict)
+    max_rows: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetConfig:
+        if bool(self.path) == bool(self.hub):
+            raise ValueError("give exactly one of 'path' or 'hub'")
+        return self
+
+
+class StageConfig(Strict):
+    dataset: DatasetConfig
+    epochs: float = Field(1.0, gt=0)
+    max_seq_len: int = Field(2048, ge=64, le=131072)
+    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    micro_batch: int | Auto = "auto"
+    grad_accum: int | Auto = "auto"
+    max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps (demo/smoke runs)")
+    target: str | None = None  # default target for this stage; None: [targets].cloud
+    max_usd: float | None = Field(None, gt=0)
+    max_hours: float | None = Field(None, gt=0)
+
+    @field_validator("micro_batch", "grad_accum")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be >= 1 or \"auto\"")
+        return v
+
+
+class StoreConfig(Strict):
+    url: str = "file://.amigo/store"
+    endpoint_url: str | None = None  # R2 / B2 / MinIO; None: AWS S3
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not (v.startswith("file://") or v.startswith("s3://")):
+            raise ValueError(f"unknown store scheme in {v!r}: use file://PATH or s3://bucket/prefix")
+        if v.startswith("s3://") and not v[5:].split("/")[0]:
+            raise ValueError(f"no bucket in {v!r}")
+        return v
+
+
+class LocalGpuConfig(Strict):
+    name: str = "RTX4050-Laptop"
+    vram_gib: float = Field(6.0, gt=0)
+    usd_per_kwh: float = Field(0.30, ge=0)
+    board_power_w: float = Field(115.0, gt=0)
+
+
+class TargetsConfig(Strict):
+    cloud: str = "vast"  # the cloud target of the hybrid plan (stages 2-5)
+    local: str = "local"
+
+
+class AmigoConfig(Strict):
+    project: ProjectConfig
+    model: ModelConfig
+    lora: LoraConfig = LoraConfig()
+    stages: dict[int, StageConfig]
+    store: StoreConfig = StoreConfig()
+    local_gpu: LocalGpuConfig = LocalGpuConfig()
+    targets: TargetsConfig = TargetsConfig()
+    path: Annotated[Path | None, Field(exclude=True)] = None  # where it was loaded from
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stage_keys(cls, v: object) -> object:
+        if isinstance(v, dict):
+            bad = [k for k in v if not (str(k).isdigit() and 1 <= int(k) <= 5)]
+            if bad:
+                raise ValueError(f"stage keys must be 1-5, got {', '.join(map(repr, bad))}")
+        return v
+
+    @property
+    def root(self) -> Path:
+        """The project folder: where amigo.toml lives (relative paths resolve against it)."""
+        return self.path.parent if self.path else Path.cwd()
+
+    def stage(self, n: int) -> StageConfig:
+        if n not in self.stages:
+            raise UserError(f"{self.path or CONFIG_NAME}: no [stages.{n}] section")
+        return self.stages[n]
+
+    def resolve(self, p: str) -> Path:
+        path = Path(os.path.expanduser(p))
+        return path if path.is_absolute() else self.root / path
+
+
+def find_config(start: Path | None = None) -> Path:
+    """amigo.toml in `start` or the nearest parent; UserError if none."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / CONFIG_NAME).is_file():
+            return d / CONFIG_NAME
+    raise UserError(f"no {CONFIG_NAME} in {here} or any parent: pass --config PATH")
+
+
+def _describe(err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif e["type"] == "missing":
+        msg = "required field is missing"
+    return f"{loc}: {msg}"
+
+
+def parse_config(text: str, source: str = CONFIG_NAME) -> AmigoConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{source}: TOML syntax error: {e}") from None
+    try:
+        return AmigoConfig.model_validate(data)
+    except ValidationError as e:
+        raise UserError(f"{source}: {_describe(e)}") from None
+
+
+def load_config(path: Path | str | None = None) -> AmigoConfig:
+    p = Path(path) if path else find_config()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {p}") from None
+    except (UnicodeDecodeError, IsADirectoryError, PermissionError) as e:
+        raise UserError(f"{p}: cannot read: {e.__class__.__name__}") from None
+    cfg = parse_config(text, str(p))
+    return cfg.model_copy(update={"path": p.resolve()})

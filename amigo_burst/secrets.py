@@ -1,0 +1,51 @@
+"""Secrets from .env: loaded on demand, never printed, scrubbed from anything we write.
+
+.env holds tokens only (HF_TOKEN, WANDB_API_KEY, AWS_*, cloud API keys). Values
+are read with python-dotenv without touching os.environ, handed to SkyPilot
+through `secrets_overrides`, and every log line / record / report we write goes
+through `redact()`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SECRET_NAMES = (
+    "HF_TOKEN",
+    "WANDB_API_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "RUNPOD_API_KEY",
+    "VAST_API_KEY",
+    "LAMBDA_API_KEY",
+)
+MASK = "****"
+# Files that must never be synced to a machine or uploaded to the store.
+SYNC_EXCLUDES = (".env", ".env.*", "*.pem", "*credentials*", ".git", "__pycache__", "*.pyc")
+
+
+def load_secrets(root: Path) -> dict[str, str]:
+    """Values from ROOT/.env, then the process environment for names .env lacks."""
+    from dotenv import dotenv_values
+
+    found: dict[str, str] = {}
+    env_file = root / ".env"
+    if env_file.is_file():
+        found.update({k: v for k, v in dotenv_values(env_file).items() if v})
+    for name in SECRET_NAMES:
+        if name not in found and os.environ.get(name):
+            found[name] = os.environ[name]
+    return found
+
+
+def redact(text: str, secrets: dict[str, str]) -> str:
+    """Replace every secret value (4+ chars, to avoid masking noise) with ****."""
+    for value in sorted(secrets.values(), key=len, reverse=True):
+        if len(value) >= 4:
+            text = text.replace(value, MASK)
+    return text
+
+
+def mask(value: str | None) -> str:
+    return MASK if value else "(not set)"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Create/update .venv with everything amigo-burst, its tests and the demo need.
+#
+#   scripts/install.sh            # CPU machine: torch==2.13.0 (CPU wheel)
+#   TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" scripts/install.sh   # CUDA laptop
+#
+# Versions come from constraints.txt (what the tests pass with), so a fresh
+# machine gets the same set. Why three pip calls: skypilot 0.14 pins
+# click<8.2 while huggingface_hub>=1.30 asks for click>=8.4.2 (only for its
+# own `hf` CLI, which amigo-burst never calls). No single resolve satisfies
+# both, so the cloud extra is installed last and click is pinned there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+STAMP=.venv/.amigo-installed
+want="$(cat pyproject.toml constraints.txt scripts/install.sh | sha256sum | cut -c1-16) $TORCH_SPEC"
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && .venv/bin/python -c 'import amigo_burst' 2>/dev/null; then
+  exit 0  # up to date
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+# constraints without click: see above
+grep -v '^click==' constraints.txt > .venv/constraints-noclick.txt
+"${pip[@]}" $TORCH_SPEC
+"${pip[@]}" -c .venv/constraints-noclick.txt -e ".[train,dev]"
+"${pip[@]}" -c .venv/constraints-noclick.txt "$(grep '^click==' constraints.txt)" -e ".[cloud]" 2>&1 \
+  | grep -v "dependency resolver\|huggingface-hub .* requires click\|^$" || true
+echo "$want" > "$STAMP"
+echo "installed into .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

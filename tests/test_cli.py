@@ -1,0 +1,100 @@
+"""The CLI through typer's CliRunner: tables render, bad input is one line and exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from amigo_burst.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+def invoke(*args, env=None):
+    return runner.invoke(app, list(args), env={"COLUMNS": "160", **(env or {})})
+
+
+def test_help_lists_commands():
+    r = invoke("--help")
+    assert r.exit_code == 0
+    for cmd in ("stages", "targets", "doctor", "config", "launch", "logs", "status", "download", "down", "pipeline"):
+        assert cmd in r.output
+
+
+def test_stages_table():
+    r = invoke("stages")
+    assert r.exit_code == 0
+    for name in ("nl2code", "context", "debugging", "reasoning", "preference", "DPO", "[explanation]"):
+        assert name in r.output
+
+
+def test_targets_table_reads_sky_yamls():
+    r = invoke("--config", str(ROOT / "amigo.toml"), "targets")
+    assert r.exit_code == 0, r.output
+    for name in ("local-rtx4050", "runpod", "vast", "lambda-a100", "slurm", "A100-80GB", "RTX4090", "6 GiB"):
+        assert name in r.output
+
+
+def test_config_check_masks_secrets(tmp_path):
+    cfg = tmp_path / "amigo.toml"
+    cfg.write_text((ROOT / "presets" / "demo.toml").read_text())
+    (tmp_path / ".env").write_text("HF_TOKEN=hf_SECRETSECRETSECRET123\n")
+    r = invoke("--config", str(cfg), "config", "check")
+    assert r.exit_code == 0, r.output
+    assert "is valid" in r.output and "HF_TOKEN=****" in r.output
+    assert "hf_SECRETSECRETSECRET123" not in r.output
+
+
+@pytest.mark.badinput
+@pytest.mark.parametrize("stage", ["0", "6", "two"])
+def test_bad_stage_is_one_line_exit_2(stage, tmp_path):
+    cfg = tmp_path / "amigo.toml"
+    cfg.write_text((ROOT / "presets" / "demo.toml").read_text())
+    before = sorted(tmp_path.rglob("*"))
+    r = invoke("--config", str(cfg), "launch", "--stage", stage)
+    assert r.exit_code == 2
+    assert "unknown stage" in r.output and len(r.output.strip().splitlines()) == 1
+    assert "Traceback" not in r.output
+    assert sorted(tmp_path.rglob("*")) == before, "nothing written"
+
+
+@pytest.mark.badinput
+def test_unknown_target_is_one_line(tmp_path):
+    cfg = tmp_path / "amigo.toml"
+    cfg.write_text((ROOT / "presets" / "demo.toml").read_text())
+    r = invoke("--config", str(cfg), "launch", "--stage", "1", "--cloud", "azure-moon")
+    assert r.exit_code == 2
+    assert "unknown target 'azure-moon'" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.badinput
+def test_broken_config_via_cli(tmp_path):
+    cfg = tmp_path / "amigo.toml"
+    cfg.write_text("[project\n")
+    r = invoke("--config", str(cfg), "config", "check")
+    assert r.exit_code == 2 and "TOML syntax error" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.badinput
+def test_sky_yaml_syntax_error_names_file(tmp_path):
+    cfg = tmp_path / "amigo.toml"
+    cfg.write_text((ROOT / "presets" / "demo.toml").read_text())
+    (tmp_path / "sky").mkdir()
+    (tmp_path / "sky" / "broken.yaml").write_text("resources: [\n")
+    r = invoke("--config", str(cfg), "targets")
+    assert r.exit_code == 2
+    assert "broken.yaml" in r.output and "YAML syntax error" in r.output
+
+
+@pytest.mark.badinput
+def test_sky_yaml_missing_field_names_field(tmp_path):
+    cfg = tmp_path / "amigo.toml"
+    cfg.write_text((ROOT / "presets" / "demo.toml").read_text())
+    (tmp_path / "sky").mkdir()
+    (tmp_path / "sky" / "nope.yaml").write_text("resources: {infra: vast}\nenvs: {}\nsetup: echo\n")
+    r = invoke("--config", str(cfg), "targets")
+    assert r.exit_code == 2 and "nope.yaml: missing field 'run'" in r.output
