@@ -1,0 +1,285 @@
+"""Run records: one SQLite file, `.amigo/state.db`, read by report, calibration and the CLI.
+
+WAL journal (readers never wait for a writer), a 30 s busy_timeout (a writer waits for
+another instead of failing), one short-lived connection per call: two controller processes
+can launch, update and list at once. `claim_stage` takes the write lock first
+(BEGIN IMMEDIATE) so two launches of one stage cannot both see "nothing running".
+
+    runs = RunStore(root / ".amigo" / "state.db")
+    run = runs.claim_stage(2, Run(id=new_run_id(2, "vast"), stage=2, target="vast"))
+    runs.update(run.id, status="RUNNING", cluster="amigo-s2")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+from amigo_burst.errors import UserError
+
+STATUSES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED")
+ACTIVE = ("PENDING", "RUNNING")
+JSON_FIELDS = ("estimate", "artifacts", "metrics")
+SCHEMA_VERSION = 2
+BUSY_TIMEOUT_MS = 30_000
+
+# Migrations: MIGRATIONS[i] takes the schema from user_version i to i + 1.
+MIGRATIONS = (
+    """
+    CREATE TABLE runs (
+        id            TEXT PRIMARY KEY,
+        stage         INTEGER NOT NULL,
+        target        TEXT NOT NULL,
+        cluster       TEXT,
+        status        TEXT NOT NULL CHECK (status IN ('PENDING','RUNNING','SUCCEEDED','FAILED','STOPPED')),
+        reason        TEXT,
+        started       TEXT NOT NULL,          -- ISO 8601 UTC, 2026-11-26T10:15:00Z
+        ended         TEXT,
+        usd_per_hour  REAL,
+        tokens_per_s  REAL,
+        peak_vram_gib REAL,
+        estimate      TEXT,                   -- json
+        artifacts     TEXT NOT NULL DEFAULT '{}',  -- json: name -> uri
+        metrics       TEXT NOT NULL DEFAULT '{}',  -- json
+        pid           INTEGER,                -- the controller/runner process, for reattach
+        downloaded    INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX runs_stage_status ON runs (stage, status, started);
+    """,
+    # v2: the training process (local: `down` stops it) and the SkyPilot job id (reattach)
+    """
+    ALTER TABLE runs ADD COLUMN child_pid INTEGER;
+    ALTER TABLE runs ADD COLUMN job_id INTEGER;
+    """,
+)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_run_id(stage: int, target: str) -> str:
+    """s<stage>-<target>-<yyyymmdd-hhmmss UTC>-<4 hex>: sortable by time, safe in paths and manifest names."""
+    slug = re.sub(r"[^a-z0-9]+", "-", target.lower()).strip("-") or "target"
+    return f"s{stage}-{slug}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True if process `pid` exists and is not a zombie (a dead child not yet reaped)."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): kill(0) said it exists
+
+
+@dataclass
+class Run:
+    id: str
+    stage: int
+    target: str
+    status: str = "PENDING"
+    cluster: str | None = None
+    reason: str | None = None
+    started: str = field(default_factory=utc_now)
+    ended: str | None = None
+    usd_per_hour: float | None = None
+    tokens_per_s: float | None = None
+    peak_vram_gib: float | None = None
+    estimate: dict | None = None
+    artifacts: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    pid: int | None = None
+    downloaded: bool = False
+    child_pid: int | None = None
+    job_id: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+
+COLUMNS = tuple(f.name for f in fields(Run))
+
+
+def _to_db(name: str, value: object) -> object:
+    if name in JSON_FIELDS:
+        if value is None:
+            return None if name == "estimate" else "{}"
+        return json.dumps(value, sort_keys=True)
+    if name == "downloaded":
+        return int(bool(value))
+    if name == "status" and value not in STATUSES:
+        raise UserError(f"bad run status {value!r}: one of {', '.join(STATUSES)}")
+    return value
+
+
+def _from_row(row: sqlite3.Row) -> Run:
+    d = {k: row[k] for k in row.keys()}
+    for k in JSON_FIELDS:
+        d[k] = json.loads(d[k]) if d[k] is not None else (None if k == "estimate" else {})
+    d["downloaded"] = bool(d["downloaded"])
+    return Run(**d)
+
+
+class RunStore:
+    def __init__(self, db_path: str | os.PathLike):
+        self.path = Path(db_path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create {self.path.parent}: {e.strerror or e}") from None
+        with self._tx() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise UserError(f"{self.path} has schema version {version}, newer than this amigo-burst "
+                                f"({SCHEMA_VERSION}): upgrade amigo-burst")
+            for v in range(version, SCHEMA_VERSION):
+                db.executescript_in_tx(MIGRATIONS[v])
+                db.execute(f"PRAGMA user_version = {v + 1}")
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except sqlite3.Error as e:
+            raise UserError(f"cannot open {self.path}: {e}") from None
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode = WAL")  # persistent: set once per file
+            db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
+            yield db
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"{self.path}: {e}") from None
+        finally:
+            db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[_Tx]:
+        """One write transaction, the write lock taken up front (BEGIN IMMEDIATE)."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Tx(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    # --- writes -------------------------------------------------------------------------------------
+    def create(self, run: Run) -> Run:
+        with self._tx() as db:
+            self._insert(db, run)
+        return run
+
+    def _insert(self, db: _Tx, run: Run) -> None:
+        values = asdict(run)
+        try:
+            db.execute(f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                       [_to_db(k, values[k]) for k in COLUMNS])
+        except sqlite3.IntegrityError:
+            raise UserError(f"run id {run.id!r} already exists") from None
+
+    def update(self, run_id: str, **changes: object) -> Run:
+        bad = [k for k in changes if k not in COLUMNS or k == "id"]
+        if bad:
+            raise UserError(f"cannot update run field(s) {', '.join(bad)}")
+        with self._tx() as db:
+            if changes:
+                sets = ", ".join(f"{k} = ?" for k in changes)
+                cur = db.execute(f"UPDATE runs SET {sets} WHERE id = ?",
+                                 [_to_db(k, v) for k, v in changes.items()] + [run_id])
+                if cur.rowcount == 0:
+                    raise UserError(f"unknown run id {run_id!r}")
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise UserError(f"unknown run id {run_id!r}")
+            return _from_row(row)
+
+    def claim_stage(self, stage: int, run: Run, replace: bool = False) -> Run:
+        """Insert `run` unless a PENDING/RUNNING run of `stage` has a live pid (then UserError).
+
+        The check and the insert share one BEGIN IMMEDIATE transaction: of two launches racing,
+        the second waits for the first's commit and then sees its row. run.pid defaults to ours.
+        Rows whose pid is dead (a controller that crashed) do not block; they stay as they are
+        for reattach/cleanup to decide.
+        """
+        if run.pid is None:
+            run.pid = os.getpid()
+        with self._tx() as db:
+            for row in db.execute("SELECT id, status, pid FROM runs WHERE stage = ? AND status IN (?, ?)",
+                                  (stage, *ACTIVE)).fetchall():
+                if pid_alive(row["pid"]):
+                    raise UserError(f"stage {stage} is already {row['status'].lower()} as run {row['id']} "
+                                    f"(pid {row['pid']}): wait for it or stop it first")
+            if replace:  # --resume: the same run id starts again
+                db.execute("DELETE FROM runs WHERE id = ?", (run.id,))
+            self._insert(db, run)
+        return run
+
+    # --- reads --------------------------------------------------------------------------------------
+    def get(self, run_id: str) -> Run:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise UserError(f"unknown run id {run_id!r}")
+        return _from_row(row)
+
+    def list(self, stage: int | None = None, status: str | Iterable[str] | None = None) -> list[Run]:
+        """Oldest first."""
+        where, args = [], []
+        if stage is not None:
+            where.append("stage = ?")
+            args.append(stage)
+        if status is not None:
+            wanted = [status] if isinstance(status, str) else list(status)
+            where.append(f"status IN ({', '.join('?' * len(wanted))})")
+            args.extend(wanted)
+        sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY started, id"
+        with self._connect() as db:
+            return [_from_row(r) for r in db.execute(sql, args).fetchall()]
+
+    def latest(self, stage: int, status: str | None = "SUCCEEDED") -> Run | None:
+        runs = self.list(stage=stage, status=status)
+        return runs[-1] if runs else None
+
+    def active(self, stage: int | None = None) -> list[Run]:
+        return self.list(stage=stage, status=ACTIVE)
+
+
+class _Tx:
+    """The connection inside a transaction (executescript would COMMIT it: run statements one by one)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def execute(self, sql: str, args: Iterable[object] = ()) -> sqlite3.Cursor:
+        return self.db.execute(sql, tuple(args))
+
+    def executescript_in_tx(self, script: str) -> None:
+        for stmt in _statements(script):
+            self.db.execute(stmt)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration (no semicolons inside strings/triggers in ours) into statements."""
+    lines = [ln.split("--", 1)[0] for ln in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
