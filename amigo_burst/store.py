@@ -1,4 +1,4 @@
-"""The controller's side of the artifact store: train/storage.py plus rich bars and UserError.
+"""The controller's side of the artifact store: train/storage/ plus rich bars and UserError.
 
     store = open_from_config(cfg)          # [store] url/endpoint_url from amigo.toml, creds from .env
     store.put_dir(".amigo/work/RUN/inputs", "runs/RUN/inputs")

@@ -1,4 +1,4 @@
-"""The artifact store (train/storage.py) on file:// and on a real S3 endpoint (moto's server).
+"""The artifact store (train/storage/) on file:// and on a real S3 endpoint (moto's server).
 
 Each behaviour runs against both backends where it applies: a store is a store.
 """
