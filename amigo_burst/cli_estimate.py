@@ -1,0 +1,430 @@
+"""`amigo-burst estimate | plan | report`: parse, load data at the edge, call the pure modules, render.
+
+The plain functions (estimate_cmd, plan_cmd, report_cmd) take the parsed options plus
+`cfg` (AmigoConfig or None) and `runs` (list of run dicts), so tests call them without
+a database; `register(app, state)` wires them into the typer app.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from amigo_burst.errors import UserError
+
+
+def _console(width: int | None = None):
+    from rich.console import Console
+
+    return Console(highlight=False, width=width)
+
+
+def _local_gpu_cfg(cfg):
+    if cfg is not None:
+        return cfg.local_gpu
+    from amigo_burst.config import LocalGpuConfig
+
+    return LocalGpuConfig()
+
+
+def price_table(cfg):
+    from amigo_burst.pricing import load_prices
+
+    return load_prices(cfg.root / ".amigo" / "prices.json" if cfg is not None else None)
+
+
+def usd_per_hour_for(gpu, cfg, prices) -> tuple[float | None, str]:
+    """$/h for a GPU name: electricity when it is this machine's (local GPU or cpu), else the cheapest cloud."""
+    from amigo_burst.pricing import local_usd_per_hour
+
+    local = _local_gpu_cfg(cfg)
+    if gpu.kind in ("laptop", "cpu") or gpu.name == local.name:
+        if gpu.kind == "cpu":
+            return gpu.board_power_w / 1000 * local.usd_per_kwh, f"electricity {gpu.board_power_w:g} W"
+        return local_usd_per_hour(local), f"electricity {local.board_power_w:g} W x ${local.usd_per_kwh:g}/kWh"
+    names = [gpu.name, *gpu.aliases]
+    offers = [p for n in names if (p := prices.cheapest(n)) is not None]
+    if not offers:
+        return None, "no price in the catalogs"
+    best = min(offers, key=lambda p: p.usd_per_hour)
+    return best.usd_per_hour, f"{best.cloud} {best.accelerator}, {prices.describe()}"
+
+
+def _runs_as_dicts(runs) -> list[dict]:
+    return [asdict(r) if is_dataclass(r) else dict(r) for r in (runs or [])]
+
+
+def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 2048, micro_batch: int = 1,
+                 tokens: int | None = None, epochs: float = 1.0, rank: int | None = None, trainer: str = "sft",
+                 grad_ckpt: bool = True, packing: bool = True, download_gbit_s: float = 1.0, json_out: bool = False,
+                 cfg=None, runs=None, console=None) -> dict:
+    from amigo_burst.calibration import calibrate
+    from amigo_burst.estimate import (
+        ALL_LINEAR,
+        SetupCost,
+        Workload,
+        estimate,
+        hours_text,
+        load_arch,
+        load_gpu,
+    )
+
+    arch = load_arch(cfg.resolve(model) if cfg is not None and Path(model).suffix == ".json" else model)
+    g = load_gpu(gpu)
+    local = _local_gpu_cfg(cfg)
+    if g.name == local.name:  # the configured laptop: its real VRAM
+        from dataclasses import replace
+
+        g = replace(g, memory_gib=local.vram_gib)
+    targets = tuple(cfg.lora.target_modules) if cfg is not None else ALL_LINEAR
+    w = Workload(method, seq_len, micro_batch, grad_ckpt, packing, tokens, epochs,
+                 rank or (cfg.lora.r if cfg is not None else 16), targets, trainer,
+                 lora_dropout=cfg.lora.dropout > 0 if cfg is not None else True)
+    rate, rate_src = usd_per_hour_for(g, cfg, price_table(cfg))
+    setup = SetupCost() if g.kind in ("laptop", "cpu") else SetupCost.cloud(download_gbit_s)
+    e = estimate(arch, g, w, calibrate(_runs_as_dicts(runs)), usd_per_hour=rate, setup=setup)
+    d = e.to_dict() | {"usd_per_hour_source": rate_src}
+    con = console or _console()
+    if json_out:
+        con.print_json(json.dumps(d)) if console is None else con.print(json.dumps(d), soft_wrap=True)
+        return d
+    mark = "[green]fits[/green]" if e.fits else f"[red]does not fit[/red]: {e.reason}"
+    con.print(f"{arch.name} {method} on {g.name} ({g.memory_gib:g} GiB), seq {seq_len} x micro-batch {micro_batch}: "
+              f"{mark}")
+    bd = e.breakdown_gib
+    act = bd.get("checkpoints", bd.get("activations", 0))
+    con.print(f"  peak VRAM {e.peak_vram_gib:.1f} GiB = weights {bd['weights']:.2f} + LoRA states "
+              f"{bd['lora_states']:.2f} + saved activations {act:.2f} + peak transient {bd['transient']:.2f} "
+              f"(logits {bd['logits']:.2f}) x allocator margin + CUDA context  \\[{e.calibration}]")
+    con.print(f"  {e.tokens_per_s:,.0f} tokens/s ({e.flops_per_token / 1e9:.2f} GFLOP/token, {e.bound}-bound) "
+              f"\\[{e.calibration}]")
+    if e.hours is not None:
+        usd = f"${e.usd:.2f}" if e.usd is not None else "$?"
+        con.print(f"  {tokens:,} tokens x {epochs:g} epochs: {hours_text(e.train_hours)} training + "
+                  f"{hours_text(e.setup_hours)} setup = {hours_text(e.hours)}, {usd} at "
+                  f"${rate or 0:.3f}/h ({rate_src})")
+    else:
+        con.print(f"  ${rate or 0:.3f}/h ({rate_src}); pass --tokens for hours and $")
+    return d
+
+
+def stage_tokens(cfg, number: int) -> int | None:
+    """Tokens of a stage's dataset before preparation: a local file's bytes / 3.6 (BPE on code and
+    English: ~3.5-4 characters per token), scaled to max_rows; a hub dataset: max_rows x 400."""
+    sc = cfg.stages[number]
+    ds = sc.dataset
+    if ds.path:
+        p = cfg.resolve(ds.path)
+        if p.is_file():
+            size = p.stat().st_size
+            if ds.max_rows and p.suffix == ".jsonl":
+                with open(p, "rb") as f:
+                    rows = sum(1 for line in f if line.strip())
+                size = size * min(1.0, ds.max_rows / max(rows, 1))
+            return int(size / 3.6)
+    if ds.max_rows:
+        return ds.max_rows * 400
+    return None
+
+
+def stage_inputs(cfg, numbers: list[int], tokens: dict[int, int | None] | None = None):
+    from amigo_burst.plan import StageInput
+    from amigo_burst.stages import STAGES
+
+    out = []
+    for n in numbers:
+        sc = cfg.stage(n)
+        t = (tokens or {}).get(n)
+        t = t if t is not None else stage_tokens(cfg, n)
+        epochs = sc.epochs
+        if sc.max_steps and isinstance(sc.micro_batch, int) and isinstance(sc.grad_accum, int):
+            # max_steps caps the run: steps x micro x accum x seq tokens at most (packed)
+            cap = sc.max_steps * sc.micro_batch * sc.grad_accum * sc.max_seq_len
+            if t is None or t * epochs > cap:
+                t, epochs = cap, 1.0
+        out.append(StageInput(n, STAGES[n].name, STAGES[n].trainer, sc.max_seq_len, sc.micro_batch, sc.grad_accum,
+                              t, epochs, sc.max_usd, sc.max_hours))
+    return out
+
+
+def target_infos(cfg, prices):
+    """sky/*.yaml -> plan.TargetInfo with a GPU row and a $/h."""
+    from amigo_burst.estimate import gpu_for_accelerator
+    from amigo_burst.plan import TargetInfo
+    from amigo_burst.pricing import local_usd_per_hour
+    from amigo_burst.targets import all_targets
+
+    out = []
+    for t in all_targets(cfg.root if cfg is not None else None):
+        if t.is_local:
+            out.append(TargetInfo(t.name, t.accelerator, _local_gpu_cfg(cfg).name,
+                                  local_usd_per_hour(_local_gpu_cfg(cfg)), True, "electricity"))
+            continue
+        gpu = gpu_for_accelerator(t.infra, t.accelerator)
+        p = prices.get(t.infra, t.accelerator) if t.accelerator else None
+        rate = p.usd_per_hour * max(t.gpu_count, 1) if p and p.usd_per_hour is not None else None
+        out.append(TargetInfo(t.name, t.accelerator, gpu.name if gpu else None, rate, False,
+                              prices.describe() if p else "no catalog price"))
+    return out
+
+
+def _gpus_for(cfg) -> dict:
+    from dataclasses import replace
+
+    from amigo_burst.estimate import gpu_table
+
+    gpus = dict(gpu_table())
+    local = _local_gpu_cfg(cfg)
+    if local.name in gpus:
+        gpus[local.name] = replace(gpus[local.name], memory_gib=local.vram_gib)
+    return gpus
+
+
+def make_plan(cfg, runs, stages: list[int] | None = None, budget_usd: float | None = None,
+              deadline_hours: float | None = None, tokens: dict[int, int | None] | None = None, prices=None):
+    from amigo_burst.calibration import calibrate
+    from amigo_burst.estimate import load_arch
+    from amigo_burst.plan import build_plan
+
+    if cfg is None:
+        raise UserError("plan needs an amigo.toml: pass --config PATH")
+    prices = prices or price_table(cfg)
+    numbers = [n for n in (stages or sorted(cfg.stages)) if n in cfg.stages]
+    if not numbers:
+        raise UserError(f"no configured stage among {stages}: amigo.toml has {sorted(cfg.stages)}")
+    arch_ref = cfg.model.arch
+    arch = load_arch(cfg.resolve(arch_ref) if arch_ref.endswith(".json") or "/" in arch_ref and
+                     cfg.resolve(arch_ref).exists() else arch_ref)
+    infos = target_infos(cfg, prices)
+    local = next((t.name for t in infos if t.local and t.name.split("-")[0] == cfg.targets.local), None) or next(
+        (t.name for t in infos if t.local), None)
+    cloud = next((t.name for t in infos if t.name == cfg.targets.cloud), None) or next(
+        (t.name for t in infos if t.name.split("-")[0] == cfg.targets.cloud), None)
+    plan = build_plan(arch, stage_inputs(cfg, numbers, tokens), infos, _gpus_for(cfg), method=cfg.model.method,
+                      rank=cfg.lora.r, target_modules=tuple(cfg.lora.target_modules),
+                      calibration=calibrate(_runs_as_dicts(runs)), budget_usd=budget_usd,
+                      deadline_hours=deadline_hours, local_target=local, cloud_target=cloud,
+                      lora_dropout=cfg.lora.dropout > 0)
+    return plan, prices, arch
+
+
+def auto_target(cfg, stage: int, runs=None, *, budget_usd: float | None = None, deadline_hours: float | None = None,
+                tokens: int | None = None) -> tuple[str, str]:
+    """`--cloud auto`: (target name, reason). UserError when nothing fits within the limits."""
+    from amigo_burst.plan import choose_target
+
+    plan, _, _ = make_plan(cfg, runs, [stage], tokens={stage: tokens} if tokens is not None else None)
+    sc = cfg.stage(stage)
+    name, why = choose_target([c for c in plan.cells if c.stage == stage],
+                              budget_usd if budget_usd is not None else sc.max_usd,
+                              deadline_hours if deadline_hours is not None else sc.max_hours)
+    if name is None:
+        raise UserError(f"stage {stage}: {why}")
+    return name, why
+
+
+def estimate_for_target(cfg, stage: int, target_name: str, tokens: int | None = None, runs=None) -> dict:
+    """For `launch`: the plan cell of one (stage, target) as a dict: Estimate.to_dict() keys plus
+    method (lora|qlora, chosen when [model].method is auto), micro_batch, grad_accum, usd_per_hour, reason."""
+    plan, _, _ = make_plan(cfg, runs, [stage], tokens={stage: tokens} if tokens is not None else None)
+    cell = next((c for c in plan.cells if c.target == target_name), None)
+    if cell is None:
+        raise UserError(f"no target named {target_name!r} in sky/")
+    d = cell.estimate.to_dict() if cell.estimate else {"fits": False, "usd": None, "hours": None, "usd_per_hour": None}
+    d.update(method=cell.method, micro_batch=cell.micro_batch, grad_accum=cell.grad_accum, reason=cell.reason,
+             target=target_name)
+    return d
+
+
+def plan_to_dict(plan) -> dict:
+    cells = []
+    for c in plan.cells:
+        d = {k: getattr(c, k) for k in ("stage", "target", "local", "fits", "method", "micro_batch", "grad_accum",
+                                         "hours", "usd", "peak_vram_gib", "memory_gib", "reason")}
+        d["calibrated"] = bool(c.estimate and c.estimate.calibrated)
+        cells.append(d)
+    return {"cells": cells,
+            "recommended": {str(s): {"target": t, "reason": r} for s, (t, r) in plan.recommended.items()},
+            "strategies": [asdict(s) | {"targets": {str(k): v for k, v in s.targets.items()}} for s in plan.strategies],
+            "local_note": plan.local_note, "warnings": plan.warnings}
+
+
+def plan_cmd(*, stages: str | None = None, budget_usd: float | None = None, deadline_hours: float | None = None,
+             json_out: bool = False, cfg=None, runs=None, console=None, tokens: dict | None = None) -> dict:
+    from rich.table import Table
+
+    from amigo_burst.estimate import hours_text, usd_text
+
+    numbers = parse_stages(stages) if stages else None
+    plan, prices, arch = make_plan(cfg, runs, numbers, budget_usd, deadline_hours, tokens)
+    d = plan_to_dict(plan)
+    con = console or _console()
+    if json_out:
+        con.print(json.dumps(d, default=str), soft_wrap=True)
+        return d
+    t = Table(title=f"plan: {arch.name}, per stage x target ({prices.describe()})")
+    for col in ("stage", "target", "fits", "method", "micro x accum", "peak GiB", "est. time", "est. $", "figures"):
+        t.add_column(col, justify="right" if col in ("peak GiB", "est. time", "est. $") else "left")
+    for c in plan.cells:
+        rec = plan.recommended.get(c.stage, (None, ""))[0] == c.target
+        t.add_row(str(c.stage), c.target + (" *" if rec else ""), "yes" if c.fits else "[red]no[/red]", c.method,
+                  f"{c.micro_batch} x {c.grad_accum}" if c.fits else "-",
+                  f"{c.peak_vram_gib:.1f}/{c.memory_gib:g}" if c.estimate else "-",
+                  hours_text(c.hours) if c.fits else "-", usd_text(c.usd) if c.fits else "-",
+                  c.estimate.calibration if c.estimate else "-")
+    con.print(t)
+    con.print("* recommended (cheapest that fits within budget and deadline)")
+    for s, (name, why) in plan.recommended.items():
+        con.print(f"stage {s}: {name or 'none'} — {why}")
+    st = Table(title="strategies")
+    for col in ("strategy", "targets", "est. time", "est. $", "note"):
+        st.add_column(col)
+    for s in plan.strategies:
+        st.add_row(s.name, ", ".join(f"{k}:{v}" for k, v in s.targets.items()),
+                   hours_text(s.hours) if s.feasible else "-",
+                   usd_text(s.usd) if s.feasible else "-", s.note)
+    con.print(st)
+    if plan.local_note:
+        con.print(f"[yellow]{plan.local_note}[/yellow]")
+    for w in plan.warnings:
+        con.print(f"[yellow]warning:[/yellow] {w}")
+    if any(c.hours is None and c.fits for c in plan.cells):
+        con.print("some stages have no token count (hub dataset without max_rows): hours and $ need `prepare`")
+    return d
+
+
+def parse_stages(text: str) -> list[int]:
+    """'1-5', '2', '1,3-4' -> [1, 2, ...]."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            a, _, b = part.strip().partition("-")
+            out += list(range(int(a), int(b or a) + 1))
+    except ValueError:
+        raise UserError(f"bad --stages {text!r}: use e.g. 1-5 or 2,4") from None
+    if not out or any(n < 1 or n > 5 for n in out):
+        raise UserError(f"bad --stages {text!r}: stages are 1-5")
+    return out
+
+
+def report_cmd(*, fmt: str = "table", out: Path | None = None, cfg=None, runs=None, console=None,
+               width: int | None = None) -> str:
+    from amigo_burst import report as rp
+
+    if fmt not in ("table", "md", "html", "json"):
+        raise UserError(f"unknown --format {fmt!r}: choose table, md, html or json")
+    run_dicts = _runs_as_dicts(runs)
+    strategies = []
+    local = set()
+    if cfg is not None:
+        try:
+            plan, _, _ = make_plan(cfg, run_dicts)
+            strategies = [{"name": s.name, "hours": s.hours, "usd": s.usd, "feasible": s.feasible, "note": s.note}
+                          for s in plan.strategies]
+            local = {c.target for c in plan.cells if c.local}
+        except UserError:
+            pass
+    rep = rp.build_report(run_dicts, strategies, local)
+    if fmt == "table":
+        con = console or _console(width)
+        if out is not None:
+            from rich.console import Console
+
+            with open(out, "w", encoding="utf-8") as f:
+                fc = Console(file=f, width=width or 100, highlight=False, color_system=None)
+                for t in rp.rich_tables(rep):
+                    fc.print(t)
+            return ""
+        for t in rp.rich_tables(rep):
+            con.print(t)
+        if not rep["runs"]:
+            con.print("No runs yet.")
+        return ""
+    text = {"md": rp.to_markdown, "json": rp.to_json, "html": rp.to_html}[fmt](rep)
+    if out is not None:
+        out = Path(out)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)  # never a half-written report
+        (console or _console()).print(f"report written to {out}")
+    else:
+        import sys
+
+        sys.stdout.write(text)
+    return text
+
+
+def _cfg_or_none(state, ctx):
+    try:
+        return state(ctx).cfg
+    except UserError:
+        return None
+
+
+def runs_for(cfg) -> list[dict]:
+    if cfg is None or not (cfg.root / ".amigo" / "state.db").exists():
+        return []
+    from amigo_burst.launch import run_store
+
+    return _runs_as_dicts(run_store(cfg).list())
+
+
+def register(app: typer.Typer, state) -> None:
+    @app.command()
+    def estimate(
+        ctx: typer.Context,
+        *,
+        model: Annotated[str, typer.Option("--model", "-m", help="preset name, hub id, or path to a config.json "
+                                           "(or its folder); default: [model].arch")] = "",
+        gpu: Annotated[str, typer.Option("--gpu", "-g", help="A100, A100-80GB, H100, H200, L40S, RTX4090, RTX3090, "
+                                         "RTX4050-Laptop, cpu")] = "RTX4050-Laptop",
+        method: Annotated[str, typer.Option(help="lora (bf16 base) or qlora (NF4 base)")] = "qlora",
+        seq_len: Annotated[int, typer.Option("--seq-len", help="tokens per sequence")] = 2048,
+        micro_batch: Annotated[int, typer.Option("--micro-batch", help="sequences per forward pass")] = 1,
+        tokens: Annotated[int | None, typer.Option(help="training tokens per epoch: gives hours and $")] = None,
+        epochs: Annotated[float, typer.Option(help="passes over the tokens")] = 1.0,
+        rank: Annotated[int | None, typer.Option(help="LoRA rank (default: [lora].r or 16)")] = None,
+        trainer: Annotated[str, typer.Option(help="sft, or dpo (chosen + rejected + reference passes)")] = "sft",
+        grad_ckpt: Annotated[bool, typer.Option("--grad-ckpt/--no-grad-ckpt", help="gradient checkpointing")] = True,
+        download_gbps: Annotated[float, typer.Option("--download-gbps", help="model download Gbit/s (cloud)")] = 1.0,
+        json_out: Annotated[bool, typer.Option("--json", help="one JSON object (keys documented in README)")] = False,
+    ) -> None:
+        """Fits? peak VRAM, tokens/s, hours and $ for one model x GPU x method.  Example: amigo-burst estimate --model llama-3.1-8b --gpu RTX4090 --method qlora --seq-len 2048 --tokens 20000000"""
+        cfg = _cfg_or_none(state, ctx)
+        if not model:
+            if cfg is None:
+                raise UserError("--model is required without an amigo.toml")
+            model = cfg.model.arch
+        estimate_cmd(model=model, gpu=gpu, method=method, seq_len=seq_len, micro_batch=micro_batch, tokens=tokens,
+                     epochs=epochs, rank=rank, trainer=trainer, grad_ckpt=grad_ckpt, download_gbit_s=download_gbps,
+                     json_out=json_out, cfg=cfg, runs=runs_for(cfg))
+
+    @app.command()
+    def plan(
+        ctx: typer.Context,
+        *,
+        stages: Annotated[str | None, typer.Option(help="e.g. 1-5 or 2,4 (default: all configured)")] = None,
+        budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="per-stage $ limit")] = None,
+        deadline_hours: Annotated[float | None, typer.Option("--deadline-hours", help="per-stage hours")] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    ) -> None:
+        """Stage x target: fits, method, micro-batch x grad-accum, hours, $; the recommended target per stage; the three strategies."""
+        cfg = state(ctx).cfg
+        plan_cmd(stages=stages, budget_usd=budget_usd, deadline_hours=deadline_hours, json_out=json_out, cfg=cfg,
+                 runs=runs_for(cfg))
+
+    @app.command()
+    def report(
+        ctx: typer.Context,
+        *,
+        fmt: Annotated[str, typer.Option("--format", "-f", help="table, md, html (self-contained, charts) or json")]
+        = "table",
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="write to FILE instead of stdout")] = None,
+    ) -> None:
+        """Estimated vs actual hours, $, tokens/s, peak VRAM per run; totals; HTML with charts."""
+        cfg = state(ctx).cfg
+        report_cmd(fmt=fmt, out=out, cfg=cfg, runs=runs_for(cfg))

@@ -1,0 +1,537 @@
+"""Will it fit, how fast, how long, how much: a pure estimator for LoRA / QLoRA fine-tuning.
+
+    estimate(load_arch("llama-3.1-8b"), load_gpu("H100"), Workload("lora", 2048, 4)) -> Estimate
+
+Everything here is arithmetic over data files (data/models.csv, data/gpus.csv);
+no torch, no I/O beyond reading those tables and a user's config.json.
+
+Memory (bytes, one GPU, one micro-batch of T = B x S tokens; x2 sequences for DPO):
+  weights     lora: 2 B/param (bf16).  qlora: the decoder's linear layers in NF4 =
+              4 bit + 8-bit absmax per 64-block + fp32 per 256 absmax (double quant)
+              = 4.127 bit = 0.516 B/param; embeddings, lm_head, norms stay bf16 (2 B).
+  lora        16 B per adapter param: fp32 weight 4 + fp32 grad 4 + Adam m 4 + v 4.
+  activations with checkpointing: each layer's input (T x H x 2 B) for all L layers,
+              plus one layer recomputed during its backward; without: all L layers.
+  logits      T x V x 14 B at the loss: bf16 logits 2 + fp32 upcast 4 + fp32 log-softmax
+              kept for backward 4 + its fp32 gradient 4 (the 128k-256k vocabularies make
+              this the largest activation term).
+  + CUDA context (gpus.csv) + 8% caching-allocator margin on top of the allocated peak.
+
+Anchor (issue 8, H100, Llama-3.1-8B LoRA bf16, seq 2048 x 4, checkpointing): measured
+31.3 GiB peak allocated; this model: 14.96 weights + 0.62 LoRA + 2.00 checkpoints
++ 13.69 logits = 31.3 GiB.
+
+Speed: FLOPs per token on a 4·N basis (forward 2N + input-gradient backward 2N;
+frozen weights get no weight gradient), + 2N for the recompute with checkpointing,
++ causal attention 2·S·d_attn·L per pass, + the small adapter matmuls; divided by
+peak bf16 x an efficiency per GPU class and method (gpus.csv, with its source).
+Weight reads per pass are a bandwidth floor (roofline max), and QLoRA's NF4
+dequantisation is an extra bandwidth term: every pass reads 0.52 B, writes 2 B and
+the GEMM re-reads 2 B per quantised weight.
+
+JSON keys of Estimate.to_dict() are stable (README documents them): fits,
+peak_vram_gib, tokens_per_s, hours, usd, calibrated, plus the breakdown.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+
+from amigo_burst.errors import UserError
+
+DATA = Path(__file__).parent / "data"
+GiB = 2**30
+
+# NF4 with double quantisation (bitsandbytes defaults of QLoRA, blocksize 64):
+# 4 bit code + 8 bit absmax / 64 + 32 bit second-level constant / (64 x 256) = 4.127 bit.
+NF4_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8  # 0.5159 B/param
+LORA_STATE_BYTES = 4 + 4 + 4 + 4  # fp32 adapter weight + grad + Adam m + Adam v
+LOGIT_BYTES = 2 + 4 + 4 + 4  # bf16 logits, fp32 upcast, fp32 log-softmax, its fp32 grad
+ALLOCATOR_MARGIN = 0.08  # reserved / allocated of PyTorch's caching allocator ~1.05-1.10
+BW_EFFICIENCY = 0.8  # streaming kernels reach ~80% of datasheet bandwidth
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Without packing, padding to the longest row of a micro-batch wastes compute on pad
+# tokens; assumed 25% at micro-batch > 1 (none at micro-batch 1).
+PAD_WASTE = 0.25
+
+
+@dataclass(frozen=True)
+class ModelArch:
+    name: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    tied_embeddings: bool = False
+    stated_params: int = 0  # from the model card; 0: use the shape
+    source: str = ""
+
+    @property
+    def modules(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each linear layer in one decoder block (Llama/Qwen/Gemma/Mistral shape)."""
+        h, q, kv, i = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate
+        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+    @property
+    def linear_params(self) -> int:
+        """Decoder linear weights: the part QLoRA quantises.  8B: 32 x 218.1M = 6.98B."""
+        return self.layers * sum(a * b for a, b in self.modules.values())
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+
+    @property
+    def params(self) -> int:
+        shape = self.linear_params + self.embedding_params + (2 * self.layers + 1) * self.hidden
+        return max(self.stated_params, shape)
+
+    @property
+    def matmul_params(self) -> int:
+        """Weights that take part in a matmul per token: decoder linears + lm_head (lookups are free)."""
+        return self.linear_params + self.vocab * self.hidden
+
+    def lora_params(self, rank: int, targets: tuple[str, ...] = ALL_LINEAR) -> int:
+        """r x (in + out) per adapted module.  8B, r=16, all 7: 32 x 1.31M = 41.9M."""
+        mods = self.modules
+        unknown = [t for t in targets if t not in mods]
+        if unknown:
+            raise UserError(f"unknown LoRA target module(s) {', '.join(unknown)}: choose from {', '.join(mods)}")
+        return self.layers * sum(rank * (mods[t][0] + mods[t][1]) for t in targets)
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    name: str
+    memory_gib: float
+    bf16_tflops: float
+    bandwidth_gbs: float
+    kind: str = "datacenter"  # laptop | consumer | datacenter | cpu
+    board_power_w: float = 0.0
+    context_gib: float = 0.5
+    forward_overhead_ms: float = 2.5  # eager per-forward-pass cost (Python module calls, launches)
+    eff_lora: float = 0.3
+    eff_qlora: float = 0.28
+    aliases: tuple[str, ...] = ()
+    source: str = ""
+    efficiency_source: str = ""
+
+    def efficiency(self, method: str) -> float:
+        return self.eff_qlora if method == "qlora" else self.eff_lora
+
+
+@dataclass(frozen=True)
+class Workload:
+    method: str = "qlora"  # lora | qlora
+    seq_len: int = 2048
+    micro_batch: int = 1
+    grad_ckpt: bool = True
+    packing: bool = True
+    tokens: int | None = None  # training tokens per epoch (DPO: chosen + rejected sequences)
+    epochs: float = 1.0
+    rank: int = 16
+    target_modules: tuple[str, ...] = ALL_LINEAR
+    trainer: str = "sft"  # sft | dpo
+    lora_dropout: bool = True  # dropout > 0 keeps a mask + dropped input per adapted module
+
+    def __post_init__(self) -> None:
+        if self.method not in ("lora", "qlora"):
+            raise UserError(f"unknown method '{self.method}': choose lora or qlora")
+        if self.trainer not in ("sft", "dpo"):
+            raise UserError(f"unknown trainer '{self.trainer}': choose sft or dpo")
+        for name in ("seq_len", "micro_batch", "rank"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', '-')} must be >= 1")
+        if self.tokens is not None and self.tokens < 0:
+            raise UserError("tokens must be >= 0")
+        if self.epochs <= 0:
+            raise UserError("epochs must be > 0")
+
+
+@dataclass(frozen=True)
+class SetupCost:
+    """Time a run pays for before its first step (billed like training time)."""
+
+    provision_s: float = 0.0  # cloud: ~3-5 min for a pod/VM to come up
+    setup_s: float = 0.0  # pip install of the training stack (train/setup.sh)
+    download_gbit_s: float = 1.0  # model download bandwidth; bf16 safetensors = 2 B/param
+    download: bool = False  # False: the model is already cached there (the laptop)
+
+    @classmethod
+    def cloud(cls, download_gbit_s: float = 1.0) -> SetupCost:
+        return cls(provision_s=300.0, setup_s=240.0, download_gbit_s=download_gbit_s, download=True)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """Measured / estimated ratios for one (gpu, method), from calibration.py."""
+
+    tokens_per_s: float = 1.0
+    peak: float = 1.0
+    runs: int = 0
+    mem_runs: int = 0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    model: str
+    gpu: str
+    method: str
+    trainer: str
+    seq_len: int
+    micro_batch: int
+    fits: bool
+    peak_vram_gib: float  # allocated peak x allocator margin + CUDA context: compare with memory_gib
+    peak_alloc_gib: float  # what torch.cuda.max_memory_allocated would report
+    memory_gib: float
+    tokens_per_s: float
+    tokens_per_s_default: float
+    peak_alloc_gib_default: float
+    flops_per_token: float
+    bound: str  # compute | memory
+    train_hours: float | None
+    setup_hours: float
+    hours: float | None
+    usd_per_hour: float | None
+    usd: float | None
+    calibrated: bool
+    calibration_runs: int
+    calibration: str  # "calibrated from N runs" | "default"
+    reason: str  # why it does not fit ("" when it does)
+    breakdown_gib: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, float):
+                d[k] = round(v, 4)
+        d["breakdown_gib"] = {k: round(v, 4) for k, v in self.breakdown_gib.items()}
+        return d
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _bool(s: str) -> bool:
+    return s.strip().lower() in ("1", "true", "yes")
+
+
+@lru_cache(maxsize=1)
+def model_table() -> dict[str, ModelArch]:
+    out = {}
+    with open(DATA / "models.csv", newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            out[r["name"]] = ModelArch(
+                r["name"], int(r["layers"]), int(r["hidden"]), int(r["heads"]), int(r["kv_heads"]),
+                int(r["head_dim"]), int(r["intermediate"]), int(r["vocab"]), _bool(r["tied_embeddings"]),
+                int(r["params"]), r["source"])
+    return out
+
+
+@lru_cache(maxsize=1)
+def _hub_ids() -> dict[str, str]:
+    with open(DATA / "models.csv", newline="", encoding="utf-8") as f:
+        return {r["hub_id"].lower(): r["name"] for r in csv.DictReader(f)}
+
+
+@lru_cache(maxsize=1)
+def gpu_table() -> dict[str, GpuSpec]:
+    out = {}
+    with open(DATA / "gpus.csv", newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            out[r["name"]] = GpuSpec(
+                r["name"], float(r["memory_gib"]), float(r["bf16_tflops"]), float(r["bandwidth_gbs"]),
+                r["kind"], float(r["board_power_w"]), float(r["context_gib"]), float(r["forward_overhead_ms"]),
+                float(r["eff_lora"]), float(r["eff_qlora"]),
+                tuple(a.strip() for a in r["aliases"].split(";") if a.strip()), r["source"], r["efficiency_source"])
+    return out
+
+
+def arch_from_config(cfg: dict, name: str, source: str) -> ModelArch:
+    """A transformers config.json -> ModelArch (multimodal configs: their text_config)."""
+    top = cfg
+    if isinstance(cfg.get("text_config"), dict):
+        cfg = {**cfg["text_config"], "model_type": cfg["text_config"].get("model_type", top.get("model_type", ""))}
+    try:
+        hidden = int(cfg["hidden_size"])
+        heads = int(cfg["num_attention_heads"])
+        arch = ModelArch(
+            name=name,
+            layers=int(cfg["num_hidden_layers"]),
+            hidden=hidden,
+            heads=heads,
+            kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            head_dim=int(cfg.get("head_dim") or hidden // heads),
+            intermediate=int(cfg["intermediate_size"]),
+            vocab=int(cfg["vocab_size"]),
+            # transformers' own default is tied; Llama/Qwen2/Mistral configs set it False
+            tied_embeddings=bool(cfg.get("tie_word_embeddings", top.get("tie_word_embeddings", True))),
+            source=source,
+        )
+    except KeyError as e:
+        raise UserError(f"{source}: not a decoder config.json (missing {e.args[0]})") from None
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{source}: bad value in config.json ({e})") from None
+    if min(arch.layers, arch.hidden, arch.heads, arch.kv_heads, arch.head_dim, arch.intermediate, arch.vocab) < 1:
+        raise UserError(f"{source}: config.json sizes must be positive")
+    return arch
+
+
+def load_arch(name_or_path: str | Path) -> ModelArch:
+    """A preset name (models.csv), its hub id, or a path to a config.json (or the folder holding one)."""
+    key = str(name_or_path).strip()
+    table = model_table()
+    if key.lower() in {n.lower() for n in table}:
+        return next(a for n, a in table.items() if n.lower() == key.lower())
+    if key.lower() in _hub_ids():
+        return table[_hub_ids()[key.lower()]]
+    p = Path(key).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise UserError(f"{p}: no config.json in this folder")
+        p = p / "config.json"
+    if p.is_file():
+        try:
+            cfg = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise UserError(f"{p}: not valid JSON ({e.__class__.__name__})") from None
+        if not isinstance(cfg, dict):
+            raise UserError(f"{p}: expected a JSON object")
+        return arch_from_config(cfg, p.parent.name or p.stem, str(p))
+    raise UserError(f"unknown model '{key}': choose one of {', '.join(table)} or give a path to a config.json")
+
+
+def load_gpu(name: str) -> GpuSpec:
+    """A GPU by its table name, a SkyPilot accelerator name or an alias (case-insensitive)."""
+    key = str(name).strip().lower()
+    for g in gpu_table().values():
+        if key == g.name.lower() or key in (a.lower() for a in g.aliases):
+            return g
+    raise UserError(f"unknown GPU '{name}': choose one of {', '.join(gpu_table())}")
+
+
+def gpu_class(device_name: str | None) -> str | None:
+    """A name as torch reports it ("NVIDIA GeForce RTX 4090", "cpu") -> the table's name, or None."""
+    if not device_name:
+        return None
+    try:
+        return load_gpu(device_name).name
+    except UserError:
+        pass
+    s = device_name.lower().replace(" ", "")
+    for pattern, name in (("4050", "RTX4050-Laptop"), ("3090", "RTX3090"), ("4090", "RTX4090"), ("l40s", "L40S"),
+                          ("h200", "H200"), ("h100pcie", "H100-PCIe"), ("h100nvl", "H100-PCIe"), ("h100", "H100"),
+                          ("a10080", "A100-80GB"), ("a100", "A100")):
+        if pattern in s:
+            return name
+    return None
+
+
+# SkyPilot accelerator names per cloud (see SKYPILOT-NOTES) -> gpus.csv. Vast's "A100" is
+# 40 or 80 GB: the 40 GB row is the safe reading for "fits".
+_CLOUD_ACCEL = {
+    ("runpod", "H100"): "H100-PCIe", ("runpod", "H100-NVL"): "H100-PCIe", ("lambda", "H100"): "H100-PCIe",
+    ("runpod", "A100-80GB-SXM"): "A100-80GB", ("vast", "A100"): "A100", ("lambda", "A100"): "A100",
+}
+
+
+def gpu_for_accelerator(cloud: str | None, accelerator: str | None) -> GpuSpec | None:
+    """(cloud, SkyPilot accelerator name) -> GpuSpec, None when the table has no such card (A10, GH200...)."""
+    if not accelerator:
+        return None
+    name = _CLOUD_ACCEL.get(((cloud or "").lower(), accelerator))
+    try:
+        return gpu_table()[name] if name else load_gpu(accelerator)
+    except UserError:
+        return None
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def memory_breakdown(arch: ModelArch, w: Workload) -> dict[str, float]:
+    """Bytes of each term at the allocated peak (see the module docstring)."""
+    seqs = w.micro_batch * (2 if w.trainer == "dpo" else 1)  # DPO: chosen + rejected in one batch
+    t = seqs * w.seq_len  # tokens in flight
+    h, i, L = arch.hidden, arch.intermediate, arch.layers
+    q, kv = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
+    if w.method == "qlora":
+        weights = arch.linear_params * NF4_BYTES + (arch.params - arch.linear_params) * 2
+        # bitsandbytes dequantises one weight to bf16 for its matmul: the largest one is transient
+        dequant = max(a * b for a, b in arch.modules.values()) * 2
+    else:
+        weights, dequant = arch.params * 2, 0
+    lora = arch.lora_params(w.rank, w.target_modules) * LORA_STATE_BYTES
+    # Saved for backward per token in one decoder layer, bf16 (2 B):
+    #   2 RMSNorms: input + output         8h
+    #   q, k, v after RoPE (for SDPA bwd)   2(q + 2kv);  attention output (o_proj input) 2q
+    #   SwiGLU: gate, up, silu(gate), product (down_proj input)   8i
+    #   LoRA dropout per adapted module: bool mask 1 B + dropped input 2 B of its input width
+    mods = arch.modules
+    per_layer = 8 * h + 2 * (q + 2 * kv) + 2 * q + 8 * i
+    if w.lora_dropout:
+        per_layer += sum(3 * mods[m][0] for m in w.target_modules)
+    per_layer += sum(2 * w.rank for _ in w.target_modules)  # adapter intermediates (r wide)
+    # backward of one layer also holds gradients: hidden-wide in/out (2 x 2h) and MLP-wide (2 x 2i)
+    layer_peak = t * (per_layer + 4 * h + 4 * i)
+    if w.grad_ckpt:
+        saved = L * t * h * 2  # each layer's input, bf16
+        act = saved + layer_peak
+    else:
+        saved = L * t * per_layer
+        act = saved + t * (4 * h + 4 * i)
+    logits = t * arch.vocab * LOGIT_BYTES
+    # the loss peak and the recomputed-layer peak come one after the other, not together
+    transient = max(logits, (layer_peak if w.grad_ckpt else 0) + dequant)
+    return {"weights": weights, "lora_states": lora, "checkpoints" if w.grad_ckpt else "activations": saved,
+            "transient": transient, "logits": logits, "layer": layer_peak if w.grad_ckpt else act - saved}
+
+
+def flops_per_token(arch: ModelArch, w: Workload) -> float:
+    """Training FLOPs per token.  8B, S=2048, checkpointing: 2 x 15.63 + 16.25 = 47.5 GFLOP."""
+    n = arch.matmul_params
+    lora = arch.lora_params(w.rank, w.target_modules)
+    attn = 2 * w.seq_len * arch.heads * arch.head_dim * arch.layers  # QK^T + AV, 2 FLOP/MAC, causal half
+    fwd = 2 * n + attn + 2 * lora
+    bwd = 2 * n + 2 * attn + 4 * lora  # input grads through frozen weights; adapter grads
+    train = fwd * (2 if w.grad_ckpt else 1) + bwd
+    if w.trainer == "dpo":
+        train += fwd  # reference model forward (adapter disabled) on the same tokens
+    return float(train)
+
+
+def _step_seconds(arch: ModelArch, gpu: GpuSpec, w: Workload) -> tuple[float, str, int]:
+    seqs = w.micro_batch * (2 if w.trainer == "dpo" else 1)
+    t = seqs * w.seq_len
+    compute = t * flops_per_token(arch, w) / (gpu.bf16_tflops * 1e12 * gpu.efficiency(w.method))
+    passes = (3 if w.grad_ckpt else 2) + (1 if w.trainer == "dpo" else 0)  # fwd, recompute, bwd, ref
+    bw = gpu.bandwidth_gbs * 1e9 * BW_EFFICIENCY
+    weight_read = passes * arch.matmul_params * 2 / bw  # a GEMM reads its bf16 weight once per pass
+    step = max(compute, weight_read)
+    bound = "compute" if compute >= weight_read else "memory"
+    if w.method == "qlora":
+        # dequantise: read NF4 (0.52 B) + write bf16 (2 B), then the GEMM reads it again (2 B)
+        step += passes * arch.linear_params * (NF4_BYTES + 2 + 2) / bw
+    # Eager overhead is paid per module call, and module calls run in Python in forward passes
+    # (backward runs in autograd's C++ engine): checkpointing pays it twice, DPO's reference once more.
+    # Tiny models on CPU are almost all overhead (measured here: ~8 ms per forward at 0.2M params).
+    fwd_passes = (2 if w.grad_ckpt else 1) + (1 if w.trainer == "dpo" else 0)
+    return step + fwd_passes * gpu.forward_overhead_ms / 1000, bound, t
+
+
+def estimate(arch: ModelArch, gpu: GpuSpec, workload: Workload, calibration: dict | None = None, *,
+             usd_per_hour: float | None = None, setup: SetupCost | None = None) -> Estimate:
+    """fits / peak VRAM / tokens per second / hours / USD for one (model, GPU, workload)."""
+    w = workload
+    parts = memory_breakdown(arch, w)
+    alloc_default = (parts["weights"] + parts["lora_states"] + parts.get("checkpoints", parts.get("activations", 0))
+                     + parts["transient"]) / GiB
+    step_s, bound, t = _step_seconds(arch, gpu, w)
+    # padding waste (no packing, micro-batch > 1): the step also computes on pad tokens
+    useful = 1.0 if (w.packing or w.micro_batch == 1) else 1 - PAD_WASTE
+    tps_default = t * useful / step_s
+
+    corr = (calibration or {}).get((gpu.name, w.method))
+    if isinstance(corr, Correction) and (corr.runs or corr.mem_runs):
+        tps, n = tps_default * corr.tokens_per_s, max(corr.runs, corr.mem_runs)
+        alloc = alloc_default * (corr.peak if corr.mem_runs else 1.0)
+    else:
+        tps, alloc, n = tps_default, alloc_default, 0
+    peak = alloc * (1 + ALLOCATOR_MARGIN) + gpu.context_gib
+    fits = peak <= gpu.memory_gib
+    reason = "" if fits else (
+        f"needs {peak:.1f} GiB of {gpu.memory_gib:g} (weights {parts['weights'] / GiB:.1f}, "
+        f"activations+logits {(alloc - parts['weights'] / GiB - parts['lora_states'] / GiB):.1f})")
+
+    setup = setup or SetupCost()
+    setup_s = setup.provision_s + setup.setup_s
+    if setup.download:
+        setup_s += arch.params * 2 * 8 / (setup.download_gbit_s * 1e9)  # bf16 safetensors, bits / (bit/s)
+    setup_h = setup_s / 3600
+    train_h = hours = usd = None
+    if w.tokens is not None:
+        train_h = w.tokens * w.epochs / tps / 3600
+        hours = train_h + setup_h
+        usd = hours * usd_per_hour if usd_per_hour is not None else None
+    return Estimate(
+        model=arch.name, gpu=gpu.name, method=w.method, trainer=w.trainer, seq_len=w.seq_len,
+        micro_batch=w.micro_batch, fits=fits, peak_vram_gib=peak, peak_alloc_gib=alloc, memory_gib=gpu.memory_gib,
+        tokens_per_s=tps, tokens_per_s_default=tps_default, peak_alloc_gib_default=alloc_default,
+        flops_per_token=flops_per_token(arch, w), bound=bound, train_hours=train_h, setup_hours=setup_h,
+        hours=hours, usd_per_hour=usd_per_hour, usd=usd, calibrated=n > 0, calibration_runs=n,
+        calibration=f"calibrated from {n} run{'s' if n != 1 else ''}" if n else "default", reason=reason,
+        breakdown_gib={k: v / GiB for k, v in parts.items()},
+    )
+
+
+def max_micro_batch(arch: ModelArch, gpu: GpuSpec, w: Workload, calibration: dict | None = None,
+                    limit: int = 64) -> int:
+    """Largest power-of-two micro-batch that fits (0: not even 1)."""
+    best, b = 0, 1
+    while b <= limit and estimate(arch, gpu, replace(w, micro_batch=b), calibration).fits:
+        best, b = b, b * 2
+    return best
+
+
+def max_seq_len(arch: ModelArch, gpu: GpuSpec, w: Workload, calibration: dict | None = None,
+                lo: int = 128, hi: int = 131072) -> int:
+    """Largest sequence length (multiple of 128) that fits at the workload's micro-batch (0: none >= lo)."""
+    if not estimate(arch, gpu, replace(w, seq_len=lo), calibration).fits:
+        return 0
+    while hi - lo > 128:  # fits(lo) holds; peak grows with seq_len
+        mid = (lo + hi) // 2 // 128 * 128
+        lo, hi = (mid, hi) if estimate(arch, gpu, replace(w, seq_len=mid), calibration).fits else (lo, mid)
+    return hi if estimate(arch, gpu, replace(w, seq_len=hi), calibration).fits else lo
+
+
+@dataclass(frozen=True)
+class LargestFit:
+    model: str | None  # largest preset (by params) that fits at the workload's seq_len
+    model_params: int
+    seq_len: int  # largest seq_len for the given arch (0: its weights alone do not fit)
+    method: str
+
+
+def largest_fit(arch: ModelArch, gpu: GpuSpec, w: Workload, calibration: dict | None = None) -> LargestFit:
+    """What would fit this GPU: the biggest preset model at w.seq_len, and the longest sequence for `arch`."""
+    fitting = [a for a in model_table().values() if a.name != "tiny" and estimate(a, gpu, w, calibration).fits]
+    top = max(fitting, key=lambda a: a.params, default=None)
+    return LargestFit(top.name if top else None, top.params if top else 0,
+                      max_seq_len(arch, gpu, w, calibration), w.method)
+
+
+def fmt_params(n: float) -> str:
+    return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def hours_text(h: float | None) -> str:
+    if h is None:
+        return "-"
+    if h * 3600 < 1:
+        return "<1 s"
+    if h * 60 < 1:
+        return f"{h * 3600:.0f} s"
+    if h < 1:
+        return f"{h * 60:.0f} min"
+    return f"{h:.1f} h"
+
+
+def usd_text(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if 0 < x < 0.0001:
+        return "<$0.0001"
+    return f"${x:.2f}" if x >= 0.01 or x == 0 else f"${x:.4f}"
+
+
+def finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)

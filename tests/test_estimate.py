@@ -1,0 +1,247 @@
+"""The estimator: the facts the issue pins, its anchors, and properties that must hold for any input."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from amigo_burst.calibration import calibrate, describe
+from amigo_burst.errors import UserError
+from amigo_burst.estimate import (
+    NF4_BYTES,
+    GiB,
+    SetupCost,
+    Workload,
+    estimate,
+    gpu_class,
+    gpu_for_accelerator,
+    gpu_table,
+    largest_fit,
+    load_arch,
+    load_gpu,
+    max_seq_len,
+    model_table,
+)
+
+LAPTOP = "RTX4050-Laptop"
+
+
+@pytest.mark.parametrize("model", ["gemma-3-12b", "mistral-nemo-12b"])
+@pytest.mark.parametrize("seq", [256, 512, 1024, 2048, 4096])
+def test_12b_qlora_never_fits_6gb(model, seq):
+    e = estimate(load_arch(model), load_gpu(LAPTOP), Workload("qlora", seq, 1))
+    assert not e.fits and e.peak_vram_gib > 6.0
+    assert "needs" in e.reason
+
+
+def test_12b_qlora_weights_alone_exceed_6gb():
+    # mistral-nemo: 40 x 272.6M linear params in NF4 (0.516 B) + 1.34B embedding/head params in bf16
+    arch = load_arch("mistral-nemo-12b")
+    weights = estimate(arch, load_gpu(LAPTOP), Workload("qlora", 256, 1)).breakdown_gib["weights"]
+    assert weights == pytest.approx((arch.linear_params * NF4_BYTES + (arch.params - arch.linear_params) * 2) / GiB)
+    assert weights > 6.0
+    assert max_seq_len(arch, load_gpu(LAPTOP), Workload("qlora", 256, 1)) == 0
+
+
+def test_8b_qlora_1024_does_not_fit_6gb():
+    assert not estimate(load_arch("llama-3.1-8b"), load_gpu(LAPTOP), Workload("qlora", 1024, 1)).fits
+
+
+def test_8b_qlora_2048_fits_rtx4090():
+    e = estimate(load_arch("llama-3.1-8b"), load_gpu("RTX4090"), Workload("qlora", 2048, 1))
+    assert e.fits and e.peak_vram_gib < 24
+
+
+def test_h100_anchor_from_issue_8():
+    """Llama-3.1-8B LoRA bf16, seq 2048 x 4, checkpointing, plain loop: 6,003 tok/s, 31.3 GiB allocated."""
+    e = estimate(load_arch("llama-3.1-8b"), load_gpu("H100"), Workload("lora", 2048, 4))
+    assert e.peak_alloc_gib == pytest.approx(31.3, rel=0.05)
+    assert e.tokens_per_s == pytest.approx(6003, rel=0.15)
+    assert e.tokens_per_s < 12_500  # the tuned run is the ceiling, not the default
+    assert e.fits and not e.calibrated and e.calibration == "default"
+
+
+def test_preset_params_match_their_shapes():
+    for arch in model_table().values():
+        if arch.stated_params and arch.name != "gemma-3-12b":  # gemma-3 counts its vision tower
+            shape = arch.linear_params + arch.embedding_params
+            assert shape == pytest.approx(arch.stated_params, rel=0.01), arch.name
+
+
+def test_small_models_fit_the_laptop_and_largest_fit_names_one():
+    lf = largest_fit(load_arch("mistral-nemo-12b"), load_gpu(LAPTOP), Workload("qlora", 512, 1))
+    assert lf.model is not None and lf.model_params < 8e9
+    assert estimate(load_arch(lf.model), load_gpu(LAPTOP), Workload("qlora", 512, 1)).fits
+    assert lf.seq_len == 0
+
+
+def test_dpo_costs_more_than_sft():
+    a, g = load_arch("llama-3.1-8b"), load_gpu("A100-80GB")
+    sft = estimate(a, g, Workload("lora", 1024, 2, tokens=10**7))
+    dpo = estimate(a, g, Workload("lora", 1024, 2, tokens=10**7, trainer="dpo"))
+    assert dpo.hours > sft.hours and dpo.peak_alloc_gib > sft.peak_alloc_gib
+    # chosen + rejected double the tokens in flight; the reference forward adds ~2N/6N per token
+    assert dpo.flops_per_token / sft.flops_per_token == pytest.approx(4 / 3, rel=0.05)
+
+
+def test_usd_includes_setup_and_download():
+    a, g = load_arch("llama-3.1-8b"), load_gpu("H100")
+    e = estimate(a, g, Workload("lora", 2048, 4, tokens=6_000_000), usd_per_hour=2.0,
+                 setup=SetupCost.cloud(download_gbit_s=1.0))
+    # 300 s provision + 240 s setup + 16.06 GB x 8 / 1 Gbit/s = 128 s download
+    assert e.setup_hours * 3600 == pytest.approx(300 + 240 + a.params * 16 / 1e9)
+    assert e.usd == pytest.approx((e.train_hours + e.setup_hours) * 2.0)
+    assert estimate(a, g, Workload("lora", 2048, 4)).hours is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(model=st.sampled_from(sorted(model_table())), gpu=st.sampled_from(sorted(gpu_table())),
+       method=st.sampled_from(["lora", "qlora"]), seq=st.integers(64, 8192), mb=st.integers(1, 8),
+       ckpt=st.booleans())
+def test_monotone_in_seq_len_and_batch(model, gpu, method, seq, mb, ckpt):
+    a, g = load_arch(model), load_gpu(gpu)
+    w = Workload(method, seq, mb, grad_ckpt=ckpt)
+    e = estimate(a, g, w)
+    assert estimate(a, g, replace(w, seq_len=seq * 2)).peak_vram_gib > e.peak_vram_gib
+    assert estimate(a, g, replace(w, micro_batch=mb + 1)).peak_vram_gib > e.peak_vram_gib
+    if e.fits is False:  # more memory never hurts: what doesn't fit on bigger memory didn't fit here either
+        assert not estimate(a, g, replace(w, seq_len=seq * 2)).fits
+    assert e.tokens_per_s > 0 and e.peak_vram_gib > 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(model=st.sampled_from(sorted(model_table())), gpu=st.sampled_from(sorted(gpu_table())),
+       seq=st.integers(64, 4096), tokens=st.integers(1, 10**9))
+def test_qlora_smaller_and_checkpointing_smaller_and_hours_linear(model, gpu, seq, tokens):
+    a, g = load_arch(model), load_gpu(gpu)
+    lora = estimate(a, g, Workload("lora", seq, 1, tokens=tokens))
+    qlora = estimate(a, g, Workload("qlora", seq, 1, tokens=tokens))
+    assert qlora.breakdown_gib["weights"] < lora.breakdown_gib["weights"]
+    assert qlora.tokens_per_s < lora.tokens_per_s  # dequantisation is never free
+    no_ckpt = estimate(a, g, Workload("lora", seq, 1, grad_ckpt=False, tokens=tokens))
+    assert no_ckpt.peak_alloc_gib >= lora.peak_alloc_gib and no_ckpt.tokens_per_s > lora.tokens_per_s
+    twice = estimate(a, g, Workload("lora", seq, 1, tokens=tokens, epochs=2))
+    assert twice.train_hours == pytest.approx(2 * lora.train_hours)
+
+
+def test_config_json_path_dir_and_file(tmp_path):
+    # the shape of mistralai/Mistral-Nemo-Base-2407's config.json
+    cfg = {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 5120,
+           "num_hidden_layers": 40, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+           "intermediate_size": 14336, "vocab_size": 131072, "tie_word_embeddings": False}
+    d = tmp_path / "nemo"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(cfg))
+    by_dir, by_file, preset = load_arch(str(d)), load_arch(str(d / "config.json")), load_arch("mistral-nemo-12b")
+    assert by_dir == by_file and by_dir.name == "nemo"
+    assert by_dir.params == pytest.approx(preset.params, rel=0.001)
+    g = load_gpu("RTX4090")
+    assert estimate(by_dir, g, Workload()).peak_vram_gib == pytest.approx(estimate(preset, g, Workload()).peak_vram_gib,
+                                                                           rel=0.001)
+
+
+def test_multimodal_config_uses_text_config(tmp_path):
+    text = {"hidden_size": 3840, "num_hidden_layers": 48, "num_attention_heads": 16, "num_key_value_heads": 8,
+            "head_dim": 256, "intermediate_size": 15360, "vocab_size": 262208}
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": text}))
+    a = load_arch(str(tmp_path))
+    assert (a.hidden, a.layers, a.head_dim, a.tied_embeddings) == (3840, 48, 256, True)
+
+
+def test_hub_id_resolves_to_preset():
+    assert load_arch("mistralai/Mistral-Nemo-Base-2407").name == "mistral-nemo-12b"
+
+
+@pytest.mark.badinput
+def test_unknown_names_list_the_valid_ones(tmp_path):
+    with pytest.raises(UserError, match="RTX4050-Laptop"):
+        load_gpu("RTX9999")
+    with pytest.raises(UserError, match="mistral-nemo-12b"):
+        load_arch("no-such-model")
+    (tmp_path / "config.json").write_text('{"hidden_size": 8}')
+    with pytest.raises(UserError, match="missing"):
+        load_arch(str(tmp_path))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_arch(str(tmp_path))
+    with pytest.raises(UserError, match="method"):
+        Workload("full")
+
+
+def test_gpu_names_skypilot_and_torch():
+    for n in ("A100", "A100-80GB", "H100", "H200", "L40S", "RTX4090", "RTX3090", "RTX4050-Laptop", "cpu"):
+        assert load_gpu(n).name == n
+    assert gpu_class("NVIDIA GeForce RTX 4090") == "RTX4090"
+    assert gpu_class("NVIDIA A100-SXM4-80GB") == "A100-80GB"
+    assert gpu_for_accelerator("runpod", "H100").name == "H100-PCIe"
+    assert gpu_for_accelerator("vast", "A100").memory_gib == 40  # 40 or 80 GB: assume the smaller
+    assert gpu_for_accelerator("lambda", "GH200") is None
+
+
+def test_every_row_cites_a_source():
+    assert all(a.source for a in model_table().values())
+    assert all(g.source and g.efficiency_source for g in gpu_table().values())
+
+
+# --------------------------------------------------------------------------- calibration
+
+RECORDED = Path(__file__).parent / "golden" / "cpu_runs_recorded.json"
+
+
+def _run_record(rec: dict, arch, gpu) -> dict:
+    """A finished run as runs.py stores it: the estimate made at launch + what metrics.json measured."""
+    w = Workload(rec["method"], rec["seq_len"], rec["micro_batch"], grad_ckpt=rec["grad_ckpt"])
+    return {"id": f"s1-local-{rec['seq_len']}x{rec['micro_batch']}", "stage": 1, "target": "local",
+            "status": "SUCCEEDED", "tokens_per_s": rec["tokens_per_s"], "peak_vram_gib": None,
+            "estimate": estimate(arch, gpu, w).to_dict(), "metrics": {"tokens_per_s": rec["tokens_per_s"]}}
+
+
+@pytest.mark.parametrize("prior", ["table", "overhead 2x wrong", "efficiency 2x wrong"])
+def test_cpu_runs_predicted_within_30pct_after_one_calibration_run(prior):
+    """The project's own CPU runs (recorded on this machine): one run calibrates, the others are predicted."""
+    recs = json.loads(RECORDED.read_text())
+    arch, gpu = load_arch("tiny"), load_gpu("cpu")
+    gpu = {"table": gpu, "overhead 2x wrong": replace(gpu, forward_overhead_ms=gpu.forward_overhead_ms * 2),
+           "efficiency 2x wrong": replace(gpu, eff_lora=gpu.eff_lora / 2)}[prior]
+    first, rest = recs[0], recs[1:]
+    cal = calibrate([_run_record(first, arch, gpu)])
+    assert describe(cal, "cpu", "lora") == "calibrated from 1 run"
+    for rec in rest:
+        w = Workload("lora", rec["seq_len"], rec["micro_batch"], grad_ckpt=rec["grad_ckpt"])
+        e = estimate(arch, gpu, w, cal)
+        assert e.calibrated and e.calibration == "calibrated from 1 run"
+        assert e.tokens_per_s == pytest.approx(rec["tokens_per_s"], rel=0.30), rec
+
+
+def test_calibration_is_per_gpu_and_method_and_ignores_failed_runs():
+    arch, gpu = load_arch("llama-3.1-8b"), load_gpu("H100")
+    w = Workload("lora", 2048, 4)
+    est = estimate(arch, gpu, w)
+    run = {"status": "SUCCEEDED", "tokens_per_s": est.tokens_per_s * 2, "peak_vram_gib": est.peak_alloc_gib * 1.1,
+           "estimate": est.to_dict(), "metrics": {}}
+    failed = dict(run, status="FAILED", tokens_per_s=1.0)
+    cal = calibrate([run, run, failed])
+    c = cal[("H100", "lora")]
+    assert (c.runs, c.mem_runs) == (2, 2)
+    assert c.tokens_per_s == pytest.approx(2.0, rel=1e-4) and c.peak == pytest.approx(1.1, rel=1e-4)
+    e = estimate(arch, gpu, w, cal)
+    assert e.tokens_per_s == pytest.approx(2 * est.tokens_per_s, rel=1e-4)
+    assert e.peak_alloc_gib == pytest.approx(1.1 * est.peak_alloc_gib, rel=1e-4)
+    assert e.calibration == "calibrated from 2 runs"
+    assert not estimate(arch, gpu, replace(w, method="qlora"), cal).calibrated
+    assert not estimate(arch, load_gpu("A100"), w, cal).calibrated
+    # a calibrated estimate recorded by a later run does not compound: the default is the reference
+    again = calibrate([dict(run, estimate=e.to_dict())])
+    assert again[("H100", "lora")].tokens_per_s == pytest.approx(2.0, rel=1e-4)
+
+
+def test_gpu_named_like_torch_in_metrics():
+    est = estimate(load_arch("llama-3.1-8b"), load_gpu("RTX4090"), Workload("qlora", 2048, 1)).to_dict()
+    run = {"status": "SUCCEEDED", "estimate": {k: v for k, v in est.items() if k != "gpu"},
+           "metrics": {"gpu_name": "NVIDIA GeForce RTX 4090", "tokens_per_s": est["tokens_per_s"] / 2}}
+    assert calibrate([run])[("RTX4090", "qlora")].tokens_per_s == pytest.approx(0.5, rel=1e-3)
