@@ -1,0 +1,34 @@
+"""`torchrun --nproc_per_node 2` on CPU (gloo): one SFT stage, one adapter, both ranks agree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import free_port
+from train_helpers import REPO, argv, generate_with_adapter, metrics, tiny_model
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path_factory, tmp_path):
+    tiny = tiny_model(tmp_path_factory)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), "-m", "train", *argv(1, tiny, out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+
+    m = metrics(out)
+    assert m["world_size"] == 2 and m["steps"] == 3
+    assert len(m["rank_digests"]) == 2 and m["ranks_agree"] is True  # identical adapters on both ranks
+    # rank 0 alone writes: one AMIGO_DONE line, one set of progress lines
+    assert sum(ln.startswith("AMIGO_DONE ") for ln in p.stdout.splitlines()) == 1
+    steps = [json.loads(ln.split(" ", 1)[1])["step"] for ln in p.stdout.splitlines() if ln.startswith("AMIGO_PROGRESS")]
+    assert steps == [1, 2, 3]
+    # tokens per step double: 2 ranks × batch 2 × up to 64 tokens
+    assert m["tokens_seen"] > 3 * 2 * 64
+    generate_with_adapter(tiny, out / "adapter")

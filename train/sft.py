@@ -1,0 +1,85 @@
+"""Stages 1-4: supervised fine-tuning of a LoRA/QLoRA adapter with TRL's SFTTrainer.
+
+    python -m train --stage 1 --config train/configs/stage1.yaml --model DIR --data rows.jsonl
+
+Top to bottom: validate + format the data, load tokenizer and base, attach the adapter (fresh
+for stage 1, the previous stage's for 2-4), build the trainer, train (resuming if a checkpoint
+exists), save. Loss is on the assistant turns only (`assistant_only_loss`): the prompt —
+instructions, repository context, failing test output — is read, never imitated.
+"""
+
+from __future__ import annotations
+
+from train.cli import TrainConfig
+from train.schema import TrainInputError
+
+
+def build_sft_config(cfg: TrainConfig, common: dict, choice: dict, assistant_only_loss: bool | None = None):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        **common,
+        # Only the assistant turns count: the chat template wraps them in {% generation %}.
+        assistant_only_loss=cfg.assistant_only_loss if assistant_only_loss is None else assistant_only_loss,
+        # bfd packing fills each max_length row with whole examples, padding-free (flash-attn only;
+        # accel.choose turns it off on SDPA). Code rows of ~300 tokens at max_length 2048: ~6 per row.
+        packing=choice["packing"],
+        packing_strategy="bfd",
+        dataset_num_proc=1,
+    )
+
+
+def build_trainer(cfg: TrainConfig, session, model, tokenizer, dataset, assistant_only_loss=None):
+    """The trainer exactly as `python -m train` builds it; bench/train_bench.py reuses it."""
+    from trl import SFTTrainer
+
+    args = build_sft_config(cfg, session.training_kwargs(), session.choice, assistant_only_loss)
+    from train.callbacks import quiet
+
+    return quiet(SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=session.callbacks(),
+    ))
+
+
+def run(cfg: TrainConfig) -> int:
+    from train import data
+    from train import model as M
+    from train.callbacks import Session
+
+    # 1. Data first: a bad row fails in a second, before minutes of model loading (exit 2 upstream).
+    dataset = data.load_stage_dataset(cfg.data, cfg.spec, cfg.system_prompt, cfg.data_split)
+
+    # 2. Session: output dir, train.log, accelerant choice (bf16, attention, packing, liger, optim), mirror.
+    session = Session(cfg)
+    session.reporter.line(f"amigo train: {len(dataset)} rows from {cfg.data}")
+
+    # 3. Tokenizer and the frozen base (bf16/fp32 for LoRA, NF4 for QLoRA), then the adapter:
+    #    fresh LoRA for stage 1 (or --from-base), the previous stage's adapter loaded trainable otherwise.
+    tokenizer = M.load_tokenizer(cfg.model)
+    base = M.load_base_model(cfg.model, cfg.method, session.choice)
+    model = M.with_adapter(base, cfg)
+    trainable, total = model.get_nb_trainable_parameters()
+    session.reporter.line(f"amigo train: trainable params {trainable:,} / {total:,} ({100 * trainable / total:.2f}%)")
+
+    # 4. Trainer. Gradient checkpointing (use_reentrant=False) is switched on by the Trainer, which
+    #    also puts the model in train mode — checkpointing is skipped in eval mode.
+    trainer = build_trainer(cfg, session, model, tokenizer, dataset)
+    if len(trainer.train_dataset) == 0:
+        raise TrainInputError(
+            f"{cfg.data}: no row keeps an assistant token within max_length={cfg.max_length} "
+            "(raise max_length or set truncation_mode=keep_end)"
+        )
+
+    # 5. Train, continuing from the newest complete checkpoint (local, else the store) with --resume auto.
+    #    Local main process first: it fetches from the store, the other local ranks then find it on disk.
+    with trainer.args.main_process_first(local=True):
+        resume = session.resume_checkpoint()
+    trainer.train(resume_from_checkpoint=resume)
+
+    # 6. A last checkpoint when the budget stopped us (the Trainer saved it at the stop step), then
+    #    adapter/ + metrics.json + AMIGO_DONE. Exit 3 if the budget ended the run.
+    return session.finish(trainer, tokenizer)
