@@ -1,0 +1,176 @@
+"""Commands that start, watch and collect runs: launch, logs, status, download, down, pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from amigo_burst.errors import UserError
+
+Stage = Annotated[str, typer.Option("--stage", "-s", help="1-5 or a stage name (see `amigo-burst stages`).")]
+Cloud = Annotated[
+    str | None,
+    typer.Option("--cloud", help="target: local, runpod, vast, lambda, slurm, auto (default: the stage's target)."),
+]
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def register(app: typer.Typer, state) -> None:
+    @app.command()
+    def launch(
+        ctx: typer.Context,
+        stage: Stage,
+        cloud: Cloud = None,
+        from_run: Annotated[str | None, typer.Option("--from", help="continue from this run's adapter")] = None,
+        from_base: Annotated[bool, typer.Option("--from-base", help="start from the base model, no adapter")] = False,
+        max_usd: Annotated[float | None, typer.Option(help="budget: refuse if the estimate is above, stop when spent")] = None,
+        detach: Annotated[bool, typer.Option("--detach", "-d", help="return at once; follow with `logs RUN -f`")] = False,
+        gpu: Annotated[str | None, typer.Option(help="override the target's accelerator (SkyPilot name, e.g. H100)")] = None,
+        spot: Annotated[bool, typer.Option(help="managed spot job with recovery (needs an s3:// store)")] = False,
+        keep: Annotated[bool, typer.Option(help="keep the cluster up after the run (it still autostops when idle)")] = False,
+        force: Annotated[bool, typer.Option(help="launch even if the estimate says it won't fit or is over budget")] = False,
+        resume: Annotated[bool, typer.Option(help="continue the newest failed/stopped run of this stage from its checkpoint")] = False,
+    ) -> None:
+        """Run one stage on a target.  Example: amigo-burst launch --stage 2 --cloud vast --max-usd 20"""
+        from amigo_burst.launch import LaunchOptions, launch as do_launch
+        from amigo_burst.stages import get_stage
+
+        cfg = state(ctx).cfg
+        n = get_stage(stage).number
+        if from_run and from_base:
+            raise UserError("--from and --from-base exclude each other")
+        if max_usd is not None and max_usd <= 0:
+            raise UserError("--max-usd must be > 0")
+        cloud, estimator = _auto_cloud(cfg, n, cloud, max_usd)
+        opts = LaunchOptions(n, cloud, from_run, from_base, max_usd, detach, gpu, spot, keep, force, resume)
+        run = do_launch(cfg, opts, _console(), estimator=estimator)
+        _summary(run)
+        if run.status in ("FAILED",):
+            raise typer.Exit(1)
+
+    @app.command()
+    def logs(
+        ctx: typer.Context,
+        run_id: Annotated[str, typer.Argument(metavar="RUN", help="run id (see `amigo-burst status`)")],
+        follow: Annotated[bool, typer.Option("--follow", "-f", help="keep following until the run ends")] = False,
+    ) -> None:
+        """Print a run's log; -f follows it live (reattaches to a running job).  Example: amigo-burst logs s2-vast-... -f"""
+        from amigo_burst.follow import follow as do_follow
+
+        cfg = state(ctx).cfg
+        from amigo_burst.launch import run_store
+
+        run_store(cfg).get(run_id)  # unknown id -> one line, exit 2
+        run = do_follow(cfg, run_id, _console(), follow_live=follow)
+        if follow:
+            _summary(run)
+
+    @app.command()
+    def status(
+        ctx: typer.Context,
+        run_id: Annotated[str | None, typer.Argument(metavar="[RUN]", help="one run in detail")] = None,
+    ) -> None:
+        """Runs and their state; warns about clusters this tool started that are still up.  Example: amigo-burst status"""
+        from amigo_burst.cli_render import render_run, render_runs
+        from amigo_burst.launch import run_store
+        from amigo_burst.reconcile import reconcile_all
+
+        cfg = state(ctx).cfg
+        runs = run_store(cfg)
+        con = _console()
+        if run_id:
+            render_run(con, runs.get(run_id))
+            return
+        rows, orphans = reconcile_all(cfg, runs)
+        render_runs(con, rows)
+        for c in orphans:
+            con.print(f"[yellow]warning:[/yellow] cluster {c} was started by amigo-burst and is still up "
+                      f"(billing): `amigo-burst down --cluster {c}`")
+
+    @app.command()
+    def download(
+        ctx: typer.Context,
+        run_id: Annotated[str | None, typer.Argument(metavar="[RUN]", help="run id")] = None,
+        stage: Annotated[str | None, typer.Option("--stage", "-s", help="latest successful run of this stage")] = None,
+        to: Annotated[Path | None, typer.Option(help="copy the adapter folder here too")] = None,
+    ) -> None:
+        """Fetch a run's adapter + metrics (sha256-verified).  Example: amigo-burst download --stage 5 --to amigo-1.0-adapter"""
+        from amigo_burst.download import download as do_download
+
+        cfg = state(ctx).cfg
+        dest = do_download(cfg, run_id, stage, to)
+        _console().print(f"adapter: {dest}")
+
+    @app.command()
+    def down(
+        ctx: typer.Context,
+        run_id: Annotated[str | None, typer.Argument(metavar="[RUN]", help="stop this run and tear its cluster down")] = None,
+        all_: Annotated[bool, typer.Option("--all", help="every cluster amigo-burst started (name prefix amigo-)")] = False,
+        cluster: Annotated[str | None, typer.Option(help="one cluster by name (must start with amigo-)")] = None,
+    ) -> None:
+        """Stop runs and tear down clusters this tool created.  Example: amigo-burst down --all"""
+        from amigo_burst.teardown import down as do_down
+
+        if sum(bool(x) for x in (run_id, all_, cluster)) != 1:
+            raise UserError("give exactly one of RUN, --all or --cluster")
+        for line in do_down(state(ctx).cfg, run_id, all_, cluster):
+            _console().print(line)
+
+    @app.command()
+    def pipeline(
+        ctx: typer.Context,
+        plan: Annotated[str, typer.Option(help="hybrid (stage 1 local, 2-5 cloud), local, cloud or auto")] = "hybrid",
+        stages: Annotated[str, typer.Option(help="which stages, e.g. 1-5 or 2,4")] = "1-5",
+        max_usd: Annotated[float | None, typer.Option(help="budget per stage (default: the stage's max_usd)")] = None,
+        force: Annotated[bool, typer.Option(help="run stages the estimate says won't fit or exceed budget")] = False,
+    ) -> None:
+        """The stages in order; stops at the first failure, skips stages already done.  Example: amigo-burst pipeline --plan hybrid"""
+        from amigo_burst.pipeline import run_pipeline
+        from amigo_burst.stages import parse_stage_range
+
+        cfg = state(ctx).cfg
+        chooser, estimator = _chooser(cfg, max_usd)
+        results = run_pipeline(cfg, plan, parse_stage_range(stages), _console(),
+                               {"max_usd": max_usd, "force": force}, chooser=chooser, estimator=estimator)
+        failed = [r for r in results if r[2] not in ("SUCCEEDED", "SKIPPED")]
+        if failed:
+            raise typer.Exit(1)
+
+
+def _summary(run) -> None:
+    con = _console()
+    color = {"SUCCEEDED": "green", "STOPPED": "yellow"}.get(run.status, "red")
+    con.print(f"[{color}]{run.id}: {run.status}[/{color}]" + (f" ({run.reason})" if run.reason else ""))
+
+
+def _auto_cloud(cfg, stage: int, cloud: str | None, max_usd: float | None):
+    """--cloud auto -> the cheapest target that fits (printed with its reason)."""
+    chooser, estimator = _chooser(cfg, max_usd)
+    if cloud == "auto":
+        cloud = chooser(cfg, stage)
+    return cloud, estimator
+
+
+def _chooser(cfg, max_usd):
+    """(chooser for --cloud/--plan auto, estimator for launch); the estimator loads only when called."""
+
+    def chooser(cfg_, stage):
+        from amigo_burst.estimate_glue import choose
+
+        name, reason = choose(cfg_, stage, max_usd)
+        _console().print(f"stage {stage}: --cloud auto chose {name}: {reason}")
+        return name
+
+    def estimator(*args, **kwargs):
+        from amigo_burst.estimate_glue import estimate_for_launch
+
+        return estimate_for_launch(*args, **kwargs)
+
+    return chooser, estimator

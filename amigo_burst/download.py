@@ -1,0 +1,55 @@
+"""`amigo-burst download`: a run's outputs from the store into .amigo/runs/<id>/, optionally copied to --to."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from amigo_burst.errors import UserError
+
+
+def download(cfg, run_id: str | None, stage: str | None, to: Path | None) -> Path:
+    from amigo_burst.launch import ensure_downloaded, run_store
+    from amigo_burst.stages import get_stage
+
+    runs = run_store(cfg)
+    if bool(run_id) == bool(stage):
+        raise UserError("give a RUN id or --stage N (not both)")
+    if to is not None and to.exists() and not to.is_dir():
+        raise UserError(f"--to {to}: is a file, not a folder")
+    if stage:
+        n = get_stage(stage).number
+        run = runs.latest(n)
+        if run is None:
+            raise UserError(f"no successful stage {n} run to download")
+    else:
+        run = runs.get(run_id)
+        if run.status not in ("SUCCEEDED", "STOPPED"):
+            raise UserError(f"run {run.id} is {run.status}: it has no adapter to download")
+    d = ensure_downloaded(cfg, run.id)
+    runs.update(run.id, downloaded=1)
+    adapter = d / "adapter"
+    if to is None:
+        return adapter
+    return _copy_atomic(adapter, to / "adapter" if to.is_dir() and any(to.iterdir()) else to)
+
+
+def _copy_atomic(src: Path, dest: Path) -> Path:
+    """Copy into a temp folder beside dest, then rename: never a half-copied adapter at dest."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".amigo-dl-", dir=dest.parent))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        if dest.exists():
+            old = dest.with_name(dest.name + ".old")
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"cannot write {dest}: {e.strerror or e}") from None
+    return dest

@@ -1,0 +1,48 @@
+"""`amigo-burst down`: stop runs and tear down the clusters this tool created (name prefix amigo-)."""
+
+from __future__ import annotations
+
+from amigo_burst.errors import UserError
+
+PREFIX = "amigo-"
+
+
+def down(cfg, run_id: str | None, all_: bool, cluster: str | None):
+    from amigo_burst.launch import run_store
+
+    runs = run_store(cfg)
+    if run_id:
+        run = runs.get(run_id)
+        yield from _stop_run(runs, run)
+        return
+    if cluster:
+        if not cluster.startswith(PREFIX):
+            raise UserError(f"cluster {cluster} was not started by amigo-burst (no {PREFIX} prefix): use `sky down`")
+        yield from _down_cluster(cluster)
+        return
+    for run in runs.list():
+        if run.status in ("PENDING", "RUNNING"):
+            yield from _stop_run(runs, run)
+    from amigo_burst.runners.sky import our_clusters
+
+    for c in our_clusters(PREFIX):
+        yield from _down_cluster(c["name"])
+
+
+def _stop_run(runs, run):
+    from amigo_burst.runners.local import stop
+
+    if run.status in ("PENDING", "RUNNING") and getattr(run, "child_pid", None):
+        if stop(run.child_pid):
+            yield f"{run.id}: sent stop to the training process (it saves a checkpoint)"
+    if run.cluster:
+        yield from _down_cluster(run.cluster)
+    if run.status in ("PENDING", "RUNNING"):
+        runs.update(run.id, status="STOPPED", reason="stopped by user (amigo-burst down)")
+
+
+def _down_cluster(name: str):
+    from amigo_burst.runners.sky import down as sky_down
+
+    sky_down(name)
+    yield f"cluster {name}: torn down"

@@ -1,0 +1,147 @@
+"""The controller's whole loop on the local target: launch, logs, status, download, pipeline.
+
+Real parts only: the `amigo-burst` CLI as a subprocess, a detached worker, real
+TRL training of the tiny offline model, the file:// store, the SQLite state DB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def cli(project: Path, *args: str, timeout: int = 600, check: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1"}
+    r = subprocess.run([sys.executable, "-m", "amigo_burst.cli", "--config", str(project / "amigo.toml"), *args],
+                       cwd=project, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{args} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def make_project(root: Path, tiny_model: Path, store_url: str | None = None, endpoint: str | None = None) -> Path:
+    """A demo project: presets/demo.toml with absolute sample paths and the session's tiny model."""
+    root.mkdir(parents=True, exist_ok=True)
+    text = (REPO / "presets" / "demo.toml").read_text()
+    text = text.replace('"../train/samples/', f'"{REPO}/train/samples/')
+    text = text.replace('base = "tiny-model"', f'base = "{tiny_model}"')
+    if store_url:
+        text = text.replace('url = "file://.amigo/store"',
+                            f'url = "{store_url}"' + (f'\nendpoint_url = "{endpoint}"' if endpoint else ""))
+    (root / "amigo.toml").write_text(text)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    subprocess.run([sys.executable, "-m", "train.tiny", "--out", str(out)], check=True, cwd=REPO)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pipeline_project(tmp_path_factory, tiny_model) -> Path:
+    """One demo pipeline 1->5, shared by the tests that inspect its results."""
+    project = make_project(tmp_path_factory.mktemp("pipe") / "proj", tiny_model)
+    t0 = time.perf_counter()
+    r = cli(project, "pipeline", "--plan", "local", check=True)
+    (project / "pipeline.out").write_text(r.stdout + r.stderr + f"\nwall {time.perf_counter() - t0:.1f}s\n")
+    return project
+
+
+def runs_of(project: Path):
+    from amigo_burst.runs import RunStore
+
+    return RunStore(project / ".amigo" / "state.db").list()
+
+
+def test_pipeline_runs_five_stages_and_chains_adapters(pipeline_project):
+    runs = runs_of(pipeline_project)
+    assert [(r.stage, r.status) for r in runs] == [(n, "SUCCEEDED") for n in range(1, 6)]
+    for prev, cur in zip(runs, runs[1:]):
+        assert cur.artifacts.get("from_run") == prev.id, "stage N continues from stage N-1's adapter"
+    for r in runs:
+        d = pipeline_project / ".amigo" / "runs" / r.id
+        m = json.loads((d / "metrics.json").read_text())
+        assert m["stage"] == r.stage and m["steps"] > 0 and r.tokens_per_s and r.tokens_per_s > 0
+        assert "AMIGO_PROGRESS" in (d / "train.log").read_text()
+
+
+def test_every_adapter_loads_and_generates(pipeline_project, tiny_model):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    for r in runs_of(pipeline_project):
+        base = AutoModelForCausalLM.from_pretrained(tiny_model)
+        model = PeftModel.from_pretrained(base, pipeline_project / ".amigo" / "runs" / r.id / "adapter")
+        ids = tok("def add(a, b):", return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=5, do_sample=False)
+        assert out.shape[1] > ids["input_ids"].shape[1]
+
+
+def test_rerun_skips_done_stages(pipeline_project):
+    r = cli(pipeline_project, "pipeline", "--plan", "local", check=True)
+    assert r.stdout.count("already done") == 5
+    assert len(runs_of(pipeline_project)) == 5
+
+
+def test_relaunch_with_unchanged_inputs_uploads_zero_bytes(pipeline_project):
+    r = cli(pipeline_project, "launch", "--stage", "1", check=True)
+    assert "store: 0 bytes uploaded" in r.stdout, r.stdout
+
+
+def test_status_and_logs_of_finished_runs(pipeline_project):
+    r = cli(pipeline_project, "status", check=True)
+    assert r.stdout.count("SUCCEEDED") >= 5
+    run = runs_of(pipeline_project)[0]
+    for args in (("logs", run.id), ("logs", run.id, "-f")):
+        r = cli(pipeline_project, *args, check=True)
+        assert "AMIGO_PROGRESS" not in r.stdout and "train" in r.stdout.lower()
+
+
+def test_download_by_stage_to_folder(pipeline_project, tmp_path):
+    r = cli(pipeline_project, "download", "--stage", "5", "--to", str(tmp_path / "final"), check=True)
+    assert (tmp_path / "final" / "adapter_config.json").is_file(), r.stdout
+
+
+@pytest.mark.badinput
+def test_download_bad_inputs(pipeline_project, tmp_path):
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("x")
+    for args, expect in ((("download", "s9-nope"), "unknown run id"),
+                         (("download", "--stage", "1", "--to", str(a_file)), "is a file"),
+                         (("logs", "no-such-run"), "unknown run id")):
+        r = cli(pipeline_project, *args)
+        assert r.returncode == 2 and expect in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert a_file.read_text() == "x"
+
+
+@pytest.mark.badinput
+def test_stage_without_previous_adapter_names_missing_stage(tmp_path, tiny_model):
+    project = make_project(tmp_path / "p", tiny_model)
+    r = cli(project, "launch", "--stage", "3")
+    assert r.returncode == 2
+    assert "no stage 2 run succeeded" in r.stderr and "--from-base" in r.stderr
+
+
+def test_logs_follow_on_running_run_and_status_while_writing(tmp_path, tiny_model):
+    project = make_project(tmp_path / "p", tiny_model)
+    r = cli(project, "launch", "--stage", "1", "--detach", check=True)
+    run_id = next(w for w in r.stdout.split() if w.startswith("s1-local-"))
+    st = cli(project, "status", check=True)  # while the worker writes to the DB and the log
+    assert run_id in st.stdout and ("RUNNING" in st.stdout or "PENDING" in st.stdout or "SUCCEEDED" in st.stdout)
+    f = cli(project, "logs", run_id, "-f", check=True)
+    assert "SUCCEEDED" in f.stdout
+    assert runs_of(project)[0].status == "SUCCEEDED"
