@@ -1,0 +1,1 @@
+"""Runners: where a stage's task executes (`local`: subprocesses here; `sky`: SkyPilot)."""
