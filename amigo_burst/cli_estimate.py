@@ -114,7 +114,8 @@ def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 
 
 def stage_tokens(cfg, number: int) -> int | None:
     """Tokens of a stage's dataset before preparation: a local file's bytes / 3.6 (BPE on code and
-    English: ~3.5-4 characters per token), scaled to max_rows; a hub dataset: max_rows x 400."""
+    English: ~3.5-4 characters per token), scaled to max_rows; a hub dataset: max_rows x tokens_per_row
+    (default 400)."""
     sc = cfg.stages[number]
     ds = sc.dataset
     if ds.path:
@@ -127,7 +128,7 @@ def stage_tokens(cfg, number: int) -> int | None:
                 size = size * min(1.0, ds.max_rows / max(rows, 1))
             return int(size / 3.6)
     if ds.max_rows:
-        return ds.max_rows * 400
+        return ds.max_rows * (ds.tokens_per_row or 400)
     return None
 
 

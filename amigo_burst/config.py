@@ -58,6 +58,8 @@ class DatasetConfig(Strict):
     # canonical field -> source column (only the ones that differ need naming)
     columns: dict[str, str] = Field(default_factory=dict)
     max_rows: int | None = Field(None, ge=1)
+    # for `plan` before anything is downloaded: average tokens per row (dataset card or a sample)
+    tokens_per_row: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:
