@@ -1,0 +1,402 @@
+"""The SkyPilot runner: one sky/*.yaml task on RunPod, Vast.ai, Lambda or Slurm.
+
+Thin wrappers over SkyPilot 0.14's Python SDK, one call each, so the launch loop reads
+as "build, launch, stream, fetch outputs, down" and each step can be tested alone.
+`import sky` costs ~2.6 s, so it happens inside the functions, never at import time.
+
+SDK calls return request ids that a local API server executes (`sky.get` waits,
+`sky.stream_and_get` streams the request's log). The server starts on first use and
+reads the caller's HOME (~/.sky, ~/.slurm/config, cloud credentials).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from amigo_burst.errors import UserError
+from amigo_burst.secrets import SECRET_NAMES
+
+CLUSTER_PREFIX = "amigo-"
+CLOUDS = ("runpod", "vast", "lambda", "slurm")
+# The exact fix `doctor` prints when SkyPilot cannot use a cloud.
+FIX_HINTS = {
+    "runpod": "runpod config   (asks for your API key, writes ~/.runpod/config.toml)",
+    "vast": "mkdir -p ~/.config/vastai && echo YOUR_KEY > ~/.config/vastai/vast_api_key",
+    "lambda": "mkdir -p ~/.lambda_cloud && echo 'api_key = YOUR_KEY' > ~/.lambda_cloud/lambda_keys",
+    "slurm": "describe the cluster's login node as an ssh Host entry in ~/.slurm/config",
+}
+# Clouds that cannot stop a machine: their autostop always tears down, even with --keep
+# (a kept cluster there stays up until idle_minutes pass, then goes away).
+_CANNOT_STOP = {"runpod", "lambda", "slurm"}
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class LineWriter(io.TextIOBase):
+    """A text stream that calls on_line once per complete line (ANSI colours removed).
+
+    SkyPilot's log calls write to an output stream in arbitrary chunks; the launch loop
+    wants lines (AMIGO_PROGRESS parsing, the run's log file). A last partial line is
+    delivered on close().
+    """
+
+    def __init__(self, on_line: Callable[[str], None]):
+        super().__init__()
+        self._on_line = on_line
+        self._buf = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self._buf += s
+        *lines, self._buf = self._buf.split("\n")
+        for line in lines:
+            self._on_line(_ANSI.sub("", line).rstrip("\r"))
+        return len(s)
+
+    def close(self) -> None:
+        if not self.closed and self._buf:
+            self._on_line(_ANSI.sub("", self._buf).rstrip("\r"))
+            self._buf = ""
+        super().close()
+
+
+# --- the task ------------------------------------------------------------------------------------
+
+
+def load_task_yaml(yaml_path: Path | str) -> dict[str, Any]:
+    path = Path(yaml_path)
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"task file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: YAML syntax error: {str(e).splitlines()[0]}") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path}: expected a SkyPilot task (a mapping), got {type(cfg).__name__}")
+    return cfg
+
+
+def _with_gpu(resources: dict[str, Any], gpu: str) -> dict[str, Any]:
+    """`--gpu H100` keeps the YAML's count (A100-80GB:2 -> H100:2); `--gpu H100:4` sets it."""
+    name, _, count = gpu.partition(":")
+    if not count:
+        current = resources.get("accelerators")
+        if isinstance(current, dict) and len(current) == 1:
+            count = str(next(iter(current.values())))
+        elif isinstance(current, str) and ":" in current:
+            count = current.partition(":")[2]
+        else:
+            count = "1"
+    return {**resources, "accelerators": f"{name}:{count}"}
+
+
+def _one_line(yaml_path: Path | str, err: Exception) -> str:
+    """SkyPilot's validation message -> 'FILE: field: what is wrong' on one line."""
+    msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    field = re.search(r"Check problematic field\(s\): \$\.?(\S*)", msg)
+    unsupported = re.search(r"Found unsupported field '([^']+)'", msg)
+    where = "resources." if msg.startswith("Invalid resources YAML") else ""
+    msg = re.sub(r"^Invalid (task|resources) YAML: ", "", msg)
+    msg = re.sub(r"\. Check problematic field\(s\):.*$", "", msg)
+    msg = re.sub(r" does not match '\^.*'$", " is not valid", msg)
+    if field and field.group(1):
+        return f"{yaml_path}: {where}{field.group(1)}: {msg}"
+    if unsupported:
+        return f"{yaml_path}: {where}{unsupported.group(1)}: unknown field"
+    return f"{yaml_path}: {msg}"
+
+
+def build_task(
+    yaml_path: Path | str,
+    envs: dict[str, str],
+    secrets: dict[str, str],
+    workdir: Path,
+    gpu: str | None = None,
+    file_mounts: dict | None = None,
+):
+    """A sky.Task from a sky/*.yaml file: envs overridden, secrets filled, workdir set.
+
+    Secrets reach SkyPilot only through `secrets_overrides`: a `HF_TOKEN: null` entry is
+    filled by nothing else, and the YAML text SkyPilot keeps (`_user_specified_yaml`) is
+    taken before the overrides, so the value never lands in a stored YAML. A declared
+    secret the user does not have is dropped: left null, SkyPilot would treat it as a
+    managed-secret reference and fail the launch. Only secrets the YAML declares are sent
+    (a RunPod API key in .env stays on the laptop).
+    """
+    import sky
+
+    leaked = sorted(set(envs) & set(SECRET_NAMES))
+    if leaked:
+        raise UserError(f"{', '.join(leaked)} must be passed as a secret, not an env (envs are printed)")
+    cfg = load_task_yaml(yaml_path)
+    declared = cfg.get("secrets") or {}
+    if not isinstance(declared, dict):
+        raise UserError(f"{yaml_path}: secrets: expected a mapping NAME: null")
+    kept = {k: v for k, v in declared.items() if v is not None or secrets.get(k)}
+    cfg.pop("secrets", None)
+    if kept:
+        cfg["secrets"] = kept
+    cfg["workdir"] = str(workdir)
+    if file_mounts:
+        cfg["file_mounts"] = {**(cfg.get("file_mounts") or {}), **file_mounts}
+    if gpu:
+        cfg["resources"] = _with_gpu(cfg.get("resources") or {}, gpu)
+    try:
+        return sky.Task.from_yaml_config(
+            cfg,
+            env_overrides=[(k, str(v)) for k, v in envs.items()],
+            secrets_overrides=[(k, secrets[k]) for k in kept if secrets.get(k)],
+        )
+    except ValueError as e:  # schema errors are InvalidSkyPilotConfigError, a ValueError
+        raise UserError(_one_line(yaml_path, e)) from None
+
+
+def task_yaml(task) -> str:
+    """The task as YAML for printing or storing: secret values replaced by <redacted>.
+
+    `task.to_yaml_config()` itself carries the values (it is the launch payload).
+    """
+    from sky.task import redact_task_yaml_dict
+
+    cfg = task.to_yaml_config()
+    cfg.pop("_user_specified_yaml", None)
+    redact_task_yaml_dict(cfg)
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def _task_cloud(task) -> str | None:
+    cloud = next(iter(task.resources)).cloud
+    return str(cloud).lower() if cloud is not None else None
+
+
+# --- plan: the optimizer, offline ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _assume_enabled(cloud_names: list[str]) -> Iterator[None]:
+    """Make the optimizer treat CLOUD_NAMES as enabled, for the duration of the block.
+
+    Why: `plan` must answer before the user has set up credentials and without network.
+    The optimizer asks sky.check which clouds are enabled; that check calls RunPod's and
+    Lambda's APIs, and the SDK route (`sky.optimize`) also starts an API server (a
+    background process, seconds). Pricing only needs the catalogs (~/.sky/catalogs), so
+    we answer the enabled-clouds question ourselves and skip the capability check.
+    """
+    import importlib
+    from unittest import mock
+
+    from sky.utils import registry
+
+    check = importlib.import_module("sky.check")  # the module; `sky.check` may name the SDK function
+    enabled = [registry.CLOUD_REGISTRY.from_str(n) for n in cloud_names]
+    with (
+        mock.patch.object(check, "get_cached_enabled_clouds_or_refresh", lambda *a, **k: enabled),
+        mock.patch.object(check, "check_capability", lambda *a, **k: {}),
+    ):
+        yield
+
+
+def _did_you_mean(res, cloud: str | None) -> str:
+    """' (did you mean A100-80GB?)': the cloud's catalog names that contain the asked-for name."""
+    from sky import catalog
+
+    if not cloud or not res.accelerators:
+        return ""
+    name = next(iter(res.accelerators))
+    try:
+        near = catalog.list_accelerators(gpus_only=True, name_filter=re.escape(name), clouds=cloud)
+    except Exception:  # a hint only: never hide the real error behind a catalog problem
+        return ""
+    return f" (did you mean {', '.join(sorted(near))}?)" if near else ""
+
+
+def optimize_offline(task) -> dict[str, Any]:
+    """SkyPilot's optimizer choice for TASK without an API server: cloud, instance, region, $/h."""
+    from sky.optimizer import Optimizer
+    from sky.utils import dag_utils
+
+    import sky
+    from sky import sky_logging
+
+    cloud = _task_cloud(task)
+    res = next(iter(task.resources))
+    wanted = ", ".join(f"{k}:{v}" for k, v in (res.accelerators or {}).items()) or "CPU"
+    try:
+        # the optimizer draws a spinner as payload text on stdout and logs its own version of
+        # the error we raise below: keep the terminal to our one line
+        with (
+            _assume_enabled([cloud] if cloud else ["runpod", "vast", "lambda"]),
+            contextlib.redirect_stdout(io.StringIO()),
+            sky_logging.set_sky_logging_levels(logging.CRITICAL),
+        ):
+            dag = Optimizer.optimize(dag_utils.convert_entrypoint_to_dag(task), quiet=True)
+    except sky.exceptions.ResourcesUnavailableError:
+        raise UserError(
+            f"{task.name}: {cloud or 'no cloud'} offers no {wanted}{_did_you_mean(res, cloud)}: check the "
+            f"accelerator name against `sky show-gpus --infra {cloud or 'CLOUD'}`"
+        ) from None
+    best = dag.tasks[0].best_resources
+    return {
+        "cloud": str(best.cloud).lower(),
+        "instance_type": best.instance_type,
+        "region": best.region,
+        "accelerator": ", ".join(f"{k}:{v}" for k, v in (best.accelerators or {}).items()) or "CPU",
+        "usd_per_hour": best.get_cost(3600),  # catalog price of one hour; the provider's bill may differ
+        "use_spot": best.use_spot,
+    }
+
+
+# --- clusters --------------------------------------------------------------------------------------
+
+
+def launch(
+    task, cluster: str, idle_minutes: int, keep: bool, on_line: Callable[[str], None], follow: bool = True
+) -> int:
+    """Provision (or reuse) CLUSTER, sync workdir, submit setup + run; returns the job id.
+
+    Provisioning output goes to on_line; with follow, so does the job's log until the job
+    ends (`--detach`: follow=False, reattach later with tail()). Autostop is always set:
+    a crashed controller never leaves a machine billing for more than idle_minutes.
+    down=True unless keep (and on clouds that cannot stop, always).
+    """
+    import sky
+
+    down = not keep or _task_cloud(task) in _CANNOT_STOP
+    try:
+        with LineWriter(on_line) as out:
+            with contextlib.redirect_stdout(out):  # the SDK prints "Running on cluster: ..." itself
+                rid = sky.launch(task, cluster_name=cluster, idle_minutes_to_autostop=idle_minutes, down=down)
+            job_id, _handle = sky.stream_and_get(rid, output_stream=out)
+    except sky.exceptions.ResourcesUnavailableError as e:
+        raise UserError(f"{cluster}: no machine available: {str(e).strip().splitlines()[0]}") from None
+    if job_id is None:
+        raise UserError(f"{cluster}: SkyPilot started no job (see `sky api logs`)")
+    if follow:
+        tail(cluster, job_id, follow=True, on_line=on_line)
+    return job_id
+
+
+def tail(cluster: str, job_id: int, follow: bool, on_line: Callable[[str], None]) -> int:
+    """The job's log, line by line; returns SkyPilot's exit code (0 succeeded, 100 failed)."""
+    import sky
+
+    with LineWriter(on_line) as out:
+        return sky.tail_logs(cluster, job_id, follow=follow, output_stream=out)
+
+
+def job_status(cluster: str, job_id: int) -> str:
+    """PENDING, SETTING_UP, RUNNING, SUCCEEDED, FAILED, FAILED_SETUP, CANCELLED... or UNKNOWN."""
+    import sky
+
+    status = sky.get(sky.job_status(cluster, [job_id])).get(job_id)
+    return status.value if status is not None else "UNKNOWN"
+
+
+def _ssh_config(cluster: str) -> Path:
+    # SkyPilot writes one ssh alias per cluster here. OpenSSH reads the passwd home's
+    # ~/.ssh/config, not $HOME's, so the file is passed with -F.
+    return Path(os.environ.get("HOME", "~")).expanduser() / ".sky" / "generated" / "ssh" / cluster
+
+
+def rsync_down(cluster: str, remote: str, local: Path) -> None:
+    """Copy CLUSTER:REMOTE/ (e.g. ~/sky_workdir/outputs) into LOCAL/ (the rsync transport)."""
+    cfg = _ssh_config(cluster)
+    if not cfg.is_file():
+        raise UserError(f"{cluster}: no ssh config at {cfg}: is the cluster up? (`amigo-burst status`)")
+    Path(local).mkdir(parents=True, exist_ok=True)
+    cmd = ["rsync", "-a", "-e", f"ssh -F {cfg}", f"{cluster}:{remote.rstrip('/')}/", f"{local}/"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        raise UserError(f"rsync from {cluster}:{remote} failed (exit {done.returncode}): {last}")
+
+
+def down(cluster: str) -> None:
+    """Tear CLUSTER down; a cluster that is already gone is fine."""
+    import sky
+
+    try:
+        sky.get(sky.down(cluster))
+    except sky.exceptions.ClusterDoesNotExist:
+        pass
+
+
+def our_clusters(prefix: str = CLUSTER_PREFIX, refresh: bool = False) -> list[dict[str, Any]]:
+    """Clusters this tool started (names start with PREFIX): name, status, launched_at (epoch s)."""
+    from sky.utils import common
+
+    import sky
+
+    mode = common.StatusRefreshMode.AUTO if refresh else common.StatusRefreshMode.NONE
+    records = sky.get(sky.status(refresh=mode))
+    return [
+        {"name": r["name"], "status": r["status"].value, "launched_at": r["launched_at"]}
+        for r in records
+        if r["name"].startswith(prefix)
+    ]
+
+
+# --- managed (spot) jobs -----------------------------------------------------------------------
+
+
+def spot_launch(task, name: str) -> int:
+    """A SkyPilot managed job on spot machines, restarted after preemption.
+
+    A preempted machine takes its disk with it: the job must mirror checkpoints to an
+    S3 store (AMIGO_STORE_URI) and resume from there, so the rsync transport is refused.
+    """
+    import sky
+
+    cloud = _task_cloud(task)
+    if cloud in ("lambda", "slurm"):
+        raise UserError(f"--spot: {cloud} has no spot machines (use runpod or vast)")
+    if not task.envs.get("AMIGO_STORE_URI", "").startswith("s3://"):
+        raise UserError("--spot needs an s3:// store (amigo.toml [store] url): a preempted disk is lost")
+    task.set_resources_override({"use_spot": True, "job_recovery": {"max_restarts_on_errors": 2}})
+    job_ids, _handle = sky.stream_and_get(sky.jobs.launch(task, name=name), output_stream=io.StringIO())
+    return job_ids[0]
+
+
+def spot_queue() -> list[dict[str, Any]]:
+    """Managed jobs: job_id, name, status, recovery_count, failure_reason."""
+    import sky
+
+    records = sky.get(sky.jobs.queue(refresh=False))
+    return [
+        {
+            "job_id": r["job_id"],
+            "name": r["job_name"],
+            "status": r["status"].value if r["status"] is not None else "UNKNOWN",
+            "recovery_count": r["recovery_count"],
+            "failure_reason": r["failure_reason"],
+        }
+        for r in records
+    ]
+
+
+# --- doctor ---------------------------------------------------------------------------------------
+
+
+def enabled_clouds() -> dict[str, tuple[bool, str]]:
+    """For each of runpod, vast, lambda, slurm: (SkyPilot can launch there, the fix if not).
+
+    Runs SkyPilot's own credential check (it also refreshes the enabled-clouds cache that
+    launches consult); its report goes to a buffer, we print our own one-line fixes.
+    """
+    from sky.client import sdk  # `sky.check` can name the module sky/check.py once it is imported
+
+    rid = sdk.check(infra_list=CLOUDS, verbose=False)
+    by_workspace = sdk.stream_and_get(rid, output_stream=io.StringIO()) or {}
+    ok = {c.lower() for caps in by_workspace.values() for c, cs in caps.items() if "compute" in cs}
+    return {c: (c in ok, "" if c in ok else FIX_HINTS[c]) for c in CLOUDS}
