@@ -412,9 +412,15 @@ def register(app: typer.Typer, state) -> None:
         budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="per-stage $ limit")] = None,
         deadline_hours: Annotated[float | None, typer.Option("--deadline-hours", help="per-stage hours")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+        cloud: Annotated[str | None, typer.Option(help="also ask SkyPilot's optimizer (dry run) what it would rent on this target")] = None,
     ) -> None:
-        """Stage x target: fits, method, micro-batch x grad-accum, hours, $; the recommended target per stage; the three strategies."""
+        """Stage x target: fits, method, micro-batch x grad-accum, hours, $; the recommended target per stage; the three strategies.  Example: amigo-burst plan --cloud runpod --stages 2"""
         cfg = state(ctx).cfg
+        if cloud:
+            from amigo_burst.sky_plan import sky_choice
+
+            sky_choice(cfg, cloud, stages)
+            return
         plan_cmd(stages=stages, budget_usd=budget_usd, deadline_hours=deadline_hours, json_out=json_out, cfg=cfg,
                  runs=runs_for(cfg))
 

@@ -126,3 +126,21 @@ def test_spot_refuses_what_cannot_recover(yaml_name, store, why, tmp_path):
     task = sky_runner.build_task(SKY / yaml_name, {"AMIGO_STORE_URI": store}, {}, workdir=tmp_path)
     with pytest.raises(UserError, match=why):
         sky_runner.spot_launch(task, "amigo-s2-spot")
+
+
+@pytest.mark.parametrize("cloud", ["runpod", "vast", "lambda"])
+def test_plan_cloud_shows_the_optimizers_choice(cloud, sky_catalog_home):  # noqa: F811
+    """`amigo-burst plan --cloud X --stages 2`: instance type, region and $/h from SkyPilot's optimizer."""
+    from typer.testing import CliRunner
+
+    from amigo_burst.cli import app
+
+    _home, rows = sky_catalog_home
+    accel = {"runpod": "A100-80GB", "vast": "RTX4090", "lambda": "A100"}[cloud]
+    row = _cheapest(rows[cloud], accel)
+    cfg = Path(__file__).resolve().parents[1] / "amigo.toml"
+    r = CliRunner().invoke(app, ["--config", str(cfg), "plan", "--cloud", cloud, "--stages", "2"],
+                           env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert row["InstanceType"] in r.output and row["Region"] in r.output
+    assert f"${float(row['Price']):.3f}/h" in r.output
