@@ -39,7 +39,8 @@ def register(app: typer.Typer, state) -> None:
         resume: Annotated[bool, typer.Option(help="continue the newest failed/stopped run of this stage from its checkpoint")] = False,
     ) -> None:
         """Run one stage on a target.  Example: amigo-burst launch --stage 2 --cloud vast --max-usd 20"""
-        from amigo_burst.launch import LaunchOptions, launch as do_launch
+        from amigo_burst.launch import LaunchOptions
+        from amigo_burst.launch import launch as do_launch
         from amigo_burst.stages import get_stage
 
         cfg = state(ctx).cfg

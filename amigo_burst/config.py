@@ -159,8 +159,9 @@ def find_config(start: Path | None = None) -> Path:
 
 def _describe(err: ValidationError) -> str:
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-    msg = e["msg"]
+    # a key is user text: one with a line break (or any unprintable) is quoted, so the error stays one line
+    loc = ".".join(str(p) if str(p).isprintable() else repr(str(p)) for p in e["loc"]) or "(top level)"
+    msg = " ".join(e["msg"].split())
     if e["type"] == "extra_forbidden":
         msg = "unknown key"
     elif e["type"] == "missing":

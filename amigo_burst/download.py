@@ -28,7 +28,11 @@ def download(cfg, run_id: str | None, stage: str | None, to: Path | None) -> Pat
         run = runs.get(run_id)
         if run.status not in ("SUCCEEDED", "STOPPED"):
             raise UserError(f"run {run.id} is {run.status}: it has no adapter to download")
-    d = ensure_downloaded(cfg, run.id)
+    try:
+        d = ensure_downloaded(cfg, run.id)
+    except UserError:  # disk full, corrupted object...: the outputs are not (all) here, say so
+        runs.update(run.id, downloaded=0)
+        raise
     runs.update(run.id, downloaded=1)
     adapter = d / "adapter"
     if to is None:

@@ -11,7 +11,13 @@ def choose(cfg, stage: int, max_usd: float | None) -> tuple[str, str]:
 
 
 def estimate_for_launch(cfg, stage: int, target, tokens: int, opts) -> dict:
-    """The estimate recorded with the run (calibration later compares it with what happened)."""
+    """The estimate recorded with the run (calibration later compares it with what happened).
+
+    None for a target with no GPU in its YAML (a CPU-only Slurm partition): there is no GPU row to
+    estimate against, and refusing the launch for that would be wrong.
+    """
+    if not target.is_local and not target.accelerator:
+        return None
     from amigo_burst.cli_estimate import estimate_for_target, runs_for
 
     return estimate_for_target(cfg, stage, target.name, tokens, runs_for(cfg))

@@ -71,7 +71,7 @@ def run_dir(cfg: AmigoConfig, run_id: str) -> Path:
 def run_store(cfg: AmigoConfig):
     from amigo_burst.runs import RunStore
 
-    return RunStore(state_dir(cfg) / "state.db")
+    return RunStore(state_dir(cfg) / "state.db", create=False)  # made by the first write
 
 
 def resolve_target(cfg: AmigoConfig, stage: int, cloud: str | None) -> Target:
@@ -105,7 +105,11 @@ def ensure_downloaded(cfg: AmigoConfig, run_id: str) -> Path:
     from amigo_burst.store import open_from_config
 
     dest = run_dir(cfg, run_id)
-    if not (dest / "adapter" / "adapter_config.json").is_file():
+    adapter = dest / "adapter"
+    # get_dir places files one by one (each verified) and leaves .partial/ behind when it fails:
+    # a half-fetched adapter (config there, weights not) is fetched again, never handed out.
+    complete = all((adapter / f).is_file() for f in ("adapter_config.json", "adapter_model.safetensors"))
+    if not complete or (dest / ".partial").exists():
         open_from_config(cfg).get_dir(f"runs/{run_id}/outputs", dest)
     return dest
 
@@ -138,8 +142,9 @@ def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runti
         sets.append(f"gradient_accumulation_steps={sc.grad_accum}")
     if sc.max_steps:
         sets.append(f"max_steps={sc.max_steps}")
-        if sc.max_steps <= 100:  # short runs: a progress line every step, not every 10th
-            sets.append("logging_steps=1")
+        if sc.max_steps <= 100:  # short runs: a progress line every step, not every 10th,
+            sets.append("logging_steps=1")  # and a checkpoint half-way (the YAML's 200 would be
+            sets.append(f"save_steps={max(1, sc.max_steps // 2)}")  # none: --resume needs one)
     return {
         "AMIGO_RUN_ID": run_id,
         "AMIGO_STAGE": str(stage),
@@ -244,6 +249,7 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console, estimator=None):
         raise UserError("--spot needs an s3:// store: a preempted machine's checkpoints must outlive it ([store] url)")
     if opts.spot and target.is_local:
         raise UserError("--spot is for cloud targets")
+    _store_reachable(cfg)  # before anything is written: a wrong bucket costs nothing
 
     with console.status(f"preparing stage {spec.number} ({spec.name}) dataset"):
         prepared = prepare_stage(cfg, spec, state_dir(cfg) / "prepared", load_tokenizer(cfg))
@@ -300,6 +306,12 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console, estimator=None):
     from amigo_burst.follow import follow
 
     return follow(cfg, run_id, console)
+
+
+def _store_reachable(cfg: AmigoConfig) -> None:
+    from amigo_burst.store import open_from_config
+
+    open_from_config(cfg, bars=False).list_manifests("inputs/")
 
 
 def _resumable(runs, stage: int) -> str | None:

@@ -55,8 +55,7 @@ def _iter_parquet(path: Path):
         table = pq.read_table(path)
     except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
         raise UserError(f"{path}: not a readable parquet file ({e.__class__.__name__})") from None
-    for i, row in enumerate(table.to_pylist(), 1):
-        yield i, row
+    yield from enumerate(table.to_pylist(), 1)
 
 
 def _iter_hub(ds: DatasetConfig):
@@ -66,8 +65,7 @@ def _iter_hub(ds: DatasetConfig):
         data = load_dataset(ds.hub, ds.subset, split=ds.split, streaming=True)
     except Exception as e:  # noqa: BLE001 - network, auth, missing split...
         raise UserError(f"dataset {ds.hub} ({ds.split}): cannot load: {str(e).splitlines()[0][:200]}") from None
-    for i, row in enumerate(data, 1):
-        yield i, row
+    yield from enumerate(data, 1)
 
 
 def source_rows(cfg: AmigoConfig, ds: DatasetConfig):
@@ -100,6 +98,7 @@ def to_canonical(spec: StageSpec, row: object, columns: dict[str, str]) -> objec
 
 def prepare_stage(cfg: AmigoConfig, spec: StageSpec, out_dir: Path, tokenizer=None) -> Prepared:
     ds = cfg.stage(spec.number).dataset
+    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # removed again on bad input
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".prep-", suffix=".jsonl")
     h = hashlib.sha256()
@@ -124,6 +123,11 @@ def prepare_stage(cfg: AmigoConfig, spec: StageSpec, out_dir: Path, tokenizer=No
         os.replace(tmp, final)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        for d in created:  # innermost first; a folder something else wrote into stays
+            try:
+                d.rmdir()
+            except OSError:
+                break
         raise
     return Prepared(final, rows, tokens, tokenizer is not None, h.hexdigest())
 

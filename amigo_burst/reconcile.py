@@ -26,10 +26,47 @@ def reconcile_run(cfg, runs, run):
 def reconcile_all(cfg, runs):
     """All runs, reconciled, and the names of our clusters that are up but belong to no active run."""
     rows = [reconcile_run(cfg, runs, r) for r in runs.list()]
-    if not any(r.cluster for r in rows):
+    if not any(r.cluster for r in rows) and not _launched_clusters(cfg):
         return rows, []  # never touched SkyPilot: don't pay its 2.6 s import
     from amigo_burst.runners.sky import our_clusters
 
     active = {r.cluster for r in rows if r.status in ("PENDING", "RUNNING") and r.cluster}
     orphans = [c["name"] for c in our_clusters("amigo-") if c["name"] not in active]
-    return rows, orphans
+    known = {r.cluster for r in rows if r.cluster}
+    new = [record_orphan(runs, name) for name in orphans if name not in known]
+    return rows + [r for r in new if r is not None], orphans
+
+
+def _launched_clusters(cfg) -> bool:
+    """A launch.json naming a cluster: this project started one, even if its record was lost."""
+    import json
+
+    from amigo_burst.launch import state_dir
+
+    for p in (state_dir(cfg) / "runs").glob("*/launch.json"):
+        try:
+            if json.loads(p.read_text()).get("cluster"):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def record_orphan(runs, cluster: str):
+    """A cluster of ours (amigo-<run id>) that no run record names: the controller died between
+    provisioning and recording. Record it (FAILED, with the fix), so `status` and `report` show it."""
+    import re
+
+    from amigo_burst.errors import UserError
+    from amigo_burst.runs import Run
+
+    run_id = cluster[len("amigo-"):]
+    m = re.match(r"s([1-5])-([a-z0-9]+)-", run_id)
+    run = Run(id=run_id, stage=int(m.group(1)) if m else 0, target=m.group(2) if m else "unknown",
+              cluster=cluster, status="FAILED", pid=0,
+              reason=f"cluster {cluster} found up with no record (the controller stopped between provisioning "
+                     f"and recording): `amigo-burst down --cluster {cluster}`")
+    try:
+        return runs.create(run)
+    except UserError:  # a run id taken meanwhile (another status): it is recorded
+        return None

@@ -139,12 +139,36 @@ def _from_row(row: sqlite3.Row) -> Run:
 
 
 class RunStore:
-    def __init__(self, db_path: str | os.PathLike):
+    def __init__(self, db_path: str | os.PathLike, create: bool = True):
+        """create=False: the file is made by the first write only; until then reads see no runs
+        (a command that fails on bad input, or only reads, leaves no .amigo/ behind)."""
         self.path = Path(db_path)
+        self._ready = False
+        if create or self.path.exists():
+            self._ensure()
+
+    def _ensure(self) -> None:
+        """The file, with our schema (created or migrated)."""
+        if self._ready:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create {self.path.parent}: {e.strerror or e}") from None
+        self._ready = True  # _tx below calls _ensure again
+        try:
+            self._migrate()
+        except BaseException:
+            self._ready = False
+            raise
+
+    def _missing(self) -> bool:
+        """No state DB yet (create=False and nothing written): reads answer 'no runs'."""
+        if not self._ready and self.path.exists():
+            self._ensure()
+        return not self._ready
+
+    def _migrate(self) -> None:
         with self._tx() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -175,6 +199,7 @@ class RunStore:
     @contextmanager
     def _tx(self) -> Iterator[_Tx]:
         """One write transaction, the write lock taken up front (BEGIN IMMEDIATE)."""
+        self._ensure()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -237,6 +262,8 @@ class RunStore:
 
     # --- reads --------------------------------------------------------------------------------------
     def get(self, run_id: str) -> Run:
+        if self._missing():
+            raise UserError(f"unknown run id {run_id!r}")
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
@@ -254,6 +281,8 @@ class RunStore:
             where.append(f"status IN ({', '.join('?' * len(wanted))})")
             args.extend(wanted)
         sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY started, id"
+        if self._missing():
+            return []
         with self._connect() as db:
             return [_from_row(r) for r in db.execute(sql, args).fetchall()]
 

@@ -9,19 +9,42 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from amigo_burst.config import load_config
-from amigo_burst.launch import BUDGET_EXIT, LaunchPlan, read_plan, run_dir, run_store
+from amigo_burst.errors import UserError
+from amigo_burst.launch import AUTOSTOP_IDLE_MIN, BUDGET_EXIT, LaunchPlan, read_plan, run_dir, run_store
 from amigo_burst.secrets import load_secrets, redact
 from amigo_burst.targets import get_target
+
+SKY_PREFIX = re.compile(r"^\(\S+, pid=\d+\) ")  # SkyPilot prefixes each job line with "(task, pid=N) "
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # SkyPilot's exception messages come coloured
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+PY_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*:")
+
+
+def reason_score(line: str) -> int:
+    """How well a log line explains a failure: our own `error:` lines (the entrypoint's bad input,
+    the worker's) beat a Python exception's last line, which beats any line saying error/failed
+    (srun's "task 0: Exited with exit code 2" must not hide the line that says why)."""
+    text = line.strip()
+    if not text or text.startswith("AMIGO_"):
+        return 0
+    if text.startswith("error:"):
+        return 3
+    if PY_EXCEPTION.match(text):
+        return 2
+    low = text.lower()
+    return 1 if ("error" in low or "exception" in low or "failed" in low) else 0
 
 
 class LogSink:
@@ -31,13 +54,13 @@ class LogSink:
         self.f = path.open("a", encoding="utf-8")
         self.secrets = secrets
         self.last_error = ""
+        self._score = 0
 
     def __call__(self, line: str) -> None:
-        line = redact(line, self.secrets)
-        if line.strip() and not line.startswith("AMIGO_"):
-            low = line.lower()
-            if "error" in low or "exception" in low or "failed" in low:
-                self.last_error = line.strip()[-300:]
+        line = redact(ANSI.sub("", SKY_PREFIX.sub("", line, count=1)), self.secrets)
+        score = reason_score(line)
+        if score and score >= self._score:  # the latest of the most telling lines
+            self.last_error, self._score = line.strip()[-300:], score
         self.f.write(line + "\n")
         self.f.flush()
 
@@ -57,29 +80,80 @@ def run_sky(cfg, plan: LaunchPlan, secrets, sink, runs) -> int:
     task = skyr.build_task(target.path, plan.envs, secrets, Path(plan.workdir), gpu=plan.gpu)
     if plan.spot:
         job = skyr.spot_launch(task, plan.cluster)
-        runs.update(plan.run_id, cluster=plan.cluster, job_id=job)
-        return skyr.spot_tail(job, sink)
+        runs.update(plan.run_id, job_id=job)
+        return _wait_spot(job, sink)
     try:
-        job = skyr.launch(task, plan.cluster, idle_minutes=10, keep=plan.keep, on_line=sink)
+        job = skyr.launch(task, plan.cluster, idle_minutes=AUTOSTOP_IDLE_MIN, keep=plan.keep, on_line=sink,
+                          follow=False)
         runs.update(plan.run_id, job_id=job)
         skyr.tail(plan.cluster, job, follow=True, on_line=sink)
         status = skyr.job_status(plan.cluster, job)
-        if plan.transport == "rsync":
-            skyr.rsync_down(plan.cluster, "~/sky_workdir/outputs/", run_dir(cfg, plan.run_id))
-        return _sky_rc(status, run_dir(cfg, plan.run_id))
+        if plan.transport == "rsync":  # before teardown: the cluster's disk goes with it
+            try:
+                _rsync_outputs(skyr, plan.cluster, run_dir(cfg, plan.run_id))
+            except UserError:
+                if status == "SUCCEEDED":
+                    raise
+                # a job that died early left no outputs/: its own error line stays the reason
+                sink("no outputs/ on the cluster to bring back")
+        return _sky_rc(status, run_dir(cfg, plan.run_id), sink)
     finally:
         if not plan.keep:
             skyr.down(plan.cluster)
+            sink(f"cluster {plan.cluster} torn down")
 
 
-def _sky_rc(status: str, outputs: Path) -> int:
-    """SkyPilot only says SUCCEEDED/FAILED/CANCELLED; metrics.json tells a budget stop apart."""
+def _rsync_outputs(skyr, cluster: str, d: Path) -> None:
+    """The cluster's outputs/ -> the run folder: adapter, metrics.json, tb/. Not its train.log (ours has
+    setup and SkyPilot's lines too, and `logs -f` holds it open) and not checkpoints/ (GBs, useless here)."""
+    import shutil
+
+    staging = d / ".remote-outputs"
+    skyr.rsync_down(cluster, "~/sky_workdir/outputs", staging, exclude=("checkpoints", "train.log"))
+    for item in staging.iterdir():
+        if item.name in ("train.log", "checkpoints"):
+            continue
+        dest = d / item.name
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        os.replace(item, dest)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _wait_spot(job: int, sink, poll_s: float = 30.0) -> int:
+    """A managed spot job: SkyPilot recovers it after preemption; the outputs arrive through the store."""
+    import time
+
+    from amigo_burst.runners import sky as skyr
+
+    last = None
+    while True:
+        rec = next((j for j in skyr.spot_queue() if j["job_id"] == job), None)
+        status = rec["status"] if rec else "UNKNOWN"
+        if status != last:
+            sink(f"managed job {job}: {status} (recoveries: {rec['recovery_count'] if rec else '?'})")
+            last = status
+        if status == "SUCCEEDED":
+            return 0
+        if status.startswith("FAILED") or status in ("CANCELLED", "UNKNOWN"):
+            sink(f"error: managed job {job} {status}: {(rec or {}).get('failure_reason') or ''}")
+            return 1
+        time.sleep(poll_s)
+
+
+def _sky_rc(status: str, outputs: Path, sink=None) -> int:
+    """SkyPilot only says SUCCEEDED/FAILED/CANCELLED; metrics.json tells a budget stop apart.
+
+    CANCELLED, FAILED_SETUP...: a failure with that status as the reason, not "stopped by user"
+    (scancel, preemption, an admin; `amigo-burst down` records its own STOPPED, kept by finish())."""
     if status == "SUCCEEDED":
         return 0
     m = outputs / "metrics.json"
     if m.is_file() and json.loads(m.read_text()).get("exit_reason") == "budget":
         return BUDGET_EXIT
-    return 1 if status == "FAILED" else 130
+    if status != "FAILED" and sink is not None:
+        sink(f"error: the cluster's job ended {status} (cancelled there: scancel, preemption or an admin)")
+    return 1
 
 
 def collect_outputs(cfg, plan: LaunchPlan, sink) -> None:
@@ -87,11 +161,20 @@ def collect_outputs(cfg, plan: LaunchPlan, sink) -> None:
         return
     from amigo_burst.store import open_from_config
 
+    d = run_dir(cfg, plan.run_id)
+    # The outputs carry the entrypoint's own train.log; ours (setup's output too, redacted, and the
+    # inode LogSink and `logs -f` hold open) stays: set aside for the fetch, then put back.
+    ours, aside = d / "train.log", d / ".train.log.worker"
+    if ours.is_file():
+        os.replace(ours, aside)
     try:
-        open_from_config(cfg, bars=False).get_dir(f"runs/{plan.run_id}/outputs", run_dir(cfg, plan.run_id))
+        open_from_config(cfg, bars=False).get_dir(f"runs/{plan.run_id}/outputs", d)
     except Exception as e:  # noqa: BLE001 - recorded as the run's failure reason
         sink(f"error: outputs not brought back: {e}")
         raise
+    finally:
+        if aside.is_file():
+            os.replace(aside, ours)
 
 
 def finish(cfg, plan: LaunchPlan, rc: int, sink, runs) -> None:
@@ -105,10 +188,14 @@ def finish(cfg, plan: LaunchPlan, rc: int, sink, runs) -> None:
         status, reason = "STOPPED", "stopped by user"
     else:
         status, reason = "FAILED", sink.last_error or f"exit code {rc}"
+    current = runs.get(plan.run_id)
+    if current.status == "STOPPED" and status == "FAILED":  # `down` stopped it first: its word stands
+        status, reason = current.status, current.reason
+    complete = all((d / "adapter" / f).is_file() for f in ("adapter_config.json", "adapter_model.safetensors"))
     runs.update(
         plan.run_id, status=status, reason=reason, ended=now(), metrics=metrics,
         tokens_per_s=metrics.get("tokens_per_s"), peak_vram_gib=metrics.get("peak_mem_allocated_gib"),
-        downloaded=1 if (d / "adapter").is_dir() else 0,
+        downloaded=1 if complete and not (d / ".partial").exists() else 0,
         artifacts={**runs.get(plan.run_id).artifacts, "outputs": f"runs/{plan.run_id}/outputs"},
     )
 

@@ -67,7 +67,7 @@ def runs_of(project: Path):
 def test_pipeline_runs_five_stages_and_chains_adapters(pipeline_project):
     runs = runs_of(pipeline_project)
     assert [(r.stage, r.status) for r in runs] == [(n, "SUCCEEDED") for n in range(1, 6)]
-    for prev, cur in zip(runs, runs[1:]):
+    for prev, cur in zip(runs, runs[1:], strict=False):
         assert cur.artifacts.get("from_run") == prev.id, "stage N continues from stage N-1's adapter"
     for r in runs:
         d = pipeline_project / ".amigo" / "runs" / r.id
@@ -145,3 +145,21 @@ def test_logs_follow_on_running_run_and_status_while_writing(tmp_path, tiny_mode
     f = cli(project, "logs", run_id, "-f", check=True)
     assert "SUCCEEDED" in f.stdout
     assert runs_of(project)[0].status == "SUCCEEDED"
+
+
+@pytest.mark.badinput
+def test_missing_s3_bucket_is_one_line_and_writes_nothing(tmp_path, tiny_model, moto_server):
+    project = make_project(tmp_path / "p", tiny_model, "s3://no-such-bucket-amigo/x", moto_server)
+    (project / ".env").write_text("AWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY=testing\n")
+    r = cli(project, "launch", "--stage", "1")
+    assert r.returncode == 2 and "no-such-bucket-amigo" in r.stderr and "does not exist" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (project / ".amigo").exists() or not any((project / ".amigo").rglob("*.jsonl")), "nothing prepared"
+
+
+def test_launch_cloud_auto_says_what_it_chose_and_why(tmp_path, tiny_model):
+    project = make_project(tmp_path / "p", tiny_model)
+    r = cli(project, "launch", "--stage", "1", "--cloud", "auto", "--detach", check=True)
+    assert "--cloud auto chose" in r.stdout and "cheapest" in r.stdout, r.stdout
+    run_id = next(w for w in r.stdout.split() if w.startswith("s1-"))
+    cli(project, "logs", run_id, "-f", check=True)

@@ -309,13 +309,14 @@ def _ssh_config(cluster: str) -> Path:
     return Path(os.environ.get("HOME", "~")).expanduser() / ".sky" / "generated" / "ssh" / cluster
 
 
-def rsync_down(cluster: str, remote: str, local: Path) -> None:
+def rsync_down(cluster: str, remote: str, local: Path, exclude: tuple[str, ...] = ()) -> None:
     """Copy CLUSTER:REMOTE/ (e.g. ~/sky_workdir/outputs) into LOCAL/ (the rsync transport)."""
     cfg = _ssh_config(cluster)
     if not cfg.is_file():
         raise UserError(f"{cluster}: no ssh config at {cfg}: is the cluster up? (`amigo-burst status`)")
     Path(local).mkdir(parents=True, exist_ok=True)
-    cmd = ["rsync", "-a", "-e", f"ssh -F {cfg}", f"{cluster}:{remote.rstrip('/')}/", f"{local}/"]
+    cmd = ["rsync", "-a", "-e", f"ssh -F {cfg}", *(f"--exclude={x}" for x in exclude),
+           f"{cluster}:{remote.rstrip('/')}/", f"{local}/"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["?"])[-1]
