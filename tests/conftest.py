@@ -76,3 +76,6 @@ def moto_server(aws_test_env, tmp_path_factory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+pytest_plugins = ["faults_summary"]  # the fault suite's summary line (tests/faults_summary.py)
