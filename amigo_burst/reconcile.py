@@ -19,7 +19,48 @@ def reconcile_run(cfg, runs, run):
         return runs.get(run.id)
     if pid_alive(getattr(run, "child_pid", None)):
         return run  # the worker died but training goes on (local): it finishes, then we see it
+    if run.cluster and run.job_id is not None and _job_alive(run):
+        _spawn_reattach(cfg, run)  # the cloud job outlived our worker (laptop slept, reboot): follow it again
+        return _wait_taken_over(runs, run)
     runs.update(run.id, status="FAILED", reason="worker process died; `launch --resume` continues from the last checkpoint")
+    return runs.get(run.id)
+
+
+def _job_alive(run) -> bool:
+    """Is the run's SkyPilot job still known on its cluster (running, or ended with nobody watching)?
+
+    Either way a new worker follows it to the end, brings the outputs back and tears the cluster
+    down; only a cluster that is gone leaves nothing to reattach to."""
+    from amigo_burst.runners.sky import job_status
+
+    try:
+        return job_status(run.cluster, run.job_id) != "UNKNOWN"
+    except Exception:  # noqa: BLE001 - no cluster, no API server answer: nothing to reattach to
+        return False
+
+
+def _spawn_reattach(cfg, run) -> None:
+    import subprocess
+    import sys
+
+    from amigo_burst.launch import run_dir
+
+    with open(run_dir(cfg, run.id) / "worker.log", "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "amigo_burst.worker", str(cfg.path), run.id, str(run.pid)],
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                         start_new_session=True, cwd=cfg.root)
+
+
+def _wait_taken_over(runs, run, timeout_s: float = 60.0):
+    """Until the new worker holds the record (else the next poll would start another one)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        cur = runs.get(run.id)
+        if cur.pid != run.pid or cur.status not in ("PENDING", "RUNNING"):
+            return cur
+        time.sleep(0.3)
     return runs.get(run.id)
 
 

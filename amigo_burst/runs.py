@@ -260,6 +260,13 @@ class RunStore:
             self._insert(db, run)
         return run
 
+    def take_over(self, run_id: str, dead_pid: int | None, new_pid: int) -> bool:
+        """Compare-and-set of the worker pid: of two processes reattaching, one wins."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE runs SET pid = ? WHERE id = ? AND pid IS ? AND status IN (?, ?)",
+                             (new_pid, run_id, dead_pid, *ACTIVE))
+            return cur.rowcount == 1
+
     # --- reads --------------------------------------------------------------------------------------
     def get(self, run_id: str) -> Run:
         if self._missing():

@@ -73,19 +73,24 @@ def run_local(cfg, plan: LaunchPlan, secrets, sink, runs) -> int:
                     on_start=lambda pid: runs.update(plan.run_id, child_pid=pid))
 
 
-def run_sky(cfg, plan: LaunchPlan, secrets, sink, runs) -> int:
+def run_sky(cfg, plan: LaunchPlan, secrets, sink, runs, job: int | None = None) -> int:
+    """Launch (or, with `job`, reattach to) the cloud job; follow it; outputs back; tear down."""
     from amigo_burst.runners import sky as skyr
 
-    target = get_target(plan.target, cfg.root)
-    task = skyr.build_task(target.path, plan.envs, secrets, Path(plan.workdir), gpu=plan.gpu)
     if plan.spot:
-        job = skyr.spot_launch(task, plan.cluster)
-        runs.update(plan.run_id, job_id=job)
+        if job is None:
+            target = get_target(plan.target, cfg.root)
+            task = skyr.build_task(target.path, plan.envs, secrets, Path(plan.workdir), gpu=plan.gpu)
+            job = skyr.spot_launch(task, plan.cluster)
+            runs.update(plan.run_id, job_id=job)
         return _wait_spot(job, sink)
     try:
-        job = skyr.launch(task, plan.cluster, idle_minutes=AUTOSTOP_IDLE_MIN, keep=plan.keep, on_line=sink,
-                          follow=False)
-        runs.update(plan.run_id, job_id=job)
+        if job is None:
+            target = get_target(plan.target, cfg.root)
+            task = skyr.build_task(target.path, plan.envs, secrets, Path(plan.workdir), gpu=plan.gpu)
+            job = skyr.launch(task, plan.cluster, idle_minutes=AUTOSTOP_IDLE_MIN, keep=plan.keep, on_line=sink,
+                              follow=False)
+            runs.update(plan.run_id, job_id=job)
         skyr.tail(plan.cluster, job, follow=True, on_line=sink)
         status = skyr.job_status(plan.cluster, job)
         if plan.transport == "rsync":  # before teardown: the cluster's disk goes with it
@@ -200,17 +205,28 @@ def finish(cfg, plan: LaunchPlan, rc: int, sink, runs) -> None:
     )
 
 
-def main(config_path: str, run_id: str) -> int:
+def main(config_path: str, run_id: str, reattach_from_pid: int | None = None) -> int:
+    """Run the launch plan; with reattach_from_pid, take over a cloud run whose worker died."""
     cfg = load_config(config_path)
     plan = read_plan(cfg, run_id)
     runs = run_store(cfg)
     secrets = load_secrets(cfg.root)
+    if reattach_from_pid is not None:
+        # only one taker: the record's pid must still be the dead worker's
+        if not runs.take_over(run_id, reattach_from_pid, os.getpid()):
+            return 0
+    else:
+        runs.update(run_id, status="RUNNING", started=now(), pid=os.getpid())
     sink = LogSink(run_dir(cfg, run_id) / "train.log", secrets)
-    runs.update(run_id, status="RUNNING", started=now(), pid=os.getpid())
+    if reattach_from_pid is not None:
+        sink(f"--- reattached to job {runs.get(run_id).job_id} on {plan.cluster} (the earlier worker stopped) ---")
     rc = 1
     try:
         target = get_target(plan.target, cfg.root)
-        rc = (run_local if target.is_local else run_sky)(cfg, plan, secrets, sink, runs)
+        if target.is_local:
+            rc = run_local(cfg, plan, secrets, sink, runs)
+        else:
+            rc = run_sky(cfg, plan, secrets, sink, runs, job=runs.get(run_id).job_id if reattach_from_pid else None)
         if rc in (0, BUDGET_EXIT):
             collect_outputs(cfg, plan, sink)
     except Exception as e:  # noqa: BLE001 - whatever happened, the record must say so
@@ -222,4 +238,4 @@ def main(config_path: str, run_id: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None))

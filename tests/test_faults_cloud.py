@@ -125,3 +125,27 @@ def test_controller_killed_after_provisioning_status_finds_and_records_cluster(s
     final = cli(project, "status", timeout=300)
     assert f"down --cluster {run.cluster}" not in flat(final.stdout), final.stdout
     faults.lost(0)
+
+
+def test_worker_killed_mid_cloud_run_logs_f_reattaches(slurm_sky_home, tiny_model, tmp_path, faults):  # noqa: F811
+    """The worker that follows a cloud job dies (laptop slept): `logs -f` starts a new one that reattaches to the running job, brings the adapter back, tears down."""
+    project = slow_slurm_project(tmp_path / "p", tiny_model, 1.0)
+    r = cli(project, "launch", "--stage", "2", "--cloud", "slurm", "--detach", timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    run = runs_of(project)[-1]
+    log = project / ".amigo" / "runs" / run.id / "train.log"
+    wait_for(lambda: log.is_file() and "AMIGO_PROGRESS" in log.read_text(), "training on the cluster", 900)
+    run = runs_of(project)[-1]
+    assert run.job_id is not None
+    faults.inject("SIGKILL of the worker following a cloud job")
+    os.kill(run.pid, signal.SIGKILL)
+    wait_for(lambda: subprocess.run(["ps", "-p", str(run.pid), "-o", "stat="], capture_output=True,
+                                    text=True).stdout.strip() in ("", "Z"), "the worker to die", 30)
+
+    f = cli(project, "logs", run.id, "-f", timeout=900)
+    end = runs_of(project)[-1]
+    assert f.returncode == 0 and end.status == "SUCCEEDED", (end.status, end.reason, f.stdout[-2000:])
+    assert "reattached to job" in log.read_text()
+    assert (project / ".amigo" / "runs" / run.id / "adapter" / "adapter_model.safetensors").is_file()
+    assert run.cluster not in cluster_names(), "cluster torn down"
+    faults.lost(0 if (project / ".amigo" / "runs" / run.id / "adapter" / "adapter_model.safetensors").is_file() else 1)
