@@ -25,7 +25,9 @@ def build_sft_config(cfg: TrainConfig, common: dict, choice: dict, assistant_onl
         # accel.choose turns it off on SDPA). Code rows of ~300 tokens at max_length 2048: ~6 per row.
         packing=choice["packing"],
         packing_strategy="bfd",
-        dataset_num_proc=1,
+        # None: tokenize in this process. num_proc >= 1 makes `datasets` spawn a pool (seconds of
+        # start-up per stage) and swap os.environ for a copy (datasets 5.2, arrow_dataset.map).
+        dataset_num_proc=None,
     )
 
 
