@@ -64,14 +64,20 @@ def slurm_jobs_of(cluster: str) -> list[str]:
             if len(ln.split()) == 2 and (cluster in ln.split()[1] or (tail in ln.split()[1] and stamp in ln))]
 
 
-def test_scancel_of_the_cluster_job_fails_the_run_and_tears_down(slurm_sky_home, tiny_model, tmp_path, faults):  # noqa: F811
-    """`scancel` of the cluster's Slurm job mid-run: the run is FAILED with the reason, the cluster torn down, `status` shows no leftover cluster."""
-    project = slow_slurm_project(tmp_path / "p", tiny_model, 2.0)
+def launch_until_training(project: Path):
+    """`launch --detach` of stage 2 on slurm; returns (run, its train.log) once training has started there."""
     r = cli(project, "launch", "--stage", "2", "--cloud", "slurm", "--detach", timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     run = runs_of(project)[-1]
     log = project / ".amigo" / "runs" / run.id / "train.log"
     wait_for(lambda: log.is_file() and "AMIGO_PROGRESS" in log.read_text(), "training on the cluster", 900)
+    return runs_of(project)[-1], log
+
+
+def test_scancel_of_the_cluster_job_fails_the_run_and_tears_down(slurm_sky_home, tiny_model, tmp_path, faults):  # noqa: F811
+    """`scancel` of the cluster's Slurm job mid-run: the run is FAILED with the reason, the cluster torn down, `status` shows no leftover cluster."""
+    project = slow_slurm_project(tmp_path / "p", tiny_model, 2.0)
+    run, log = launch_until_training(project)
     jobs = wait_for(lambda: slurm_jobs_of(run.cluster), f"the Slurm job of {run.cluster}", 60)
     faults.inject("scancel of the cluster's Slurm job mid-run")
     subprocess.run(["scancel", *jobs], check=True)
@@ -130,12 +136,7 @@ def test_controller_killed_after_provisioning_status_finds_and_records_cluster(s
 def test_worker_killed_mid_cloud_run_logs_f_reattaches(slurm_sky_home, tiny_model, tmp_path, faults):  # noqa: F811
     """The worker that follows a cloud job dies (laptop slept): `logs -f` starts a new one that reattaches to the running job, brings the adapter back, tears down."""
     project = slow_slurm_project(tmp_path / "p", tiny_model, 1.0)
-    r = cli(project, "launch", "--stage", "2", "--cloud", "slurm", "--detach", timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    run = runs_of(project)[-1]
-    log = project / ".amigo" / "runs" / run.id / "train.log"
-    wait_for(lambda: log.is_file() and "AMIGO_PROGRESS" in log.read_text(), "training on the cluster", 900)
-    run = runs_of(project)[-1]
+    run, log = launch_until_training(project)
     assert run.job_id is not None
     faults.inject("SIGKILL of the worker following a cloud job")
     os.kill(run.pid, signal.SIGKILL)
