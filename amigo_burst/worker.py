@@ -92,7 +92,7 @@ def run_sky(cfg, plan: LaunchPlan, secrets, sink, runs, job: int | None = None) 
                               follow=False)
             runs.update(plan.run_id, job_id=job)
         skyr.tail(plan.cluster, job, follow=True, on_line=sink)
-        status = skyr.job_status(plan.cluster, job)
+        status = _final_status(skyr, plan.cluster, job, sink)
         if plan.transport == "rsync":  # before teardown: the cluster's disk goes with it
             try:
                 _rsync_outputs(skyr, plan.cluster, run_dir(cfg, plan.run_id))
@@ -106,6 +106,18 @@ def run_sky(cfg, plan: LaunchPlan, secrets, sink, runs, job: int | None = None) 
         if not plan.keep:
             skyr.down(plan.cluster)
             sink(f"cluster {plan.cluster} torn down")
+
+
+def _final_status(skyr, cluster: str, job: int, sink) -> str:
+    """The job's end state; a cluster whose allocation vanished (scancel, preemption) can no longer
+    answer, and that is what the record must say, naming the cluster — not SkyPilot's traceback."""
+    try:
+        return skyr.job_status(cluster, job)
+    except Exception as e:  # noqa: BLE001 - any SDK/ssh failure means the same thing here
+        last = (str(e).strip().splitlines() or [e.__class__.__name__])[-1][:200]
+        sink(f"error: job {job} on {cluster} can no longer be queried: its allocation is gone "
+             f"(cancelled, preempted or expired): {last}")
+        return "CANCELLED"
 
 
 def _rsync_outputs(skyr, cluster: str, d: Path) -> None:
@@ -156,7 +168,8 @@ def _sky_rc(status: str, outputs: Path, sink=None) -> int:
     m = outputs / "metrics.json"
     if m.is_file() and json.loads(m.read_text()).get("exit_reason") == "budget":
         return BUDGET_EXIT
-    if status != "FAILED" and sink is not None:
+    # (unless _final_status already said why: the cluster could no longer be asked)
+    if status != "FAILED" and sink is not None and "can no longer be queried" not in sink.last_error:
         sink(f"error: the cluster's job ended {status} (cancelled there: scancel, preemption or an admin)")
     return 1
 
