@@ -165,21 +165,15 @@ def doctor(ctx: typer.Context) -> None:
         con.print(f"{mark} {what}" + (f"  [dim]→ {fix}[/dim]" if fix and not ok else ""))
 
 
-def _register_optional() -> None:
-    """Commands from modules that arrive with their features (each module registers itself)."""
-    import importlib
+def _register_commands() -> None:
+    """Commands that live in their own modules (each registers itself; heavy imports stay inside)."""
+    from amigo_burst import cli_estimate, cli_runs
 
-    for mod in ("amigo_burst.cli_runs", "amigo_burst.cli_estimate"):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-            continue
-        m.register(app, state)
+    for module in (cli_runs, cli_estimate):
+        module.register(app, state)
 
 
-_register_optional()
+_register_commands()
 
 
 def main() -> None:

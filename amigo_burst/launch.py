@@ -164,7 +164,7 @@ def choose_method(cfg: AmigoConfig, estimate: dict | None) -> str:
     return (estimate or {}).get("method") or "qlora"
 
 
-def put_inputs(cfg: AmigoConfig, run_id: str, data: Path, adapter: Path | None, console) -> tuple[str, int, int]:
+def put_inputs(cfg: AmigoConfig, run_id: str, data: Path, adapter: Path | None) -> tuple[str, int, int]:
     """Dataset + previous adapter -> store manifest inputs/<run>; train/ code -> code/<run>. Returns (manifest, sent, skipped)."""
     from amigo_burst.store import open_from_config
 
@@ -172,7 +172,10 @@ def put_inputs(cfg: AmigoConfig, run_id: str, data: Path, adapter: Path | None, 
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    os.link(data, staging / "data.jsonl") if _same_fs(data, staging) else shutil.copy2(data, staging / "data.jsonl")
+    try:  # a hard link: a multi-GB prepared dataset is not copied just to be hashed and uploaded
+        os.link(data, staging / "data.jsonl")
+    except OSError:  # another filesystem
+        shutil.copy2(data, staging / "data.jsonl")
     if adapter is not None:
         shutil.copytree(adapter, staging / "adapter")
     store = open_from_config(cfg)
@@ -182,13 +185,6 @@ def put_inputs(cfg: AmigoConfig, run_id: str, data: Path, adapter: Path | None, 
         sent, skipped = sent + t.bytes_sent, skipped + t.bytes_skipped
     shutil.rmtree(staging)
     return f"inputs/{run_id}", sent, skipped
-
-
-def _same_fs(a: Path, b: Path) -> bool:
-    try:
-        return a.stat().st_dev == b.stat().st_dev
-    except OSError:
-        return False
 
 
 def spawn_worker(cfg: AmigoConfig, run_id: str) -> int:
@@ -214,10 +210,6 @@ def write_plan(cfg: AmigoConfig, plan: LaunchPlan) -> None:
 
 def read_plan(cfg: AmigoConfig, run_id: str) -> LaunchPlan:
     return LaunchPlan(**json.loads((run_dir(cfg, run_id) / "launch.json").read_text()))
-
-
-def stage_for(value: int) -> int:
-    return get_stage(value).number
 
 
 def cluster_name(run_id: str) -> str:
@@ -280,7 +272,7 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console, estimator=None):
     try:
         workdir = state_dir(cfg) / "work" / run_id
         workdir.mkdir(parents=True, exist_ok=True)
-        manifest, sent, skipped = put_inputs(cfg, run_id, prepared.path, adapter, console)
+        manifest, sent, skipped = put_inputs(cfg, run_id, prepared.path, adapter)
         console.print(f"store: {_mb(sent)} uploaded, {_mb(skipped)} already there ({cfg.store.url})")
         build_bundle(workdir)
         envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est), max_runtime)

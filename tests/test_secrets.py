@@ -111,7 +111,7 @@ def test_bundle_and_store_exclude_secret_files(tmp_path, monkeypatch):
     work = project / ".amigo" / "work" / "r1"
     work.mkdir(parents=True)
     launch.build_bundle(work)
-    launch.put_inputs(cfg, "r1", project / "d.jsonl", None, console=None)
+    launch.put_inputs(cfg, "r1", project / "d.jsonl", None)
 
     bundle = {p.relative_to(work / "train").as_posix() for p in (work / "train").rglob("*") if p.is_file()}
     assert "cli.py" in bundle and "storage/core.py" in bundle
