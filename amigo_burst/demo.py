@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--dir must be directly inside the repository (the preset's sample paths are ../train/samples)")
     t0 = time.perf_counter()
     cfg = setup_project(args.dir, args.keep)
-    cli = [sys.executable, "-m", "amigo_burst.cli", "--config", str(cfg)]
+    cli = [sys.executable, "-m", "amigo_burst.cli.app", "--config", str(cfg)]
     rc = subprocess.run([*cli, "pipeline", "--plan", "local"], cwd=args.dir).returncode
     if rc == 0:
         rc = subprocess.run([*cli, "report"], cwd=args.dir).returncode

@@ -23,7 +23,7 @@ def main() -> int:
     rc = subprocess.run([sys.executable, "-m", "amigo_burst.demo"], cwd=ROOT, stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL).returncode
     wall = time.perf_counter() - t0
-    from amigo_burst.runs import RunStore
+    from amigo_burst.state.records import RunStore
 
     stages = [{"stage": r.stage, "status": r.status, "tokens_per_s": r.tokens_per_s,
                "wall_s": (r.metrics or {}).get("wall_s")}

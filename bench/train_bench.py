@@ -97,8 +97,8 @@ def run_project(a, model_dir: Path) -> dict:
 
     from train import model as M
     from train import sft
-    from train.callbacks import Session
-    from train.cli import TrainConfig
+    from train.config import TrainConfig
+    from train.session import Session
 
     tmp = tempfile.mkdtemp(prefix="amigo-bench-")
     cfg = TrainConfig(

@@ -3,41 +3,24 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port, wait_http
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The tiny offline model + tokenizer (train/tiny.py), built once per session."""
+    from train.tiny import write_tiny
 
-
-def wait_http(url: str, timeout_s: float = 30.0, proc: subprocess.Popen | None = None) -> None:
-    """Poll `url` until it answers (any HTTP status) or fail."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return  # it answered
-        except OSError:
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{proc.args} exited with {proc.returncode}") from None
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not answer within {timeout_s} s") from None
-            time.sleep(0.1)
+    return write_tiny(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="session")
@@ -78,4 +61,4 @@ def moto_server(aws_test_env, tmp_path_factory) -> Iterator[str]:
             proc.wait()
 
 
-pytest_plugins = ["faults_summary"]  # the fault suite's summary line (tests/faults_summary.py)
+pytest_plugins = ["faults_summary", "tests.sky_fixtures"]  # the fault summary line; SkyPilot homes (catalogs, API server, Slurm)

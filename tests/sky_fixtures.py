@@ -20,7 +20,6 @@ import csv
 import functools
 import inspect
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG_VERSION = "v8"
@@ -155,12 +156,6 @@ def sky_catalog_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
 
 
 # --- an isolated API server ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def api_server_pids(port: int) -> list[int]:

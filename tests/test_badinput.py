@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from hypothesis import strategies as st
 
 from amigo_burst.config import AmigoConfig, parse_config
 from amigo_burst.errors import UserError
-from tests.test_local_launch import make_project, tiny_model  # noqa: F401 - fixture
+from tests.helpers import cli, make_project
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -142,13 +140,6 @@ def test_odd_keys_are_one_line(bad):
 
 
 # --- the CLI: one line, exit 2, no traceback, nothing written -----------------------------------------
-def cli(project: Path, *args: str, config: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1"}
-    cfg = config or project / "amigo.toml"
-    return subprocess.run([sys.executable, "-m", "amigo_burst.cli", "--config", str(cfg), *args], cwd=project,
-                          capture_output=True, text=True, timeout=timeout, env=env)
-
-
 def snapshot(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} | {
         p.relative_to(root).as_posix() + "/": b"" for p in root.rglob("*") if p.is_dir()}
@@ -167,7 +158,7 @@ def assert_refused(project: Path, *args: str, expect: str, config: Path | None =
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_model) -> Path:  # noqa: F811
+def project(tmp_path_factory, tiny_model) -> Path:
     """A demo project in a folder whose path has spaces and unicode."""
     return make_project(tmp_path_factory.mktemp("bad") / "my prøject ñ 名前", tiny_model)
 
@@ -288,7 +279,7 @@ def test_paths_with_spaces_and_unicode(project, tmp_path):
 @pytest.mark.slow
 def test_bad_row_that_reaches_the_entrypoint_is_the_failure_reason(project):
     """A bad row only the entrypoint sees (added by the target's run script): the run is FAILED with train's one line as the reason."""
-    from amigo_burst.runs import RunStore
+    from amigo_burst.state.records import RunStore
 
     p = _variant(project, "reason ü", (project / "amigo.toml").read_text())
     (p / "sky").mkdir(exist_ok=True)

@@ -5,16 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from amigo_burst.cli import app
+from tests.helpers import invoke
 
 ROOT = Path(__file__).resolve().parent.parent
-runner = CliRunner()
-
-
-def invoke(*args, env=None):
-    return runner.invoke(app, list(args), env={"COLUMNS": "160", **(env or {})})
 
 
 def test_help_lists_commands():

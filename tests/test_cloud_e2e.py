@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sky_fixtures import sky_api_home, slurm_sky_home  # noqa: F401 - fixtures
-from tests.test_local_launch import cli, make_project, runs_of, tiny_model  # noqa: F401 - fixture
+from tests.helpers import cli, make_project, runs_of
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -57,18 +56,18 @@ def check_run(project: Path, home: Path) -> None:
     assert (d / "adapter" / "adapter_config.json").is_file()
     assert json.loads((d / "metrics.json").read_text())["stage"] == 2
     assert "AMIGO_PROGRESS" in (d / "train.log").read_text(), "the job's log streamed back"
-    assert run.cluster not in [c["name"] for c in our_clusters()], "cluster torn down"
+    assert run.cluster not in [c["name"] for c in our_clusters("amigo-")], "cluster torn down"
     assert_no_leak(project, home)
 
 
-def test_launch_on_slurm_rsync_transport(slurm_sky_home, tiny_model, tmp_path):  # noqa: F811
+def test_launch_on_slurm_rsync_transport(slurm_sky_home, tiny_model, tmp_path):
     project = slurm_project(tmp_path / "p", tiny_model)
     r = cli(project, "launch", "--stage", "2", "--cloud", "slurm", timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     check_run(project, slurm_sky_home)
 
 
-def test_launch_on_slurm_s3_transport(slurm_sky_home, tiny_model, moto_server, tmp_path):  # noqa: F811
+def test_launch_on_slurm_s3_transport(slurm_sky_home, tiny_model, moto_server, tmp_path):
     import boto3
 
     boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket="amigo-e2e")
@@ -80,7 +79,7 @@ def test_launch_on_slurm_s3_transport(slurm_sky_home, tiny_model, moto_server, t
     check_run(project, slurm_sky_home)
 
 
-def test_failing_job_is_failed_with_reason_and_torn_down(slurm_sky_home, tiny_model, tmp_path):  # noqa: F811
+def test_failing_job_is_failed_with_reason_and_torn_down(slurm_sky_home, tiny_model, tmp_path):
     """A bad dataset row reaches the cluster (appended there by the test's YAML): the entrypoint rejects it."""
     from amigo_burst.runners.sky import our_clusters
 
@@ -94,10 +93,10 @@ def test_failing_job_is_failed_with_reason_and_torn_down(slurm_sky_home, tiny_mo
     run = runs_of(project)[-1]
     assert r.returncode == 1 and run.status == "FAILED", (r.stdout[-3000:], run)
     assert "request" in (run.reason or ""), run.reason
-    assert run.cluster not in [c["name"] for c in our_clusters()]
+    assert run.cluster not in [c["name"] for c in our_clusters("amigo-")]
 
 
-def test_doctor_lists_clouds_with_fixes(slurm_sky_home, tmp_path):  # noqa: F811
+def test_doctor_lists_clouds_with_fixes(slurm_sky_home, tmp_path):
     """doctor: slurm usable (the sandbox), runpod/vast/lambda not (no credentials here), each with its fix."""
     project = make_project(tmp_path / "p", Path("/nonexistent-model"))
     r = cli(project, "doctor", timeout=300)

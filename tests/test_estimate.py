@@ -10,21 +10,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amigo_burst.calibration import calibrate, describe
 from amigo_burst.errors import UserError
-from amigo_burst.estimate import (
+from amigo_burst.planning.calibration import calibrate, describe
+from amigo_burst.planning.estimate import (
     NF4_BYTES,
     GiB,
     SetupCost,
     Workload,
     estimate,
+    largest_fit,
+    max_seq_len,
+)
+from amigo_burst.planning.hardware import (
     gpu_class,
     gpu_for_accelerator,
     gpu_table,
-    largest_fit,
     load_arch,
     load_gpu,
-    max_seq_len,
     model_table,
 )
 

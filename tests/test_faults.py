@@ -17,38 +17,29 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.test_local_launch import make_project, tiny_model  # noqa: F401 - fixture
+from tests.helpers import cli, cli_argv, make_project, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-def _cmd(project: Path, args) -> list[str]:
-    return [sys.executable, "-m", "amigo_burst.cli", "--config", str(project / "amigo.toml"), *args]
-
-
-def _env(extra: dict | None) -> dict:
-    return {**os.environ, "COLUMNS": "160", "NO_COLOR": "1", **(extra or {})}
-
-
 def run_cli(project: Path, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(_cmd(project, args), cwd=project, capture_output=True, text=True, timeout=timeout,
-                          env=_env(env))
+    return cli(project, *args, env=env, timeout=timeout)
 
 
 def start_cli(project: Path, *args: str, env: dict | None = None, out: Path | None = None) -> subprocess.Popen:
     """A controller in the background; its stdout+stderr go to OUT (a file the test can poll)."""
     f = open(out or project / "controller.out", "wb")  # noqa: SIM115 - owned by the child
     try:
-        return subprocess.Popen(_cmd(project, args), cwd=project, stdout=f, stderr=subprocess.STDOUT,
-                                env=_env(env), stdin=subprocess.DEVNULL)
+        return subprocess.Popen(cli_argv(project, *args), cwd=project, stdout=f, stderr=subprocess.STDOUT,
+                                env={**os.environ, "COLUMNS": "160", "NO_COLOR": "1", **(env or {})},
+                                stdin=subprocess.DEVNULL)
     finally:
         f.close()
 
@@ -68,20 +59,8 @@ def one_line_error(r: subprocess.CompletedProcess, *expect: str) -> str:
     return err
 
 
-def wait_for(pred, what: str, timeout: float = 120, proc: subprocess.Popen | None = None, poll: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if proc is not None and proc.poll() is not None and not pred():
-            raise AssertionError(f"{what}: the process exited ({proc.returncode}) first")
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(poll)
-
-
 def runs(project: Path):
-    from amigo_burst.runs import RunStore
+    from amigo_burst.state.records import RunStore
 
     return RunStore(project / ".amigo" / "state.db")
 
@@ -159,7 +138,7 @@ def set_stage1(project: Path, **values) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, tiny_model) -> Path:  # noqa: F811
+def reference(tmp_path_factory, tiny_model) -> Path:
     """One uninterrupted stage-1 run (8 steps, file:// store): the yardstick, and a project to copy."""
     project = make_project(tmp_path_factory.mktemp("ref") / "proj", tiny_model)
     ok(run_cli(project, "launch", "--stage", "1"))
@@ -173,7 +152,7 @@ def copy_project(src: Path, dest: Path) -> Path:
 
 
 # --- 1. SIGKILL of the training process --------------------------------------------------------------
-def test_sigkill_training_then_resume_matches_uninterrupted_run(reference, tiny_model, tmp_path, faults):  # noqa: F811
+def test_sigkill_training_then_resume_matches_uninterrupted_run(reference, tiny_model, tmp_path, faults):
     """SIGKILL the training process mid-stage: `launch --resume` continues from the newest checkpoint to the same step count and adapter."""
     project = make_project(tmp_path / "p", tiny_model)
     ok(run_cli(project, "launch", "--stage", "1", "--detach", env={"AMIGO_FAULT_STEP_DELAY_S": "0.8"}))
@@ -215,7 +194,7 @@ def test_sigkill_training_then_resume_matches_uninterrupted_run(reference, tiny_
 
 
 # --- 2. SIGKILL of the controller ------------------------------------------------------------------
-def test_sigkill_controller_while_streaming_then_logs_f_reattaches(tiny_model, tmp_path, faults):  # noqa: F811
+def test_sigkill_controller_while_streaming_then_logs_f_reattaches(tiny_model, tmp_path, faults):
     """SIGKILL the controller while it streams the log: training goes on, `logs -f` reattaches, the run ends SUCCEEDED with outputs local."""
     project = make_project(tmp_path / "p", tiny_model)
     ctl = start_cli(project, "launch", "--stage", "1", env={"AMIGO_FAULT_STEP_DELAY_S": "0.5"})
@@ -226,7 +205,7 @@ def test_sigkill_controller_while_streaming_then_logs_f_reattaches(tiny_model, t
     faults.inject("SIGKILL the controller while it follows the log")
     ctl.send_signal(signal.SIGKILL)
     ctl.wait(10)
-    from amigo_burst.runs import pid_alive
+    from amigo_burst.state.records import pid_alive
 
     mid = runs(project).get(run.id)
     assert mid.status == "RUNNING" and pid_alive(mid.pid), "the worker outlives its controller"
@@ -241,7 +220,7 @@ def test_sigkill_controller_while_streaming_then_logs_f_reattaches(tiny_model, t
 
 
 # --- 3. The S3 endpoint goes away mid-upload ---------------------------------------------------------
-def test_s3_endpoint_outage_mid_upload_retries_and_completes(moto_server, tiny_model, tmp_path, faults):  # noqa: F811
+def test_s3_endpoint_outage_mid_upload_retries_and_completes(moto_server, tiny_model, tmp_path, faults):
     """The S3 endpoint goes away mid-upload and comes back: the launch retries, completes, manifests consistent, no stray objects."""
     from tests.test_storage import FlakyEndpoint, boto_client, new_bucket
     from train.storage import open_store, sha256_file
@@ -382,7 +361,7 @@ def test_disk_full_during_download_is_clean(reference, tmp_path, tmpfs, faults):
 
 
 # --- 7. Two launches of one stage at once ----------------------------------------------------------------
-def test_two_launches_of_one_stage_at_once(tiny_model, tmp_path, faults):  # noqa: F811
+def test_two_launches_of_one_stage_at_once(tiny_model, tmp_path, faults):
     """Two `launch` of the same stage at once: one runs, the other refuses with a clear message; the state DB stays consistent."""
     project = make_project(tmp_path / "p", tiny_model)
     env = {"AMIGO_FAULT_STEP_DELAY_S": "0.3"}
@@ -411,7 +390,7 @@ def test_two_launches_of_one_stage_at_once(tiny_model, tmp_path, faults):  # noq
 
 
 # --- 9. The time budget runs out ------------------------------------------------------------------------
-def test_time_budget_stops_at_step_boundary_with_downloadable_adapter(tiny_model, tmp_path, faults):  # noqa: F811
+def test_time_budget_stops_at_step_boundary_with_downloadable_adapter(tiny_model, tmp_path, faults):
     """Time budget hit (max_hours): the entrypoint stops at a step boundary and saves; the run is STOPPED "budget" with a downloadable adapter."""
     project = make_project(tmp_path / "p", tiny_model)
     set_stage1(project, max_steps=40, max_hours=0.001)  # 3.6 s -> --max-runtime-s 3

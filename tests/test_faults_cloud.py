@@ -14,14 +14,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.sky_fixtures import sky_api_home, slurm_sky_home  # noqa: F401 - fixtures
+from tests.helpers import cli, runs_of, wait_for
 from tests.test_cloud_e2e import assert_no_leak, slurm_project
-from tests.test_local_launch import cli, runs_of, tiny_model  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
@@ -35,14 +33,6 @@ def slow_slurm_project(root: Path, tiny: Path, delay_s: float) -> Path:
     return project
 
 
-def wait_for(pred, what: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while not (v := pred()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1.0)
-    return v
-
-
 def flat(text: str) -> str:
     """Terminal output with rich's line wrapping undone."""
     return " ".join(text.split())
@@ -51,7 +41,7 @@ def flat(text: str) -> str:
 def cluster_names() -> list[str]:
     from amigo_burst.runners.sky import our_clusters
 
-    return [c["name"] for c in our_clusters()]
+    return [c["name"] for c in our_clusters("amigo-")]
 
 
 def slurm_jobs_of(cluster: str) -> list[str]:
@@ -74,7 +64,7 @@ def launch_until_training(project: Path):
     return runs_of(project)[-1], log
 
 
-def test_scancel_of_the_cluster_job_fails_the_run_and_tears_down(slurm_sky_home, tiny_model, tmp_path, faults):  # noqa: F811
+def test_scancel_of_the_cluster_job_fails_the_run_and_tears_down(slurm_sky_home, tiny_model, tmp_path, faults):
     """`scancel` of the cluster's Slurm job mid-run: the run is FAILED with the reason, the cluster torn down, `status` shows no leftover cluster."""
     project = slow_slurm_project(tmp_path / "p", tiny_model, 2.0)
     run, log = launch_until_training(project)
@@ -96,7 +86,7 @@ def test_scancel_of_the_cluster_job_fails_the_run_and_tears_down(slurm_sky_home,
     assert_no_leak(project, slurm_sky_home)
 
 
-def test_controller_killed_after_provisioning_status_finds_and_records_cluster(slurm_sky_home, tiny_model, tmp_path,  # noqa: F811
+def test_controller_killed_after_provisioning_status_finds_and_records_cluster(slurm_sky_home, tiny_model, tmp_path,
                                                                               faults):
     """The provisioning process dies before recording: the next `status` finds the amigo- cluster, records it, offers `down`; `down --cluster` leaves nothing up."""
     project = slow_slurm_project(tmp_path / "p", tiny_model, 2.0)
@@ -108,7 +98,7 @@ def test_controller_killed_after_provisioning_status_finds_and_records_cluster(s
     worker = runs_of(project)[-1].pid
     os.kill(worker, signal.SIGKILL)
     # ... and the record it would have written never made it (a crash before the commit)
-    from amigo_burst.runs import RunStore
+    from amigo_burst.state.records import RunStore
 
     db = RunStore(project / ".amigo" / "state.db")
     import sqlite3
@@ -133,7 +123,7 @@ def test_controller_killed_after_provisioning_status_finds_and_records_cluster(s
     faults.lost(0)
 
 
-def test_worker_killed_mid_cloud_run_logs_f_reattaches(slurm_sky_home, tiny_model, tmp_path, faults):  # noqa: F811
+def test_worker_killed_mid_cloud_run_logs_f_reattaches(slurm_sky_home, tiny_model, tmp_path, faults):
     """The worker that follows a cloud job dies (laptop slept): `logs -f` starts a new one that reattaches to the running job, brings the adapter back, tears down."""
     project = slow_slurm_project(tmp_path / "p", tiny_model, 1.0)
     run, log = launch_until_training(project)

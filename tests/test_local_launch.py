@@ -7,45 +7,15 @@ TRL training of the tiny offline model, the file:// store, the SQLite state DB.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import cli, make_project, runs_of
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def cli(project: Path, *args: str, timeout: int = 600, check: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1"}
-    r = subprocess.run([sys.executable, "-m", "amigo_burst.cli", "--config", str(project / "amigo.toml"), *args],
-                       cwd=project, capture_output=True, text=True, timeout=timeout, env=env)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{args} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
-    return r
-
-
-def make_project(root: Path, tiny_model: Path, store_url: str | None = None, endpoint: str | None = None) -> Path:
-    """A demo project: presets/demo.toml with absolute sample paths and the session's tiny model."""
-    root.mkdir(parents=True, exist_ok=True)
-    text = (REPO / "presets" / "demo.toml").read_text()
-    text = text.replace('"../train/samples/', f'"{REPO}/train/samples/')
-    text = text.replace('base = "tiny-model"', f'base = "{tiny_model}"')
-    if store_url:
-        text = text.replace('url = "file://.amigo/store"',
-                            f'url = "{store_url}"' + (f'\nendpoint_url = "{endpoint}"' if endpoint else ""))
-    (root / "amigo.toml").write_text(text)
-    return root
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tiny") / "model"
-    subprocess.run([sys.executable, "-m", "train.tiny", "--out", str(out)], check=True, cwd=REPO)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +26,6 @@ def pipeline_project(tmp_path_factory, tiny_model) -> Path:
     r = cli(project, "pipeline", "--plan", "local", check=True)
     (project / "pipeline.out").write_text(r.stdout + r.stderr + f"\nwall {time.perf_counter() - t0:.1f}s\n")
     return project
-
-
-def runs_of(project: Path):
-    from amigo_burst.runs import RunStore
-
-    return RunStore(project / ".amigo" / "state.db").list()
 
 
 def test_pipeline_runs_five_stages_and_chains_adapters(pipeline_project):

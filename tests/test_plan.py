@@ -6,16 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from amigo_burst.cli import app
-from amigo_burst.cli_estimate import auto_target, parse_stages
 from amigo_burst.errors import UserError
-from amigo_burst.estimate import gpu_table, load_arch
-from amigo_burst.plan import StageInput, TargetInfo, build_plan, choose_target
+from amigo_burst.planner import auto_target, estimate_for_target
+from amigo_burst.planning.hardware import gpu_table, load_arch
+from amigo_burst.planning.matrix import StageInput, TargetInfo, build_plan, choose_target
+from amigo_burst.stages import parse_stage_range as parse_stages
+from tests.helpers import invoke as _invoke
 
 ROOT = Path(__file__).resolve().parent.parent
-runner = CliRunner()
 
 TARGETS = [
     TargetInfo("local", "RTX4050", "RTX4050-Laptop", 0.0345, local=True),
@@ -93,7 +92,7 @@ def demo_project(tmp_path: Path) -> Path:
 
 
 def invoke(*args):
-    return runner.invoke(app, list(args), env={"COLUMNS": "100", "HOME": "/nonexistent-home"})
+    return _invoke(*args, env={"HOME": "/nonexistent-home"})
 
 
 def test_estimate_json_keys():
@@ -146,15 +145,14 @@ def test_auto_target_for_launch(tmp_path):
     name, why = auto_target(cfg, 1, [])
     assert name.startswith("local") and "cheapest" in why
     with pytest.raises(UserError, match="no target fits"):
-        auto_target(cfg, 1, [], budget_usd=0.0)
+        auto_target(cfg, 1, [], max_usd=0.0)
 
 
 def test_estimate_for_launch_matches_the_plan_cell(tmp_path):
-    from amigo_burst.cli_estimate import estimate_for_target
     from amigo_burst.config import load_config
 
     cfg = load_config(demo_project(tmp_path))
-    d = estimate_for_target(cfg, 1, "vast", tokens=1_000_000)
+    d = estimate_for_target(cfg, 1, "vast", tokens=1_000_000).to_record()
     assert d["fits"] and d["method"] == "lora" and d["micro_batch"] == 4 and d["target"] == "vast"
     assert d["usd"] == pytest.approx(d["hours"] * d["usd_per_hour"], rel=1e-3)
     with pytest.raises(UserError, match="no target"):

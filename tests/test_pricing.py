@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from amigo_burst.config import LocalGpuConfig
-from amigo_burst.pricing import load_prices, local_usd_per_hour, read_snapshot
+from amigo_burst.planning.pricing import load_prices, local_usd_per_hour, read_snapshot
 
 # Column orders as SkyPilot 0.14.1 writes them (SKYPILOT-NOTES.md).
 RUNPOD = """InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Region,SpotPrice,Price,AvailabilityZone,GpuInfo

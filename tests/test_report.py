@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from amigo_burst import report as rp
-from amigo_burst.cli_estimate import report_cmd
+from amigo_burst.cli.plan import report_cmd
 from amigo_burst.errors import UserError
+from amigo_burst.planning import report as rp
 
 GOLDEN = Path(__file__).parent / "golden"
 RUNS = json.loads((GOLDEN / "report_runs.json").read_text())

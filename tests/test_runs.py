@@ -11,7 +11,8 @@ import time
 import pytest
 
 from amigo_burst.errors import UserError
-from amigo_burst.runs import SCHEMA_VERSION, Run, RunStore, new_run_id, pid_alive
+from amigo_burst.state.ids import new_run_id
+from amigo_burst.state.records import SCHEMA_VERSION, Run, RunStore, pid_alive
 
 ID_RE = re.compile(r"^s(\d)-([a-z0-9-]+)-(\d{8}-\d{6})-([0-9a-f]{4})$")
 
@@ -137,7 +138,7 @@ def test_claim_stage_refuses_live_and_ignores_dead(runs):
 
 
 def _claimer(db_path, run_id, start, release, results):
-    from amigo_burst.runs import Run, RunStore
+    from amigo_burst.state.records import Run, RunStore
 
     store = RunStore(db_path)
     start.wait()
@@ -172,7 +173,7 @@ def test_two_processes_claiming_one_stage_only_one_wins(tmp_path):
 
 
 def _writer(db_path, run_id, seconds, ready):
-    from amigo_burst.runs import Run, RunStore
+    from amigo_burst.state.records import Run, RunStore
 
     store = RunStore(db_path)
     store.create(Run(id=run_id, stage=1, target="local", status="RUNNING"))

@@ -9,15 +9,13 @@ leave out `.env*`, `*.pem`, `*credentials*` and `.git` even when they sit inside
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.test_local_launch import make_project, tiny_model  # noqa: F401 - fixture
+from tests.helpers import cli as _cli
+from tests.helpers import make_project
 
 REPO = Path(__file__).resolve().parents[1]
 SECRETS = {
@@ -28,11 +26,9 @@ SECRETS = {
 }
 
 
-def cli(project: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
-    env.update({"COLUMNS": "160", "NO_COLOR": "1"})
-    return subprocess.run([sys.executable, "-m", "amigo_burst.cli", "--config", str(project / "amigo.toml"), *args],
-                          cwd=project, capture_output=True, text=True, timeout=timeout, env=env)
+def cli(project: Path, *args: str, timeout: int = 600):
+    """The CLI with none of the fake secrets in its environment: they may reach it only through .env."""
+    return _cli(project, *args, timeout=timeout, drop_env=tuple(SECRETS))
 
 
 def leaks(blob: bytes) -> list[str]:
@@ -51,7 +47,7 @@ def leaky_target(project: Path) -> None:
 
 
 @pytest.mark.slow
-def test_env_secrets_never_reach_any_artifact(tiny_model, tmp_path):  # noqa: F811
+def test_env_secrets_never_reach_any_artifact(tiny_model, tmp_path):
     """Fake .env secrets, printed by the job and in a failure reason: no log, record, report, store object or workdir file holds one."""
     project = make_project(tmp_path / "p", tiny_model)
     (project / ".env").write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items()))
@@ -64,7 +60,7 @@ def test_env_secrets_never_reach_any_artifact(tiny_model, tmp_path):  # noqa: F8
     assert good.returncode == 0, good.stdout[-2000:] + good.stderr[-2000:]
     outputs += [bad, good]
 
-    from amigo_burst.runs import RunStore
+    from amigo_burst.state.records import RunStore
 
     failed, done = RunStore(project / ".amigo" / "state.db").list()
     assert failed.status == "FAILED" and failed.reason == "error: auth failed for token ****", failed.reason
@@ -91,8 +87,8 @@ def test_env_secrets_never_reach_any_artifact(tiny_model, tmp_path):  # noqa: F8
 
 def test_bundle_and_store_exclude_secret_files(tmp_path, monkeypatch):
     """`.env*`, `*.pem`, `*credentials*` and `.git` inside train/ stay out of the workdir bundle and the store."""
-    from amigo_burst import launch
     from amigo_burst.config import load_config
+    from amigo_burst.lifecycle import launch
 
     fake_repo = tmp_path / "repo"
     shutil.copytree(REPO / "train", fake_repo / "train", ignore=shutil.ignore_patterns("__pycache__"))
@@ -114,12 +110,12 @@ def test_bundle_and_store_exclude_secret_files(tmp_path, monkeypatch):
     launch.put_inputs(cfg, "r1", project / "d.jsonl", None)
 
     bundle = {p.relative_to(work / "train").as_posix() for p in (work / "train").rglob("*") if p.is_file()}
-    assert "cli.py" in bundle and "storage/core.py" in bundle
+    assert "config.py" in bundle and "storage/core.py" in bundle
     assert not bundle & set(planted), bundle & set(planted)
     from train.storage import open_store
 
     code = open_store(f"file://{project}/.amigo/store").read_manifest("code/r1")["files"]
-    assert "cli.py" in code and not set(code) & set(planted)
+    assert "config.py" in code and not set(code) & set(planted)
     for p in (project / ".amigo").rglob("*"):
         if p.is_file():
             assert not leaks(p.read_bytes()), f"{leaks(p.read_bytes())} leaked into {p}"

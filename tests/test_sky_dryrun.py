@@ -11,7 +11,7 @@ import pytest
 
 from amigo_burst.errors import UserError
 from amigo_burst.runners import sky as sky_runner
-from tests.sky_fixtures import sky_catalog_home  # noqa: F401  (fixture)
+from amigo_burst.runners.sky_optimizer import optimize_offline
 
 SKY = Path(__file__).resolve().parents[1] / "sky"
 FAKE = "hf_FAKE_SECRET_1234567890abcdef"
@@ -30,10 +30,10 @@ def _cheapest(rows: list[dict], accelerator: str, count: int = 1) -> dict:
         ("lambda-a100.yaml", "lambda", "A100"),
     ],
 )
-def test_optimizer_picks_the_cheapest_offer(yaml_name, cloud, accelerator, sky_catalog_home, tmp_path):  # noqa: F811
+def test_optimizer_picks_the_cheapest_offer(yaml_name, cloud, accelerator, sky_catalog_home, tmp_path):
     _home, rows = sky_catalog_home
     task = sky_runner.build_task(SKY / yaml_name, {"AMIGO_STAGE": "2"}, {}, workdir=tmp_path)
-    plan = sky_runner.optimize_offline(task)
+    plan = optimize_offline(task)
     row = _cheapest(rows[cloud], accelerator)
     assert plan["cloud"] == cloud
     assert plan["instance_type"] == row["InstanceType"]
@@ -42,11 +42,11 @@ def test_optimizer_picks_the_cheapest_offer(yaml_name, cloud, accelerator, sky_c
     assert plan["usd_per_hour"] == pytest.approx(float(row["Price"]))
 
 
-def test_gpu_override_keeps_the_count_and_reprices(sky_catalog_home, tmp_path):  # noqa: F811
+def test_gpu_override_keeps_the_count_and_reprices(sky_catalog_home, tmp_path):
     _home, rows = sky_catalog_home
     task = sky_runner.build_task(SKY / "runpod.yaml", {}, {}, workdir=tmp_path, gpu="H100-SXM")
     assert next(iter(task.resources)).accelerators == {"H100-SXM": 1}
-    plan = sky_runner.optimize_offline(task)
+    plan = optimize_offline(task)
     assert plan["usd_per_hour"] == pytest.approx(float(_cheapest(rows["runpod"], "H100-SXM")["Price"]))
 
 
@@ -55,11 +55,11 @@ def test_gpu_override_keeps_the_count_and_reprices(sky_catalog_home, tmp_path): 
     ("yaml_name", "gpu", "hint"),
     [("runpod.yaml", "A100", "(did you mean A100-80GB?)"), ("lambda-a100.yaml", "RTX4090", "")],
 )
-def test_another_clouds_accelerator_name_is_one_clear_error(yaml_name, gpu, hint, sky_catalog_home, tmp_path):  # noqa: F811
+def test_another_clouds_accelerator_name_is_one_clear_error(yaml_name, gpu, hint, sky_catalog_home, tmp_path):
     """RunPod has no plain `A100` (its 80 GB card is `A100-80GB`); Lambda rents no RTX4090."""
     task = sky_runner.build_task(SKY / yaml_name, {}, {}, workdir=tmp_path, gpu=gpu)
     with pytest.raises(UserError) as e:
-        sky_runner.optimize_offline(task)
+        optimize_offline(task)
     msg = str(e.value)
     assert "\n" not in msg and f"{gpu}:1{' ' + hint if hint else ''}:" in msg and "sky show-gpus" in msg
 
@@ -79,7 +79,7 @@ def test_a_token_in_envs_is_refused(tmp_path):
         sky_runner.build_task(SKY / "vast.yaml", {"HF_TOKEN": FAKE}, {}, workdir=tmp_path)
 
 
-def test_secrets_filled_but_never_in_a_printed_or_stored_yaml(sky_catalog_home, tmp_path):  # noqa: F811
+def test_secrets_filled_but_never_in_a_printed_or_stored_yaml(sky_catalog_home, tmp_path):
     task = sky_runner.build_task(
         SKY / "runpod.yaml",
         {"AMIGO_RUN_ID": "s2-runpod-x"},
@@ -99,12 +99,12 @@ def test_secrets_filled_but_never_in_a_printed_or_stored_yaml(sky_catalog_home, 
     assert task.workdir == str(tmp_path)
 
 
-def test_optimize_offline_leaves_skypilots_cloud_check_alone(sky_catalog_home, tmp_path):  # noqa: F811
+def test_optimize_offline_leaves_skypilots_cloud_check_alone(sky_catalog_home, tmp_path):
     import importlib
 
     check = importlib.import_module("sky.check")
     before = check.get_cached_enabled_clouds_or_refresh
-    sky_runner.optimize_offline(sky_runner.build_task(SKY / "vast.yaml", {}, {}, workdir=tmp_path))
+    optimize_offline(sky_runner.build_task(SKY / "vast.yaml", {}, {}, workdir=tmp_path))
     assert check.get_cached_enabled_clouds_or_refresh is before
 
 
@@ -129,11 +129,11 @@ def test_spot_refuses_what_cannot_recover(yaml_name, store, why, tmp_path):
 
 
 @pytest.mark.parametrize("cloud", ["runpod", "vast", "lambda"])
-def test_plan_cloud_shows_the_optimizers_choice(cloud, sky_catalog_home):  # noqa: F811
+def test_plan_cloud_shows_the_optimizers_choice(cloud, sky_catalog_home):
     """`amigo-burst plan --cloud X --stages 2`: instance type, region and $/h from SkyPilot's optimizer."""
     from typer.testing import CliRunner
 
-    from amigo_burst.cli import app
+    from amigo_burst.cli.app import app
 
     _home, rows = sky_catalog_home
     accel = {"runpod": "A100-80GB", "vast": "RTX4090", "lambda": "A100"}[cloud]

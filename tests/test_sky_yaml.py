@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.sky_fixtures import CATALOG_ROWS, sky_catalog_home  # noqa: F401  (fixture)
+from tests.sky_fixtures import CATALOG_ROWS
 
 SKY = Path(__file__).resolve().parents[1] / "sky"
 YAMLS = sorted(SKY.glob("*.yaml"))
@@ -25,7 +25,7 @@ def test_there_is_a_yaml_per_cloud():
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
-def test_parses_with_skypilot(path: Path, sky_catalog_home, monkeypatch):  # noqa: F811
+def test_parses_with_skypilot(path: Path, sky_catalog_home, monkeypatch):
     import sky
 
     monkeypatch.chdir(SKY.parent)  # `workdir: .` is the repo root when run by hand
@@ -47,7 +47,7 @@ def _cloud_yamls() -> list[Path]:
 
 
 @pytest.mark.parametrize("path", _cloud_yamls(), ids=lambda p: p.name)
-def test_accelerator_is_in_its_clouds_catalog(path: Path, sky_catalog_home):  # noqa: F811
+def test_accelerator_is_in_its_clouds_catalog(path: Path, sky_catalog_home):
     """The name must be the cloud's own: SkyPilot's catalog lookup for that cloud finds it."""
     from sky import catalog
 

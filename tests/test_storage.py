@@ -19,16 +19,11 @@ from pathlib import Path
 import pytest
 
 from amigo_burst.errors import UserError
+from tests.helpers import free_port
 from train import storage
 from train.storage import FileStore, S3Store, StoreError, open_store
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -472,7 +467,7 @@ def project_config(root: Path, store_table: str = ""):
 
 
 def test_controller_store_resolves_relative_url_against_project_root(tmp_path, monkeypatch):
-    from amigo_burst.store import open_from_config
+    from amigo_burst.state.store import open_from_config
 
     monkeypatch.chdir("/")
     cfg = project_config(tmp_path)  # default url: file://.amigo/store
@@ -484,7 +479,7 @@ def test_controller_store_resolves_relative_url_against_project_root(tmp_path, m
 
 @pytest.mark.badinput
 def test_controller_store_turns_store_errors_into_user_errors(tmp_path):
-    from amigo_burst.store import open_from_config
+    from amigo_burst.state.store import open_from_config
 
     cs = open_from_config(project_config(tmp_path))
     with pytest.raises(UserError, match="^store: no manifest 'runs/x/outputs'"):
@@ -492,7 +487,7 @@ def test_controller_store_turns_store_errors_into_user_errors(tmp_path):
 
 
 def test_controller_store_s3_with_credentials_from_dotenv(moto_server, tmp_path, monkeypatch):
-    from amigo_burst.store import open_from_config
+    from amigo_burst.state.store import open_from_config
 
     bucket = new_bucket(moto_server)
     (tmp_path / ".env").write_text("AWS_ACCESS_KEY_ID=fromdotenv\nAWS_SECRET_ACCESS_KEY=fromdotenv\n")

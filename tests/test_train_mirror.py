@@ -7,16 +7,16 @@ import shutil
 import uuid
 
 import pytest
-from train_helpers import argv, generate_with_adapter, metrics, run_inprocess, tiny_model
+from train_helpers import argv, generate_with_adapter, metrics, run_inprocess
 
 
 @pytest.mark.slow
-def test_mirror_then_resume_from_store(tmp_path_factory, tmp_path, moto_server, monkeypatch):
+def test_mirror_then_resume_from_store(tiny_model, tmp_path, moto_server, monkeypatch):
     import boto3
 
     from train.storage import open_store
 
-    tiny = tiny_model(tmp_path_factory)
+    tiny = tiny_model
     bucket = f"amigo-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket=bucket)
     uri = f"s3://{bucket}/proj"

@@ -9,18 +9,13 @@ import sys
 import time
 
 import pytest
-from train_helpers import REPO, argv, generate_with_adapter, metrics, run_inprocess, tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_model(tmp_path_factory)
+from train_helpers import REPO, argv, generate_with_adapter, metrics, run_inprocess
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_auto_ends_at_same_step(tiny, tmp_path):
+def test_sigkill_then_resume_auto_ends_at_same_step(tiny_model, tmp_path):
     out = tmp_path / "out"
-    args = argv(1, tiny, out, "--set", "max_steps=8", "--resume", "auto")
+    args = argv(1, tiny_model, out, "--set", "max_steps=8", "--resume", "auto")
     # 0.3 s per step: the kill lands between checkpoint-2 and the end (step 8)
     env = {**os.environ, "AMIGO_FAULT_STEP_DELAY_S": "0.3"}
     proc = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=REPO, env=env,
@@ -44,44 +39,44 @@ def test_sigkill_then_resume_auto_ends_at_same_step(tiny, tmp_path):
     assert m["steps"] == 8 and m["exit_reason"] == "completed"
     assert m["resumed_from"].endswith(f"checkpoint-{max(done)}")
     assert m["steps_this_run"] == 8 - max(done)
-    generate_with_adapter(tiny, out / "adapter")
+    generate_with_adapter(tiny_model, out / "adapter")
 
 
 @pytest.mark.slow
-def test_incomplete_checkpoint_is_skipped(tiny, tmp_path):
+def test_incomplete_checkpoint_is_skipped(tiny_model, tmp_path):
     """A checkpoint dir cut off mid-save (no trainer_state.json) is not resumed from."""
     out = tmp_path / "out"
-    assert run_inprocess(argv(1, tiny, out, "--set", "max_steps=2")) == 0
+    assert run_inprocess(argv(1, tiny_model, out, "--set", "max_steps=2")) == 0
     torn = out / "checkpoints" / "checkpoint-9"
     torn.mkdir()
     (torn / "adapter_model.safetensors").write_bytes(b"partial")
-    from train.callbacks import complete_checkpoints
+    from train.mirror import complete_checkpoints
 
     assert [s for s, _ in complete_checkpoints(out / "checkpoints")] == [2]
 
 
 @pytest.mark.slow
-def test_max_runtime_stops_with_checkpoint_and_exit_3(tiny, tmp_path, monkeypatch):
+def test_max_runtime_stops_with_checkpoint_and_exit_3(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("AMIGO_FAULT_STEP_DELAY_S", "0.4")
     out = tmp_path / "out"
-    rc = run_inprocess(argv(1, tiny, out, "--set", "max_steps=50", "--set", "save_steps=100",
+    rc = run_inprocess(argv(1, tiny_model, out, "--set", "max_steps=50", "--set", "save_steps=100",
                             "--max-runtime-s", "1"))
     assert rc == 3
     m = metrics(out)
     assert m["exit_reason"] == "budget" and 0 < m["steps"] < 50
     assert (out / "checkpoints" / f"checkpoint-{m['steps']}" / "trainer_state.json").is_file()
-    generate_with_adapter(tiny, out / "adapter")
+    generate_with_adapter(tiny_model, out / "adapter")
 
 
 @pytest.mark.slow
-def test_gradient_checkpointing_really_recomputes(tiny):
+def test_gradient_checkpointing_really_recomputes(tiny_model):
     """from_pretrained returns eval mode, where checkpointing is skipped; enable_gradient_checkpointing
     (and the Trainer) switch to train mode, and the backward pass then re-runs each decoder layer."""
     import torch
 
     from train import model as M
     from train.callbacks import _inside_first_layer
-    from train.cli import TrainConfig
+    from train.config import TrainConfig
 
     def layer_calls(peft_model) -> int:
         calls = []
@@ -91,7 +86,7 @@ def test_gradient_checkpointing_really_recomputes(tiny):
         hook.remove()
         return len(calls)
 
-    cfg = TrainConfig(model=str(tiny), data="unused")
+    cfg = TrainConfig(model=str(tiny_model), data="unused")
     choice = {"device": "cpu", "bf16": False, "attn_implementation": "sdpa"}
     model = M.with_adapter(M.load_base_model(cfg.model, "lora", choice), cfg)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

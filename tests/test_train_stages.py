@@ -5,22 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from train_helpers import argv, generate_with_adapter, metrics, progress_lines, run_inprocess, tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_model(tmp_path_factory)
+from train_helpers import argv, generate_with_adapter, metrics, progress_lines, run_inprocess
 
 
 @pytest.mark.slow
-def test_chain_1_to_5(tiny, tmp_path, capsys):
+def test_chain_1_to_5(tiny_model, tmp_path, capsys):
     """1 -> 2 -> 3 -> 4 -> 5: each stage continues the previous adapter; stage 5 is DPO on stage 4's."""
     prev = None
     for stage in (1, 2, 3, 4, 5):
         out = tmp_path / f"s{stage}"
         extra = ["--adapter-from", str(prev)] if prev else []
-        assert run_inprocess(argv(stage, tiny, out, *extra)) == 0
+        assert run_inprocess(argv(stage, tiny_model, out, *extra)) == 0
 
         m = metrics(out)
         assert m["stage"] == stage and m["exit_reason"] == "completed"
@@ -44,7 +39,7 @@ def test_chain_1_to_5(tiny, tmp_path, capsys):
         adapter = out / "adapter"
         assert (adapter / "adapter_config.json").is_file()
         assert not (adapter / "ref").exists()  # DPO's frozen reference copy is not shipped
-        generate_with_adapter(tiny, adapter)
+        generate_with_adapter(tiny_model, adapter)
         prev = adapter
 
     # the AMIGO_DONE line is metrics.json's content
@@ -53,20 +48,20 @@ def test_chain_1_to_5(tiny, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_qlora_nf4_then_dpo(tiny, tmp_path):
+def test_qlora_nf4_then_dpo(tiny_model, tmp_path):
     """QLoRA: NF4 base (bitsandbytes on CPU), bf16 adapter; then a DPO stage on that adapter, also NF4."""
     s1, s5 = tmp_path / "q1", tmp_path / "q5"
-    assert run_inprocess(argv(1, tiny, s1, "--method", "qlora")) == 0
+    assert run_inprocess(argv(1, tiny_model, s1, "--method", "qlora")) == 0
     assert metrics(s1)["method"] == "qlora"
-    assert run_inprocess(argv(5, tiny, s5, "--method", "qlora", "--adapter-from", str(s1 / "adapter"))) == 0
+    assert run_inprocess(argv(5, tiny_model, s5, "--method", "qlora", "--adapter-from", str(s1 / "adapter"))) == 0
     assert metrics(s5)["last_loss"] is not None
-    generate_with_adapter(tiny, s5 / "adapter", method="qlora")
+    generate_with_adapter(tiny_model, s5 / "adapter", method="qlora")
 
 
 @pytest.mark.slow
-def test_stage2_from_base_and_tensorboard(tiny, tmp_path):
+def test_stage2_from_base_and_tensorboard(tiny_model, tmp_path):
     """--from-base starts a fresh adapter at stage > 1; report_to=tensorboard writes event files in tb/."""
     out = tmp_path / "s2"
-    assert run_inprocess(argv(2, tiny, out, "--from-base", "--set", "report_to=tensorboard")) == 0
+    assert run_inprocess(argv(2, tiny_model, out, "--from-base", "--set", "report_to=tensorboard")) == 0
     assert list((out / "tb").rglob("events.out.tfevents.*"))
     assert metrics(out)["adapter_from"] is None

@@ -8,13 +8,14 @@ import subprocess
 import sys
 
 import pytest
-from conftest import free_port
-from train_helpers import REPO, argv, generate_with_adapter, metrics, tiny_model
+from train_helpers import REPO, argv, generate_with_adapter, metrics
+
+from tests.helpers import free_port
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes(tmp_path_factory, tmp_path):
-    tiny = tiny_model(tmp_path_factory)
+def test_torchrun_two_processes(tiny_model, tmp_path):
+    tiny = tiny_model
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(free_port()), "-m", "train", *argv(1, tiny, out)]

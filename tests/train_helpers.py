@@ -1,4 +1,4 @@
-"""Helpers for tests/test_train_*.py: the tiny offline model (built once per session) and runners."""
+"""Helpers for tests/test_train_*.py: `python -m train` argument lists, runners, outputs."""
 
 from __future__ import annotations
 
@@ -15,16 +15,6 @@ DEMO = REPO / "train" / "configs" / "demo.yaml"
 # a few steps at seq 64: each run is ~1 s of training on one core
 FAST = ["--config", str(DEMO), "--set", "max_steps=3", "--set", "max_length=64", "--set", "save_steps=2",
         "--set", "per_device_train_batch_size=2"]
-
-
-def tiny_model(tmp_path_factory) -> Path:
-    """python -m train.tiny into the session's base temp dir, once."""
-    out = tmp_path_factory.getbasetemp() / "tiny-model"
-    if not (out / "config.json").is_file():
-        from train.tiny import write_tiny
-
-        write_tiny(out)
-    return out
 
 
 def argv(stage: int, model: Path, out: Path, *extra: str, data: Path | None = None) -> list[str]:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import sys
 
-from train.schema import TrainInputError
+from train.schema import EXIT_BAD_INPUT, TrainInputError
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train import cli
+    from train import config
 
     try:
-        cfg = cli.parse(argv)
+        cfg = config.parse(argv)
         if cfg.spec.trainer == "dpo":
             from train import dpo
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         return sft.run(cfg)
     except TrainInputError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -5,8 +5,7 @@
 - `BudgetCallback`: --max-runtime-s stops at the next step boundary with a checkpoint (exit 3).
 - `MirrorCallback`: hands each saved checkpoint to the `Mirror` (train/mirror.py).
 
-`Session` and `Reporter` live in train/session.py, `Mirror` and the checkpoint helpers in
-train/mirror.py; they are re-exported here so `from train.callbacks import ...` keeps working.
+Each callback gets what it needs (a reporter, the stage number, a mirror) and nothing else.
 """
 
 from __future__ import annotations
@@ -15,27 +14,13 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import TrainerCallback
 
-# Re-exports: these names moved out of this module.
-from train.mirror import (  # noqa: F401
-    CKPT_RE,
-    Mirror,
-    _open_store,
-    _snapshot,
-    complete_checkpoints,
-    store_checkpoints,
-)
-from train.session import (  # noqa: F401
-    EXIT_BAD_INPUT,
-    EXIT_BUDGET,
-    EXIT_OK,
-    Reporter,
-    Session,
-    rank,
-    write_json_atomic,
-)
+if TYPE_CHECKING:
+    from train.mirror import Mirror
+    from train.reporter import Reporter
 
 # --- callbacks ----------------------------------------------------------------------------------
 
@@ -50,8 +35,8 @@ def _inside_first_layer(model):
 
 
 class ProgressCallback(TrainerCallback):
-    def __init__(self, session: Session):
-        self.s = session
+    def __init__(self, reporter: Reporter, stage: int):
+        self.reporter, self.stage = reporter, stage
         self.step_times: list[float] = []
         self.first_loss = self.last_loss = None
         self.calls = {"embed": 0, "layer": 0}
@@ -94,8 +79,8 @@ class ProgressCallback(TrainerCallback):
         self._t_log, self._tokens_log = now, tokens
         recent = self.step_times[-20:] or [0.0]
         eta = (state.max_steps - state.global_step) * statistics.median(recent)
-        self.s.reporter.event("AMIGO_PROGRESS", {
-            "stage": self.s.cfg.stage, "step": state.global_step, "total": state.max_steps,
+        self.reporter.event("AMIGO_PROGRESS", {
+            "stage": self.stage, "step": state.global_step, "total": state.max_steps,
             "loss": round(loss, 4), "tokens_per_s": round(tps, 1), "eta_s": round(eta, 1),
         })
 

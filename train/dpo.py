@@ -12,7 +12,7 @@ second base model (16 GB in bf16). Only the trained "default" adapter is saved t
 
 from __future__ import annotations
 
-from train.cli import TrainConfig
+from train.config import TrainConfig
 
 
 def build_dpo_config(cfg: TrainConfig, common: dict):
@@ -50,7 +50,7 @@ def build_trainer(cfg: TrainConfig, session, model, tokenizer, dataset):
 def run(cfg: TrainConfig) -> int:
     from train import data
     from train import model as M
-    from train.callbacks import Session
+    from train.session import Session
 
     # 1. Pairs first: a bad row fails before any model loads (exit 2 upstream).
     dataset = data.load_stage_dataset(cfg.data, cfg.spec, cfg.system_prompt, cfg.data_split)

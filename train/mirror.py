@@ -1,4 +1,4 @@
-"""Checkpoints on disk and in the store, and mirroring to the store (split out of train/callbacks.py).
+"""Checkpoints on disk and in the store, and mirroring to the store.
 
 - `Mirror`: background uploads of checkpoints and outputs to AMIGO_STORE_URI, with retries.
 - `complete_checkpoints` / `store_checkpoints`: finished checkpoint-<step> dirs, local and in the store.
@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from train.storage import names as manifest_names
+
 if TYPE_CHECKING:
-    from train.session import Reporter
+    from train.reporter import Reporter
 
 CKPT_RE = re.compile(r"checkpoint-(\d+)$")
 
@@ -39,7 +41,7 @@ def complete_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 
 def store_checkpoints(store, run_id: str) -> list[tuple[int, str]]:
-    names = store.list_manifests(f"runs/{run_id}/checkpoints/")
+    names = store.list_manifests(manifest_names.checkpoints_prefix(run_id))
     found = []
     for name in names:
         m = CKPT_RE.search(name.removesuffix(".json"))
@@ -84,7 +86,7 @@ class Mirror:
         self.thread.start()
 
     def checkpoint(self, ckpt: Path) -> None:
-        name = f"runs/{self.run_id}/checkpoints/{ckpt.name}"
+        name = manifest_names.checkpoint(self.run_id, ckpt.name)
         self.q.put((_snapshot(ckpt, self.staging / ckpt.name), name))
 
     def outputs(self) -> None:
@@ -97,7 +99,7 @@ class Mirror:
                 _snapshot(src, snap / item)
             elif src.is_file():
                 shutil.copy2(src, snap / item)  # still being appended to: copy, not link
-        self.q.put((snap, f"runs/{self.run_id}/outputs"))
+        self.q.put((snap, manifest_names.outputs(self.run_id)))
 
     def _work(self) -> None:
         while (item := self.q.get()) is not None:
@@ -122,7 +124,8 @@ class Mirror:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
-def _open_store():
+def open_env_store():
+    """The store named by AMIGO_STORE_URI / AMIGO_STORE_ENDPOINT (what the controller handed us)."""
     from train.storage import open_store
 
     return open_store(os.environ["AMIGO_STORE_URI"], endpoint=os.environ.get("AMIGO_STORE_ENDPOINT") or None)

@@ -20,15 +20,14 @@ from pathlib import Path
 def load_tokenizer(model_id: str):
     from transformers import AutoTokenizer
 
-    from train.tiny import CHAT_TEMPLATE
+    from train.template import fallback_template
 
     tok = AutoTokenizer.from_pretrained(model_id)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token  # the mask, not the id, decides what is padding
     if not tok.chat_template:
         # Base checkpoints often ship no template; ours marks assistant turns with {% generation %}.
-        # Its role tags are plain text here, learned by the stage-1 adapter.
-        tok.chat_template = CHAT_TEMPLATE.replace("<|end|>", "{{ eos_token }}")
+        tok.chat_template = fallback_template(tok.eos_token)
     return tok
 
 

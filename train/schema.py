@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Exit codes of `python -m train` (the contract with train/run.sh and the controller's worker):
+EXIT_OK = 0  # done: adapter/, metrics.json, AMIGO_DONE written
+EXIT_BAD_INPUT = 2  # a TrainInputError: one line on stderr, nothing trained
+EXIT_BUDGET = 3  # stopped by --max-runtime-s at a step boundary: checkpoint + adapter saved
+
 
 @dataclass(frozen=True)
 class StageSpec:

@@ -1,52 +1,22 @@
-"""The run around the training loop that sft.py and dpo.py share (split out of train/callbacks.py).
+"""The run around the training loop that sft.py and dpo.py share.
 
-- `Session`: the run's output dir, log, accelerant choice, resume point, common TrainingArguments,
-  and the end of a run (adapter, metrics.json, AMIGO_DONE line, exit code).
-- `Reporter`: train.log + stdout lines, rank 0 only.
+`Session`: the run's output dir, log (train/reporter.py), accelerant choice, resume point, common
+TrainingArguments, and the end of a run (adapter, metrics.json, AMIGO_DONE line, exit code).
 
-Exit codes (docs/architecture.md): 0 done · 2 bad input · 3 stopped by --max-runtime-s.
+Exit codes: train/schema.py (EXIT_OK, EXIT_BAD_INPUT, EXIT_BUDGET).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from pathlib import Path
 
-from train.mirror import Mirror, _open_store, complete_checkpoints, store_checkpoints
-
-EXIT_OK, EXIT_BAD_INPUT, EXIT_BUDGET = 0, 2, 3
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class Reporter:
-    """Lines for humans and for the controller: stdout and train.log, rank 0 only."""
-
-    def __init__(self, out_dir: Path):
-        self.enabled = rank() == 0
-        self.log = out_dir / "train.log"
-
-    def line(self, text: str) -> None:
-        if not self.enabled:
-            return
-        print(text, flush=True)
-        with self.log.open("a", encoding="utf-8") as f:
-            f.write(text + "\n")
-
-    def event(self, tag: str, data: dict) -> None:
-        self.line(f"{tag} {json.dumps(data, default=str)}")
-
+from train.callbacks import BudgetCallback, MirrorCallback, ProgressCallback
+from train.mirror import Mirror, complete_checkpoints, open_env_store, store_checkpoints
+from train.reporter import Reporter, rank, write_json_atomic
+from train.schema import EXIT_BUDGET, EXIT_OK
 
 # --- the session --------------------------------------------------------------------------------
 
@@ -56,10 +26,6 @@ class Session:
 
     def __init__(self, cfg):
         from train import accel
-        from train.callbacks import (  # here: train.callbacks imports this module
-            BudgetCallback,
-            ProgressCallback,
-        )
 
         self.t0 = time.monotonic()
         self.cfg = cfg
@@ -74,7 +40,7 @@ class Session:
             Mirror(uri, os.environ.get("AMIGO_STORE_ENDPOINT"), self.run_id, self.out, self.reporter)
             if uri and rank() == 0 else None
         )
-        self.progress = ProgressCallback(self)
+        self.progress = ProgressCallback(self.reporter, cfg.stage)
         self.budget = BudgetCallback(cfg.max_runtime_s, self.t0)
         self.resumed_from: str | None = None
         if cfg.report_to == "tensorboard":
@@ -85,8 +51,6 @@ class Session:
         )
 
     def callbacks(self) -> list:
-        from train.callbacks import MirrorCallback
-
         cbs = [self.progress, self.budget]
         if self.mirror:
             cbs.append(MirrorCallback(self.mirror, self.ckpt_dir))
@@ -140,7 +104,7 @@ class Session:
             self.reporter.line(f"amigo train: resuming from {self.resumed_from}")
             return self.resumed_from
         if os.environ.get("AMIGO_STORE_URI") and int(os.environ.get("LOCAL_RANK", "0")) == 0:
-            store = self.mirror.store if self.mirror else _open_store()
+            store = self.mirror.store if self.mirror else open_env_store()
             remote = store_checkpoints(store, self.run_id)
             if remote:
                 step, name = remote[-1]

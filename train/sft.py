@@ -10,7 +10,7 @@ instructions, repository context, failing test output — is read, never imitate
 
 from __future__ import annotations
 
-from train.cli import TrainConfig
+from train.config import TrainConfig
 from train.schema import TrainInputError
 
 
@@ -50,7 +50,7 @@ def build_trainer(cfg: TrainConfig, session, model, tokenizer, dataset, assistan
 def run(cfg: TrainConfig) -> int:
     from train import data
     from train import model as M
-    from train.callbacks import Session
+    from train.session import Session
 
     # 1. Data first: a bad row fails in a second, before minutes of model loading (exit 2 upstream).
     dataset = data.load_stage_dataset(cfg.data, cfg.spec, cfg.system_prompt, cfg.data_split)

@@ -2,10 +2,7 @@
 
 Random weights in the Llama architecture plus a byte-level BPE tokenizer trained
 here with `tokenizers` on the shipped samples (train/samples/*.jsonl): no hub
-access. The chat template marks assistant turns with {% generation %} so TRL's
-assistant_only_loss can mask everything but the answers, and it is
-prefix-preserving (the prompt rendered with add_generation_prompt is a prefix of
-the full conversation), which DPO needs.
+access. Its chat template is train/template.py's.
 
 Size: vocab 1,024 · hidden 64 · 2 layers · 4 heads (2 KV) · MLP 128
   embeddings + head: 2 × 1,024 × 64 = 131k; per layer: 4 attention + 3 MLP
@@ -19,20 +16,10 @@ import argparse
 import json
 from pathlib import Path
 
+from train.template import CHAT_TEMPLATE
+
 SAMPLES = Path(__file__).parent / "samples"
 
-# Shared with train/model.py: the fallback template for base models that ship none.
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{% if message['role'] == 'assistant' %}"
-    "<|assistant|>\n{% generation %}{{ message['content'] }}<|end|>{% endgeneration %}\n"
-    "{% else %}"
-    "<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
 SPECIAL_TOKENS = ["<pad>", "<s>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 

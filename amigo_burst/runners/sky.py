@@ -13,31 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from amigo_burst import clouds
 from amigo_burst.errors import UserError
 from amigo_burst.secrets import SECRET_NAMES
 
-CLUSTER_PREFIX = "amigo-"
-CLOUDS = ("runpod", "vast", "lambda", "slurm")
-# The exact fix `doctor` prints when SkyPilot cannot use a cloud.
-FIX_HINTS = {
-    "runpod": "runpod config   (asks for your API key, writes ~/.runpod/config.toml)",
-    "vast": "mkdir -p ~/.config/vastai && echo YOUR_KEY > ~/.config/vastai/vast_api_key",
-    "lambda": "mkdir -p ~/.lambda_cloud && echo 'api_key = YOUR_KEY' > ~/.lambda_cloud/lambda_keys",
-    "slurm": "describe the cluster's login node as an ssh Host entry in ~/.slurm/config",
-}
-# Clouds that cannot stop a machine: their autostop always tears down, even with --keep
-# (a kept cluster there stays up until idle_minutes pass, then goes away).
-_CANNOT_STOP = {"runpod", "lambda", "slurm"}
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -175,86 +163,9 @@ def task_yaml(task) -> str:
     return yaml.safe_dump(cfg, sort_keys=False)
 
 
-def _task_cloud(task) -> str | None:
+def task_cloud(task) -> str | None:
     cloud = next(iter(task.resources)).cloud
     return str(cloud).lower() if cloud is not None else None
-
-
-# --- plan: the optimizer, offline ----------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _assume_enabled(cloud_names: list[str]) -> Iterator[None]:
-    """Make the optimizer treat CLOUD_NAMES as enabled, for the duration of the block.
-
-    Why: `plan` must answer before the user has set up credentials and without network.
-    The optimizer asks sky.check which clouds are enabled; that check calls RunPod's and
-    Lambda's APIs, and the SDK route (`sky.optimize`) also starts an API server (a
-    background process, seconds). Pricing only needs the catalogs (~/.sky/catalogs), so
-    we answer the enabled-clouds question ourselves and skip the capability check.
-    """
-    import importlib
-    from unittest import mock
-
-    from sky.utils import registry
-
-    check = importlib.import_module("sky.check")  # the module; `sky.check` may name the SDK function
-    enabled = [registry.CLOUD_REGISTRY.from_str(n) for n in cloud_names]
-    with (
-        mock.patch.object(check, "get_cached_enabled_clouds_or_refresh", lambda *a, **k: enabled),
-        mock.patch.object(check, "check_capability", lambda *a, **k: {}),
-    ):
-        yield
-
-
-def _did_you_mean(res, cloud: str | None) -> str:
-    """' (did you mean A100-80GB?)': the cloud's catalog names that contain the asked-for name."""
-    from sky import catalog
-
-    if not cloud or not res.accelerators:
-        return ""
-    name = next(iter(res.accelerators))
-    try:
-        near = catalog.list_accelerators(gpus_only=True, name_filter=re.escape(name), clouds=cloud)
-    except Exception:  # a hint only: never hide the real error behind a catalog problem
-        return ""
-    return f" (did you mean {', '.join(sorted(near))}?)" if near else ""
-
-
-def optimize_offline(task) -> dict[str, Any]:
-    """SkyPilot's optimizer choice for TASK without an API server: cloud, instance, region, $/h."""
-    from sky.optimizer import Optimizer
-    from sky.utils import dag_utils
-
-    import sky
-    from sky import sky_logging
-
-    cloud = _task_cloud(task)
-    res = next(iter(task.resources))
-    wanted = ", ".join(f"{k}:{v}" for k, v in (res.accelerators or {}).items()) or "CPU"
-    try:
-        # the optimizer draws a spinner as payload text on stdout and logs its own version of
-        # the error we raise below: keep the terminal to our one line
-        with (
-            _assume_enabled([cloud] if cloud else ["runpod", "vast", "lambda"]),
-            contextlib.redirect_stdout(io.StringIO()),
-            sky_logging.set_sky_logging_levels(logging.CRITICAL),
-        ):
-            dag = Optimizer.optimize(dag_utils.convert_entrypoint_to_dag(task), quiet=True)
-    except sky.exceptions.ResourcesUnavailableError:
-        raise UserError(
-            f"{task.name}: {cloud or 'no cloud'} offers no {wanted}{_did_you_mean(res, cloud)}: check the "
-            f"accelerator name against `sky show-gpus --infra {cloud or 'CLOUD'}`"
-        ) from None
-    best = dag.tasks[0].best_resources
-    return {
-        "cloud": str(best.cloud).lower(),
-        "instance_type": best.instance_type,
-        "region": best.region,
-        "accelerator": ", ".join(f"{k}:{v}" for k, v in (best.accelerators or {}).items()) or "CPU",
-        "usd_per_hour": best.get_cost(3600),  # catalog price of one hour; the provider's bill may differ
-        "use_spot": best.use_spot,
-    }
 
 
 # --- clusters --------------------------------------------------------------------------------------
@@ -272,7 +183,8 @@ def launch(
     """
     import sky
 
-    down = not keep or _task_cloud(task) in _CANNOT_STOP
+    c = clouds.cloud(task_cloud(task))
+    down = not keep or (c is not None and not c.can_stop)  # a cloud that cannot stop always tears down
     try:
         with LineWriter(on_line) as out:
             with contextlib.redirect_stdout(out):  # the SDK prints "Running on cluster: ..." itself
@@ -333,7 +245,7 @@ def down(cluster: str) -> None:
         pass
 
 
-def our_clusters(prefix: str = CLUSTER_PREFIX, refresh: bool = False) -> list[dict[str, Any]]:
+def our_clusters(prefix: str, refresh: bool = False) -> list[dict[str, Any]]:
     """Clusters this tool started (names start with PREFIX): name, status, launched_at (epoch s)."""
     from sky.utils import common
 
@@ -359,9 +271,10 @@ def spot_launch(task, name: str) -> int:
     """
     import sky
 
-    cloud = _task_cloud(task)
-    if cloud in ("lambda", "slurm"):
-        raise UserError(f"--spot: {cloud} has no spot machines (use runpod or vast)")
+    cloud = task_cloud(task)
+    if cloud is not None and not getattr(clouds.cloud(cloud), "spot", True):
+        spot_ones = " or ".join(n for n, c in clouds.CLOUDS.items() if c.spot)
+        raise UserError(f"--spot: {cloud} has no spot machines (use {spot_ones})")
     if not task.envs.get("AMIGO_STORE_URI", "").startswith("s3://"):
         raise UserError("--spot needs an s3:// store (amigo.toml [store] url): a preempted disk is lost")
     task.set_resources_override({"use_spot": True, "job_recovery": {"max_restarts_on_errors": 2}})
@@ -397,7 +310,8 @@ def enabled_clouds() -> dict[str, tuple[bool, str]]:
     """
     from sky.client import sdk  # `sky.check` can name the module sky/check.py once it is imported
 
-    rid = sdk.check(infra_list=CLOUDS, verbose=False)
+    names = list(clouds.CLOUDS)
+    rid = sdk.check(infra_list=names, verbose=False)
     by_workspace = sdk.stream_and_get(rid, output_stream=io.StringIO()) or {}
     ok = {c.lower() for caps in by_workspace.values() for c, cs in caps.items() if "compute" in cs}
-    return {c: (c in ok, "" if c in ok else FIX_HINTS[c]) for c in CLOUDS}
+    return {c: (c in ok, "" if c in ok else clouds.CLOUDS[c].fix) for c in names}

@@ -23,8 +23,8 @@ partial's size (an HTTP Range request for s3, a seek for file://).
     python -m train.storage get MANIFEST DEST
 
 Modules: core (Store: manifests, put/get, Transfer, StoreError, hashing, exclusion),
-local (file://), s3 (s3://, boto3 imported lazily), __main__ (the CLI). The names below
-are re-exported so `from train.storage import ...` works as before.
+local (file://), s3 (s3://, boto3 imported lazily), names (manifest names), __main__ (the CLI).
+The package's API is the names below.
 """
 
 from __future__ import annotations

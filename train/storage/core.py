@@ -15,7 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 # Never uploaded, whatever the caller's `exclude` says (matched against every path component).
-ALWAYS_EXCLUDE = (".env", ".env.*", "*.pem", "*credentials*", ".git", "__pycache__")
+# Never synced to a machine nor put in the store: secrets (.env, keys, credential files) and caches.
+# The controller's workdir bundle uses the same list (amigo_burst/lifecycle/launch.py).
+ALWAYS_EXCLUDE = (".env", ".env.*", "*.pem", "*credentials*", ".git", "__pycache__", "*.pyc")
 PARTIAL_DIR = ".partial"
 CHUNK = 4 << 20  # 4 MiB read/write buffer: 50 MB -> 13 syscalls per pass
 

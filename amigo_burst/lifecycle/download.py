@@ -1,4 +1,7 @@
-"""`amigo-burst download`: a run's outputs from the store into .amigo/runs/<id>/, optionally copied to --to."""
+"""`amigo-burst download`: a run's outputs from the store into .amigo/runs/<id>/, optionally copied to --to.
+
+`ensure_downloaded` is also how `launch` gets the previous stage's adapter.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,29 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError
+from amigo_burst.stages import get_stage
+from amigo_burst.state import paths
+from amigo_burst.state.records import open_records
+from amigo_burst.state.store import open_from_config
+from train.storage import names as manifest_names
 
 
-def download(cfg, run_id: str | None, stage: str | None, to: Path | None) -> Path:
-    from amigo_burst.launch import ensure_downloaded, run_store
-    from amigo_burst.stages import get_stage
+def ensure_downloaded(cfg: AmigoConfig, run_id: str) -> Path:
+    """The run's outputs in .amigo/runs/<id>/ (fetched from the store, verified, if missing)."""
+    dest = paths.run_dir(cfg.root, run_id)
+    adapter = dest / "adapter"
+    # get_dir places files one by one (each verified) and leaves .partial/ behind when it fails:
+    # a half-fetched adapter (config there, weights not) is fetched again, never handed out.
+    complete = all((adapter / f).is_file() for f in ("adapter_config.json", "adapter_model.safetensors"))
+    if not complete or (dest / ".partial").exists():
+        open_from_config(cfg).get_dir(manifest_names.outputs(run_id), dest)
+    return dest
 
-    runs = run_store(cfg)
+
+def download(cfg: AmigoConfig, run_id: str | None, stage: str | None, to: Path | None) -> Path:
+    runs = open_records(cfg.root)
     if bool(run_id) == bool(stage):
         raise UserError("give a RUN id or --stage N (not both)")
     if to is not None and to.exists() and not to.is_dir():

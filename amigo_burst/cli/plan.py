@@ -1,8 +1,9 @@
-"""`amigo-burst estimate | plan | report`: parse, load data at the edge, call the pure modules, render.
+"""`amigo-burst estimate | plan | report`: parse, load data at the edge (planner), call the pure
+modules (planning/), render.
 
-The plain functions (estimate_cmd, plan_cmd, report_cmd) take the parsed options plus
-`cfg` (AmigoConfig or None) and `runs` (list of run dicts), so tests call them without
-a database; `register(app, state)` wires them into the typer app.
+estimate_cmd, plan_cmd and report_cmd take the parsed options plus `cfg` (AmigoConfig or None)
+and `runs` (run dicts), so tests call them without a database; estimate, plan and report are
+the typer commands.
 """
 
 from __future__ import annotations
@@ -14,22 +15,8 @@ from typing import Annotated
 
 import typer
 
+from amigo_burst.cli.context import config, config_or_none
 from amigo_burst.errors import UserError
-
-# The plan-building glue lives in planning.py; re-exported here (estimate_glue.py and tests import it from here).
-from amigo_burst.planning import (  # noqa: F401
-    _gpus_for,
-    _local_gpu_cfg,
-    _runs_as_dicts,
-    auto_target,
-    estimate_for_target,
-    make_plan,
-    price_table,
-    runs_for,
-    stage_inputs,
-    stage_tokens,
-    target_infos,
-)
 
 
 def _console(width: int | None = None):
@@ -38,41 +25,19 @@ def _console(width: int | None = None):
     return Console(highlight=False, width=width)
 
 
-def usd_per_hour_for(gpu, cfg, prices) -> tuple[float | None, str]:
-    """$/h for a GPU name: electricity when it is this machine's (local GPU or cpu), else the cheapest cloud."""
-    from amigo_burst.pricing import local_usd_per_hour
-
-    local = _local_gpu_cfg(cfg)
-    if gpu.kind in ("laptop", "cpu") or gpu.name == local.name:
-        if gpu.kind == "cpu":
-            return gpu.board_power_w / 1000 * local.usd_per_kwh, f"electricity {gpu.board_power_w:g} W"
-        return local_usd_per_hour(local), f"electricity {local.board_power_w:g} W x ${local.usd_per_kwh:g}/kWh"
-    names = [gpu.name, *gpu.aliases]
-    offers = [p for n in names if (p := prices.cheapest(n)) is not None]
-    if not offers:
-        return None, "no price in the catalogs"
-    best = min(offers, key=lambda p: p.usd_per_hour)
-    return best.usd_per_hour, f"{best.cloud} {best.accelerator}, {prices.describe()}"
-
-
 def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 2048, micro_batch: int = 1,
                  tokens: int | None = None, epochs: float = 1.0, rank: int | None = None, trainer: str = "sft",
                  grad_ckpt: bool = True, packing: bool = True, download_gbit_s: float = 1.0, json_out: bool = False,
                  cfg=None, runs=None, console=None) -> dict:
-    from amigo_burst.calibration import calibrate
-    from amigo_burst.estimate import (
-        ALL_LINEAR,
-        SetupCost,
-        Workload,
-        estimate,
-        hours_text,
-        load_arch,
-        load_gpu,
-    )
+    from amigo_burst import planner
+    from amigo_burst.planning.calibration import calibrate
+    from amigo_burst.planning.estimate import SetupCost, Workload, estimate
+    from amigo_burst.planning.hardware import ALL_LINEAR, load_arch, load_gpu
+    from amigo_burst.planning.units import hours_text
 
     arch = load_arch(cfg.resolve(model) if cfg is not None and Path(model).suffix == ".json" else model)
     g = load_gpu(gpu)
-    local = _local_gpu_cfg(cfg)
+    local = planner.local_gpu(cfg)
     if g.name == local.name:  # the configured laptop: its real VRAM
         from dataclasses import replace
 
@@ -81,9 +46,9 @@ def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 
     w = Workload(method, seq_len, micro_batch, grad_ckpt, packing, tokens, epochs,
                  rank or (cfg.lora.r if cfg is not None else 16), targets, trainer,
                  lora_dropout=cfg.lora.dropout > 0 if cfg is not None else True)
-    rate, rate_src = usd_per_hour_for(g, cfg, price_table(cfg))
+    rate, rate_src = planner.usd_per_hour_for(g, cfg, planner.price_table(cfg))
     setup = SetupCost() if g.kind in ("laptop", "cpu") else SetupCost.cloud(download_gbit_s)
-    e = estimate(arch, g, w, calibrate(_runs_as_dicts(runs)), usd_per_hour=rate, setup=setup)
+    e = estimate(arch, g, w, calibrate(planner.runs_as_dicts(runs)), usd_per_hour=rate, setup=setup)
     d = e.to_dict() | {"usd_per_hour_source": rate_src}
     con = console or _console()
     if json_out:
@@ -126,10 +91,13 @@ def plan_cmd(*, stages: str | None = None, budget_usd: float | None = None, dead
              json_out: bool = False, cfg=None, runs=None, console=None, tokens: dict | None = None) -> dict:
     from rich.table import Table
 
-    from amigo_burst.estimate import hours_text, usd_text
+    from amigo_burst import planner
+    from amigo_burst.planning.units import hours_text, usd_text
+    from amigo_burst.stages import parse_stage_range
 
-    numbers = parse_stages(stages) if stages else None
-    plan, prices, arch = make_plan(cfg, runs, numbers, budget_usd, deadline_hours, tokens)
+    numbers = parse_stage_range(stages) if stages else None
+    plan, prices, arch = planner.make_plan(cfg, runs, numbers, max_usd=budget_usd, max_hours=deadline_hours,
+                                           tokens=tokens)
     d = plan_to_dict(plan)
     con = console or _console()
     if json_out:
@@ -166,32 +134,19 @@ def plan_cmd(*, stages: str | None = None, budget_usd: float | None = None, dead
     return d
 
 
-def parse_stages(text: str) -> list[int]:
-    """'1-5', '2', '1,3-4' -> [1, 2, ...]."""
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            a, _, b = part.strip().partition("-")
-            out += list(range(int(a), int(b or a) + 1))
-    except ValueError:
-        raise UserError(f"bad --stages {text!r}: use e.g. 1-5 or 2,4") from None
-    if not out or any(n < 1 or n > 5 for n in out):
-        raise UserError(f"bad --stages {text!r}: stages are 1-5")
-    return out
-
-
 def report_cmd(*, fmt: str = "table", out: Path | None = None, cfg=None, runs=None, console=None,
                width: int | None = None) -> str:
-    from amigo_burst import report as rp
+    from amigo_burst import planner
+    from amigo_burst.planning import report as rp
 
     if fmt not in ("table", "md", "html", "json"):
         raise UserError(f"unknown --format {fmt!r}: choose table, md, html or json")
-    run_dicts = _runs_as_dicts(runs)
+    run_dicts = planner.runs_as_dicts(runs)
     strategies = []
     local = set()
     if cfg is not None:
         try:
-            plan, _, _ = make_plan(cfg, run_dicts)
+            plan, _, _ = planner.make_plan(cfg, run_dicts)
             strategies = [{"name": s.name, "hours": s.hours, "usd": s.usd, "feasible": s.feasible, "note": s.note}
                           for s in plan.strategies]
             local = {c.target for c in plan.cells if c.local}
@@ -227,71 +182,80 @@ def report_cmd(*, fmt: str = "table", out: Path | None = None, cfg=None, runs=No
     return text
 
 
-def _cfg_or_none(state, ctx):
-    try:
-        return state(ctx).cfg
-    except UserError:
-        return None
+def estimate(
+    ctx: typer.Context,
+    *,
+    model: Annotated[str, typer.Option("--model", "-m", help="preset name, hub id, or path to a config.json "
+                                       "(or its folder); default: [model].arch")] = "",
+    gpu: Annotated[str, typer.Option("--gpu", "-g", help="A100, A100-80GB, H100, H200, L40S, RTX4090, RTX3090, "
+                                     "RTX4050-Laptop, cpu")] = "RTX4050-Laptop",
+    method: Annotated[str, typer.Option(help="lora (bf16 base) or qlora (NF4 base)")] = "qlora",
+    seq_len: Annotated[int, typer.Option("--seq-len", help="tokens per sequence")] = 2048,
+    micro_batch: Annotated[int, typer.Option("--micro-batch", help="sequences per forward pass")] = 1,
+    tokens: Annotated[int | None, typer.Option(help="training tokens per epoch: gives hours and $")] = None,
+    epochs: Annotated[float, typer.Option(help="passes over the tokens")] = 1.0,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank (default: [lora].r or 16)")] = None,
+    trainer: Annotated[str, typer.Option(help="sft, or dpo (chosen + rejected + reference passes)")] = "sft",
+    grad_ckpt: Annotated[bool, typer.Option("--grad-ckpt/--no-grad-ckpt", help="gradient checkpointing")] = True,
+    download_gbps: Annotated[float, typer.Option("--download-gbps", help="model download Gbit/s (cloud)")] = 1.0,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object (keys documented in README)")] = False,
+) -> None:
+    """Fits? peak VRAM, tokens/s, hours and $ for one model x GPU x method.  Example: amigo-burst estimate --model llama-3.1-8b --gpu RTX4090 --method qlora --seq-len 2048 --tokens 20000000"""
+    from amigo_burst import planner
+
+    cfg = config_or_none(ctx)
+    if not model:
+        if cfg is None:
+            raise UserError("--model is required without an amigo.toml")
+        model = cfg.model.arch
+    estimate_cmd(model=model, gpu=gpu, method=method, seq_len=seq_len, micro_batch=micro_batch, tokens=tokens,
+                 epochs=epochs, rank=rank, trainer=trainer, grad_ckpt=grad_ckpt, download_gbit_s=download_gbps,
+                 json_out=json_out, cfg=cfg, runs=planner.past_runs(cfg))
 
 
-def register(app: typer.Typer, state) -> None:
-    @app.command()
-    def estimate(
-        ctx: typer.Context,
-        *,
-        model: Annotated[str, typer.Option("--model", "-m", help="preset name, hub id, or path to a config.json "
-                                           "(or its folder); default: [model].arch")] = "",
-        gpu: Annotated[str, typer.Option("--gpu", "-g", help="A100, A100-80GB, H100, H200, L40S, RTX4090, RTX3090, "
-                                         "RTX4050-Laptop, cpu")] = "RTX4050-Laptop",
-        method: Annotated[str, typer.Option(help="lora (bf16 base) or qlora (NF4 base)")] = "qlora",
-        seq_len: Annotated[int, typer.Option("--seq-len", help="tokens per sequence")] = 2048,
-        micro_batch: Annotated[int, typer.Option("--micro-batch", help="sequences per forward pass")] = 1,
-        tokens: Annotated[int | None, typer.Option(help="training tokens per epoch: gives hours and $")] = None,
-        epochs: Annotated[float, typer.Option(help="passes over the tokens")] = 1.0,
-        rank: Annotated[int | None, typer.Option(help="LoRA rank (default: [lora].r or 16)")] = None,
-        trainer: Annotated[str, typer.Option(help="sft, or dpo (chosen + rejected + reference passes)")] = "sft",
-        grad_ckpt: Annotated[bool, typer.Option("--grad-ckpt/--no-grad-ckpt", help="gradient checkpointing")] = True,
-        download_gbps: Annotated[float, typer.Option("--download-gbps", help="model download Gbit/s (cloud)")] = 1.0,
-        json_out: Annotated[bool, typer.Option("--json", help="one JSON object (keys documented in README)")] = False,
-    ) -> None:
-        """Fits? peak VRAM, tokens/s, hours and $ for one model x GPU x method.  Example: amigo-burst estimate --model llama-3.1-8b --gpu RTX4090 --method qlora --seq-len 2048 --tokens 20000000"""
-        cfg = _cfg_or_none(state, ctx)
-        if not model:
-            if cfg is None:
-                raise UserError("--model is required without an amigo.toml")
-            model = cfg.model.arch
-        estimate_cmd(model=model, gpu=gpu, method=method, seq_len=seq_len, micro_batch=micro_batch, tokens=tokens,
-                     epochs=epochs, rank=rank, trainer=trainer, grad_ckpt=grad_ckpt, download_gbit_s=download_gbps,
-                     json_out=json_out, cfg=cfg, runs=runs_for(cfg))
+def plan(
+    ctx: typer.Context,
+    *,
+    stages: Annotated[str | None, typer.Option(help="e.g. 1-5 or 2,4 (default: all configured)")] = None,
+    budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="per-stage $ limit")] = None,
+    deadline_hours: Annotated[float | None, typer.Option("--deadline-hours", help="per-stage hours")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    cloud: Annotated[str | None, typer.Option(help="also ask SkyPilot's optimizer (dry run) what it would rent on this target")] = None,
+) -> None:
+    """Stage x target: fits, method, micro-batch x grad-accum, hours, $; the recommended target per stage; the three strategies.  Example: amigo-burst plan --cloud runpod --stages 2"""
+    from amigo_burst import planner
 
-    @app.command()
-    def plan(
-        ctx: typer.Context,
-        *,
-        stages: Annotated[str | None, typer.Option(help="e.g. 1-5 or 2,4 (default: all configured)")] = None,
-        budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="per-stage $ limit")] = None,
-        deadline_hours: Annotated[float | None, typer.Option("--deadline-hours", help="per-stage hours")] = None,
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-        cloud: Annotated[str | None, typer.Option(help="also ask SkyPilot's optimizer (dry run) what it would rent on this target")] = None,
-    ) -> None:
-        """Stage x target: fits, method, micro-batch x grad-accum, hours, $; the recommended target per stage; the three strategies.  Example: amigo-burst plan --cloud runpod --stages 2"""
-        cfg = state(ctx).cfg
-        if cloud:
-            from amigo_burst.sky_plan import sky_choice
+    cfg = config(ctx)
+    if cloud:
+        optimizer_cmd(cfg, cloud, stages)
+        return
+    plan_cmd(stages=stages, budget_usd=budget_usd, deadline_hours=deadline_hours, json_out=json_out, cfg=cfg,
+             runs=planner.past_runs(cfg))
 
-            sky_choice(cfg, cloud, stages)
-            return
-        plan_cmd(stages=stages, budget_usd=budget_usd, deadline_hours=deadline_hours, json_out=json_out, cfg=cfg,
-                 runs=runs_for(cfg))
 
-    @app.command()
-    def report(
-        ctx: typer.Context,
-        *,
-        fmt: Annotated[str, typer.Option("--format", "-f", help="table, md, html (self-contained, charts) or json")]
-        = "table",
-        out: Annotated[Path | None, typer.Option("--out", "-o", help="write to FILE instead of stdout")] = None,
-    ) -> None:
-        """Estimated vs actual hours, $, tokens/s, peak VRAM per run; totals; HTML with charts."""
-        cfg = state(ctx).cfg
-        report_cmd(fmt=fmt, out=out, cfg=cfg, runs=runs_for(cfg))
+def optimizer_cmd(cfg, cloud: str, stages: str | None) -> dict:
+    """plan --cloud X: one line naming what SkyPilot's optimizer would rent for the (first) stage."""
+    from amigo_burst.lifecycle.dryrun import optimizer_choice
+    from amigo_burst.stages import parse_stage_range
+
+    stage = parse_stage_range(stages or "1")[0]
+    choice = optimizer_choice(cfg, cloud, stage)
+    _console().print(
+        f"stage {stage} on {choice['target']}: SkyPilot would rent {choice['instance_type']} "
+        f"({choice['accelerator']}) in {choice['region']} on {choice['cloud']} at ${choice['usd_per_hour']:.3f}/h"
+        + (" (spot)" if choice.get("use_spot") else ""))
+    return choice
+
+
+def report(
+    ctx: typer.Context,
+    *,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, md, html (self-contained, charts) or json")]
+    = "table",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write to FILE instead of stdout")] = None,
+) -> None:
+    """Estimated vs actual hours, $, tokens/s, peak VRAM per run; totals; HTML with charts."""
+    from amigo_burst import planner
+
+    cfg = config(ctx)
+    report_cmd(fmt=fmt, out=out, cfg=cfg, runs=planner.past_runs(cfg))

@@ -38,26 +38,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from amigo_burst.errors import UserError
-
-# The tables (ModelArch, GpuSpec and their loaders) live in tables.py, the text formatters in
-# fmt.py; re-exported here so `from amigo_burst.estimate import load_arch, hours_text` keeps working.
-from amigo_burst.fmt import finite, fmt_params, hours_text, usd_text  # noqa: F401
-from amigo_burst.tables import (  # noqa: F401
-    _CLOUD_ACCEL,
-    ALL_LINEAR,
-    DATA,
-    GpuSpec,
-    ModelArch,
-    _bool,
-    _hub_ids,
-    arch_from_config,
-    gpu_class,
-    gpu_for_accelerator,
-    gpu_table,
-    load_arch,
-    load_gpu,
-    model_table,
-)
+from amigo_burst.planning.hardware import ALL_LINEAR, GpuSpec, ModelArch, model_table
 
 GiB = 2**30
 

@@ -12,7 +12,8 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 
-from amigo_burst.estimate import Correction, gpu_class
+from amigo_burst.planning.estimate import Correction
+from amigo_burst.planning.hardware import gpu_class
 
 PEAK_KEYS = ("peak_vram_gib", "peak_memory_gib", "peak_mem_gib", "peak_alloc_gib")
 

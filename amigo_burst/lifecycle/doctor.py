@@ -7,7 +7,12 @@ import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+from amigo_burst.config import AmigoConfig
+from amigo_burst.errors import UserError
+from amigo_burst.runners.sky import enabled_clouds
+from amigo_burst.state.store import open_from_config
 
 Check = tuple[bool, str, str]  # ok, what was found, how to fix
 
@@ -62,35 +67,26 @@ def check_skypilot() -> Iterator[Check]:
         yield False, "skypilot not installed", "pip install -e '.[cloud]'"
         return
     yield True, f"skypilot {v}", ""
-    try:
-        from amigo_burst.runners.sky import enabled_clouds
-    except ImportError:
-        yield False, "SkyPilot cloud check unavailable in this build", "reinstall amigo-burst"
-        return
     for cloud, (ok, fix) in enabled_clouds().items():
         yield ok, f"SkyPilot can use {cloud}" if ok else f"SkyPilot cannot use {cloud}", fix
 
 
-def check_store(state) -> Check:
-    from amigo_burst.errors import UserError
-
+def check_store(load_cfg: Callable[[], AmigoConfig]) -> Check:
     try:
-        cfg = state.cfg
+        cfg = load_cfg()
     except UserError as e:
         return False, f"config: {e}", "create amigo.toml (see README) or pass --config"
     try:
-        from amigo_burst.store import open_from_config
-
-        store = open_from_config(cfg)
-        store.list_manifests("")
+        open_from_config(cfg).list_manifests("")
     except (UserError, ImportError) as e:
         return False, f"store {cfg.store.url} not reachable: {e}", "check [store] url/endpoint_url and AWS_* in .env"
     return True, f"store {cfg.store.url} reachable", ""
 
 
-def run_checks(state) -> Iterator[Check]:
+def run_checks(load_cfg: Callable[[], AmigoConfig]) -> Iterator[Check]:
+    """load_cfg: the project's config, loaded only when the store check needs it (UserError if none)."""
     yield check_python()
     yield from check_torch()
     yield check_local_gpu()
     yield from check_skypilot()
-    yield check_store(state)
+    yield check_store(load_cfg)

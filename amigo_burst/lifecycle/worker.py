@@ -1,4 +1,4 @@
-"""The run worker: `python -m amigo_burst.worker CONFIG RUN_ID` (started detached by `launch`).
+"""The run worker: `python -m amigo_burst.lifecycle.worker CONFIG RUN_ID [DEAD_PID]` (handoff.spawn_worker).
 
 Runs the target, streams its log into .amigo/runs/<id>/train.log (secrets
 redacted), brings the outputs back, and records how the run ended. It is the
@@ -10,23 +10,28 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sys
-from datetime import datetime, timezone
+import time
 from pathlib import Path
 
 from amigo_burst.config import load_config
 from amigo_burst.errors import UserError
-from amigo_burst.launch import AUTOSTOP_IDLE_MIN, BUDGET_EXIT, LaunchPlan, read_plan, run_dir, run_store
+from amigo_burst.lifecycle.handoff import AUTOSTOP_IDLE_MIN, LaunchPlan, read_plan
+from amigo_burst.runners import sky as skyr
+from amigo_burst.runners.local import run_task
 from amigo_burst.secrets import load_secrets, redact
+from amigo_burst.state import paths
+from amigo_burst.state.records import open_records, utc_now
+from amigo_burst.state.store import open_from_config
 from amigo_burst.targets import get_target
+from train.schema import EXIT_BUDGET
+from train.storage import names as manifest_names
 
 SKY_PREFIX = re.compile(r"^\(\S+, pid=\d+\) ")  # SkyPilot prefixes each job line with "(task, pid=N) "
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # SkyPilot's exception messages come coloured
 
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 PY_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*:")
@@ -66,8 +71,6 @@ class LogSink:
 
 
 def run_local(cfg, plan: LaunchPlan, secrets, sink, runs) -> int:
-    from amigo_burst.runners.local import run_task
-
     target = get_target(plan.target, cfg.root)
     return run_task(target.config, plan.envs, secrets, Path(plan.workdir), sink,
                     on_start=lambda pid: runs.update(plan.run_id, child_pid=pid))
@@ -75,8 +78,6 @@ def run_local(cfg, plan: LaunchPlan, secrets, sink, runs) -> int:
 
 def run_sky(cfg, plan: LaunchPlan, secrets, sink, runs, job: int | None = None) -> int:
     """Launch (or, with `job`, reattach to) the cloud job; follow it; outputs back; tear down."""
-    from amigo_burst.runners import sky as skyr
-
     if plan.spot:
         if job is None:
             target = get_target(plan.target, cfg.root)
@@ -92,23 +93,23 @@ def run_sky(cfg, plan: LaunchPlan, secrets, sink, runs, job: int | None = None) 
                               follow=False)
             runs.update(plan.run_id, job_id=job)
         skyr.tail(plan.cluster, job, follow=True, on_line=sink)
-        status = _final_status(skyr, plan.cluster, job, sink)
+        status = _job_end_status(skyr, plan.cluster, job, sink)
         if plan.transport == "rsync":  # before teardown: the cluster's disk goes with it
             try:
-                _rsync_outputs(skyr, plan.cluster, run_dir(cfg, plan.run_id))
+                _rsync_outputs(skyr, plan.cluster, paths.run_dir(cfg.root, plan.run_id))
             except UserError:
                 if status == "SUCCEEDED":
                     raise
                 # a job that died early left no outputs/: its own error line stays the reason
                 sink("no outputs/ on the cluster to bring back")
-        return _sky_rc(status, run_dir(cfg, plan.run_id), sink)
+        return _sky_rc(status, paths.run_dir(cfg.root, plan.run_id), sink)
     finally:
         if not plan.keep:
             skyr.down(plan.cluster)
             sink(f"cluster {plan.cluster} torn down")
 
 
-def _final_status(skyr, cluster: str, job: int, sink) -> str:
+def _job_end_status(skyr, cluster: str, job: int, sink) -> str:
     """The job's end state; a cluster whose allocation vanished (scancel, preemption) can no longer
     answer, and that is what the record must say, naming the cluster — not SkyPilot's traceback."""
     try:
@@ -123,8 +124,6 @@ def _final_status(skyr, cluster: str, job: int, sink) -> str:
 def _rsync_outputs(skyr, cluster: str, d: Path) -> None:
     """The cluster's outputs/ -> the run folder: adapter, metrics.json, tb/. Not its train.log (ours has
     setup and SkyPilot's lines too, and `logs -f` holds it open) and not checkpoints/ (GBs, useless here)."""
-    import shutil
-
     staging = d / ".remote-outputs"
     skyr.rsync_down(cluster, "~/sky_workdir/outputs", staging, exclude=("checkpoints", "train.log"))
     for item in staging.iterdir():
@@ -139,10 +138,6 @@ def _rsync_outputs(skyr, cluster: str, d: Path) -> None:
 
 def _wait_spot(job: int, sink, poll_s: float = 30.0) -> int:
     """A managed spot job: SkyPilot recovers it after preemption; the outputs arrive through the store."""
-    import time
-
-    from amigo_burst.runners import sky as skyr
-
     last = None
     while True:
         rec = next((j for j in skyr.spot_queue() if j["job_id"] == job), None)
@@ -167,7 +162,7 @@ def _sky_rc(status: str, outputs: Path, sink=None) -> int:
         return 0
     m = outputs / "metrics.json"
     if m.is_file() and json.loads(m.read_text()).get("exit_reason") == "budget":
-        return BUDGET_EXIT
+        return EXIT_BUDGET
     # (unless _final_status already said why: the cluster could no longer be asked)
     if status != "FAILED" and sink is not None and "can no longer be queried" not in sink.last_error:
         sink(f"error: the cluster's job ended {status} (cancelled there: scancel, preemption or an admin)")
@@ -177,16 +172,14 @@ def _sky_rc(status: str, outputs: Path, sink=None) -> int:
 def collect_outputs(cfg, plan: LaunchPlan, sink) -> None:
     if plan.transport != "store":
         return
-    from amigo_burst.store import open_from_config
-
-    d = run_dir(cfg, plan.run_id)
+    d = paths.run_dir(cfg.root, plan.run_id)
     # The outputs carry the entrypoint's own train.log; ours (setup's output too, redacted, and the
     # inode LogSink and `logs -f` hold open) stays: set aside for the fetch, then put back.
     ours, aside = d / "train.log", d / ".train.log.worker"
     if ours.is_file():
         os.replace(ours, aside)
     try:
-        open_from_config(cfg, bars=False).get_dir(f"runs/{plan.run_id}/outputs", d)
+        open_from_config(cfg, bars=False).get_dir(manifest_names.outputs(plan.run_id), d)
     except Exception as e:  # noqa: BLE001 - recorded as the run's failure reason
         sink(f"error: outputs not brought back: {e}")
         raise
@@ -195,42 +188,59 @@ def collect_outputs(cfg, plan: LaunchPlan, sink) -> None:
             os.replace(aside, ours)
 
 
-def finish(cfg, plan: LaunchPlan, rc: int, sink, runs) -> None:
-    d = run_dir(cfg, plan.run_id)
-    metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
-    if rc == 0 and (d / "adapter" / "adapter_config.json").is_file():
+STOP_CODES = (-signal.SIGTERM, 128 + signal.SIGTERM, 130)  # SIGTERM (as a signal or via bash), Ctrl-C
+
+
+def final_status(rc: int, *, has_adapter: bool, last_error: str, recorded: str,
+                 recorded_reason: str | None) -> tuple[str, str]:
+    """(status, reason) of a run from how its target ended (pure: tests read it as a table).
+
+    rc 0 with an adapter -> SUCCEEDED; EXIT_BUDGET -> STOPPED "budget"; SIGTERM/Ctrl-C -> STOPPED;
+    anything else -> FAILED with the most telling log line. A run `down` already marked STOPPED
+    stays STOPPED: its word stands over the failure the stop itself caused.
+    """
+    if rc == 0 and has_adapter:
         status, reason = "SUCCEEDED", ""
-    elif rc == BUDGET_EXIT:
+    elif rc == EXIT_BUDGET:
         status, reason = "STOPPED", "budget"
-    elif rc in (-signal.SIGTERM, 128 + signal.SIGTERM, 130):
+    elif rc in STOP_CODES:
         status, reason = "STOPPED", "stopped by user"
     else:
-        status, reason = "FAILED", sink.last_error or f"exit code {rc}"
+        status, reason = "FAILED", last_error or f"exit code {rc}"
+    if recorded == "STOPPED" and status == "FAILED":
+        status, reason = recorded, recorded_reason or ""
+    return status, reason
+
+
+def finish(cfg, plan: LaunchPlan, rc: int, sink, runs) -> None:
+    d = paths.run_dir(cfg.root, plan.run_id)
+    metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
     current = runs.get(plan.run_id)
-    if current.status == "STOPPED" and status == "FAILED":  # `down` stopped it first: its word stands
-        status, reason = current.status, current.reason
+    status, reason = final_status(rc, has_adapter=(d / "adapter" / "adapter_config.json").is_file(),
+                                  last_error=sink.last_error, recorded=current.status,
+                                  recorded_reason=current.reason)
     complete = all((d / "adapter" / f).is_file() for f in ("adapter_config.json", "adapter_model.safetensors"))
     runs.update(
-        plan.run_id, status=status, reason=reason, ended=now(), metrics=metrics,
+        plan.run_id, status=status, reason=reason, ended=utc_now(), metrics=metrics,
         tokens_per_s=metrics.get("tokens_per_s"), peak_vram_gib=metrics.get("peak_mem_allocated_gib"),
         downloaded=1 if complete and not (d / ".partial").exists() else 0,
-        artifacts={**runs.get(plan.run_id).artifacts, "outputs": f"runs/{plan.run_id}/outputs"},
+        artifacts={**current.artifacts, "outputs": manifest_names.outputs(plan.run_id)},
     )
 
 
 def main(config_path: str, run_id: str, reattach_from_pid: int | None = None) -> int:
     """Run the launch plan; with reattach_from_pid, take over a cloud run whose worker died."""
     cfg = load_config(config_path)
-    plan = read_plan(cfg, run_id)
-    runs = run_store(cfg)
+    plan = read_plan(cfg.root, run_id)
+    runs = open_records(cfg.root)
     secrets = load_secrets(cfg.root)
     if reattach_from_pid is not None:
         # only one taker: the record's pid must still be the dead worker's
         if not runs.take_over(run_id, reattach_from_pid, os.getpid()):
             return 0
     else:
-        runs.update(run_id, status="RUNNING", started=now(), pid=os.getpid())
-    sink = LogSink(run_dir(cfg, run_id) / "train.log", secrets)
+        runs.update(run_id, status="RUNNING", started=utc_now(), pid=os.getpid())
+    sink = LogSink(paths.run_dir(cfg.root, run_id) / "train.log", secrets)
     if reattach_from_pid is not None:
         sink(f"--- reattached to job {runs.get(run_id).job_id} on {plan.cluster} (the earlier worker stopped) ---")
     rc = 1
@@ -240,11 +250,11 @@ def main(config_path: str, run_id: str, reattach_from_pid: int | None = None) ->
             rc = run_local(cfg, plan, secrets, sink, runs)
         else:
             rc = run_sky(cfg, plan, secrets, sink, runs, job=runs.get(run_id).job_id if reattach_from_pid else None)
-        if rc in (0, BUDGET_EXIT):
+        if rc in (0, EXIT_BUDGET):
             collect_outputs(cfg, plan, sink)
     except Exception as e:  # noqa: BLE001 - whatever happened, the record must say so
         sink(f"error: {e.__class__.__name__}: {e}")
-        rc = rc if rc not in (0, BUDGET_EXIT) else 1
+        rc = rc if rc not in (0, EXIT_BUDGET) else 1
     finally:
         finish(cfg, plan, rc, sink, runs)
     return 0

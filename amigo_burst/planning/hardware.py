@@ -2,8 +2,7 @@
 
     load_arch("llama-3.1-8b"), load_gpu("H100"), gpu_for_accelerator("runpod", "H100")
 
-No torch, no I/O beyond reading those tables and a user's config.json.  estimate.py
-re-exports every name here, so `from amigo_burst.estimate import load_arch` keeps working.
+No torch, no I/O beyond reading those tables and a user's config.json.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from amigo_burst import clouds
 from amigo_burst.errors import UserError
 
 DATA = Path(__file__).parent / "data"
@@ -207,19 +207,12 @@ def gpu_class(device_name: str | None) -> str | None:
     return None
 
 
-# SkyPilot accelerator names per cloud (see SKYPILOT-NOTES) -> gpus.csv. Vast's "A100" is
-# 40 or 80 GB: the 40 GB row is the safe reading for "fits".
-_CLOUD_ACCEL = {
-    ("runpod", "H100"): "H100-PCIe", ("runpod", "H100-NVL"): "H100-PCIe", ("lambda", "H100"): "H100-PCIe",
-    ("runpod", "A100-80GB-SXM"): "A100-80GB", ("vast", "A100"): "A100", ("lambda", "A100"): "A100",
-}
-
-
 def gpu_for_accelerator(cloud: str | None, accelerator: str | None) -> GpuSpec | None:
     """(cloud, SkyPilot accelerator name) -> GpuSpec, None when the table has no such card (A10, GH200...)."""
     if not accelerator:
         return None
-    name = _CLOUD_ACCEL.get(((cloud or "").lower(), accelerator))
+    c = clouds.cloud(cloud)
+    name = c.gpu_rows.get(accelerator) if c else None  # a cloud's name for another table row
     try:
         return gpu_table()[name] if name else load_gpu(accelerator)
     except UserError:

@@ -5,7 +5,7 @@ another instead of failing), one short-lived connection per call: two controller
 can launch, update and list at once. `claim_stage` takes the write lock first
 (BEGIN IMMEDIATE) so two launches of one stage cannot both see "nothing running".
 
-    runs = RunStore(root / ".amigo" / "state.db")
+    runs = open_records(project_root)               # .amigo/state.db, made by the first write
     run = runs.claim_stage(2, Run(id=new_run_id(2, "vast"), stage=2, target="vast"))
     runs.update(run.id, status="RUNNING", cluster="amigo-s2")
 """
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -24,9 +22,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from amigo_burst.errors import UserError
+from amigo_burst.state import paths
 
 STATUSES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED")
 ACTIVE = ("PENDING", "RUNNING")
+FINAL = ("SUCCEEDED", "FAILED", "STOPPED")  # written by the worker (or reconcile), never changed after
 JSON_FIELDS = ("estimate", "artifacts", "metrics")
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
@@ -64,12 +64,6 @@ MIGRATIONS = (
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def new_run_id(stage: int, target: str) -> str:
-    """s<stage>-<target>-<yyyymmdd-hhmmss UTC>-<4 hex>: sortable by time, safe in paths and manifest names."""
-    slug = re.sub(r"[^a-z0-9]+", "-", target.lower()).strip("-") or "target"
-    return f"s{stage}-{slug}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -319,3 +313,9 @@ def _statements(script: str) -> list[str]:
     """Split a migration (no semicolons inside strings/triggers in ours) into statements."""
     lines = [ln.split("--", 1)[0] for ln in script.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def open_records(root: Path) -> RunStore:
+    """The project's run records. The file is made by the first write: a command that only reads,
+    or fails on bad input, leaves no .amigo/ behind."""
+    return RunStore(paths.db_path(root), create=False)

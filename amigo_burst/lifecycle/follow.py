@@ -11,7 +11,10 @@ import json
 import time
 from pathlib import Path
 
-FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+from amigo_burst.lifecycle.reconcile import reconcile_run
+from amigo_burst.state import paths
+from amigo_burst.state.records import FINAL, open_records
+
 PROGRESS = "AMIGO_PROGRESS "
 
 
@@ -39,11 +42,8 @@ def follow(cfg, run_id: str, console, follow_live: bool = True, poll_s: float = 
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from amigo_burst.launch import run_dir, run_store
-    from amigo_burst.reconcile import reconcile_run
-
-    runs = run_store(cfg)
-    log = run_dir(cfg, run_id) / "train.log"
+    runs = open_records(cfg.root)
+    log = paths.run_dir(cfg.root, run_id) / "train.log"
     run = runs.get(run_id)
     pos = 0
     bar = Progress(TextColumn("stage {task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),

@@ -1,4 +1,4 @@
-"""`python -m train` arguments -> one TrainConfig.
+"""The entrypoint's configuration: `python -m train` arguments + YAML + --set -> one TrainConfig.
 
 Precedence, lowest first: built-in defaults < --config YAML < --set key=value < explicit flags
 (--model, --method, --data, ...). train/run.sh passes exactly the flags below.

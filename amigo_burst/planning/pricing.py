@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-CLOUDS = ("runpod", "vast", "lambda")
+from amigo_burst.clouds import PRICED
+
 SNAPSHOT = Path(__file__).parent / "data" / "prices_snapshot.csv"
 
 
@@ -138,7 +139,7 @@ def load_prices(cache_path: Path | None = None, *, home: Path | None = None) -> 
     """Catalogs (and refresh the cache) -> cache -> shipped snapshot."""
     root = catalog_root(home)
     prices, times, clouds = [], [], []
-    for cloud in CLOUDS:
+    for cloud in PRICED:
         f = root / cloud / "vms.csv"
         if f.is_file():
             try:

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from amigo_burst.errors import UserError
-
-PREFIX = "amigo-"
+from amigo_burst.runners.local import stop
+from amigo_burst.state.ids import CLUSTER_PREFIX, is_ours
+from amigo_burst.state.records import open_records
 
 
 def down(cfg, run_id: str | None, all_: bool, cluster: str | None):
-    from amigo_burst.launch import run_store
-
-    runs = run_store(cfg)
+    """Yields one line per thing done."""
+    runs = open_records(cfg.root)
     if run_id:
         run = runs.get(run_id)
         yield from _stop_run(runs, run)
         return
     if cluster:
-        if not cluster.startswith(PREFIX):
-            raise UserError(f"cluster {cluster} was not started by amigo-burst (no {PREFIX} prefix): use `sky down`")
+        if not is_ours(cluster):
+            raise UserError(f"cluster {cluster} was not started by amigo-burst (no {CLUSTER_PREFIX} prefix): "
+                            "use `sky down`")
         yield from _down_cluster(cluster)
         return
     for run in runs.list():
@@ -25,13 +26,11 @@ def down(cfg, run_id: str | None, all_: bool, cluster: str | None):
             yield from _stop_run(runs, run)
     from amigo_burst.runners.sky import our_clusters
 
-    for c in our_clusters(PREFIX):
+    for c in our_clusters(CLUSTER_PREFIX):
         yield from _down_cluster(c["name"])
 
 
 def _stop_run(runs, run):
-    from amigo_burst.runners.local import stop
-
     if run.status in ("PENDING", "RUNNING") and getattr(run, "child_pid", None):
         if stop(run.child_pid):
             yield f"{run.id}: sent stop to the training process (it saves a checkpoint)"

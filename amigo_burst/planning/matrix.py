@@ -1,6 +1,7 @@
 """Stage x target: what fits where, how long, what it costs; the three strategies; --cloud auto.
 
-Pure: targets, stages, GPU specs and prices come in as data.
+Pure: targets, stages, GPU specs and prices come in as data. Each StageInput carries its budget
+(max_usd, max_hours) already resolved by the planner (amigo_burst/planner.py: the one budget rule).
 
     all local   every stage on the laptop (if it fits)
     all cloud   every stage on [targets].cloud
@@ -12,19 +13,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from amigo_burst.estimate import (
-    ALL_LINEAR,
+from amigo_burst.planning.estimate import (
     Estimate,
-    GpuSpec,
-    ModelArch,
     SetupCost,
     Workload,
     estimate,
-    hours_text,
     largest_fit,
     max_micro_batch,
-    usd_text,
 )
+from amigo_burst.planning.hardware import ALL_LINEAR, GpuSpec, ModelArch
+from amigo_burst.planning.units import hours_text, usd_text
 
 GLOBAL_BATCH = 16  # sequences per optimizer step when grad_accum is "auto": micro x accum >= 16
 
@@ -68,6 +66,18 @@ class Cell:
     memory_gib: float
     estimate: Estimate | None
     reason: str = ""
+
+    @property
+    def usd_per_hour(self) -> float | None:
+        return self.estimate.usd_per_hour if self.estimate else None
+
+    def to_record(self) -> dict:
+        """What a run record keeps of its estimate (calibration and report read these keys):
+        Estimate.to_dict() plus the plan's choices for the cell."""
+        d = self.estimate.to_dict() if self.estimate else {"fits": False, "usd": None, "hours": None,
+                                                            "usd_per_hour": None}
+        return d | {"method": self.method, "micro_batch": self.micro_batch, "grad_accum": self.grad_accum,
+                    "reason": self.reason, "target": self.target}
 
 
 @dataclass(frozen=True)
@@ -180,9 +190,7 @@ def build_plan(arch: ModelArch, stages: list[StageInput], targets: list[TargetIn
     recommended = {}
     for st in stages:
         row = [c for (s, _), c in cells.items() if s == st.number]
-        b = st.max_usd if st.max_usd is not None else budget_usd
-        d = st.max_hours if st.max_hours is not None else deadline_hours
-        recommended[st.number] = choose_target(row, b, d)
+        recommended[st.number] = choose_target(row, st.max_usd, st.max_hours)
     local = local_target or next((t.name for t in targets if t.local), None)
     cloud = cloud_target or next((t.name for t in targets if not t.local), None)
     strategies = []

@@ -1,41 +1,44 @@
 """The launch loop, controller side: prepare -> store inputs -> record -> hand to a worker.
 
-    launch(): stage dataset prepared and token-counted, inputs (dataset, previous
-              adapter, train/ code) put in the store, the run claimed in the state
-              DB, a launch.json written, and a detached worker started.
-    worker.py: runs the target (local subprocesses or SkyPilot), streams the log
-              into .amigo/runs/<id>/train.log, brings outputs back, records the end.
+    launch(): stage dataset prepared and token-counted, the estimate checked against the budget,
+              inputs (dataset, previous adapter, train/ code) put in the store, the run claimed
+              in the state DB, launch.json written (handoff.py), and a detached worker started.
+    worker.py: runs the target (local subprocesses or SkyPilot), streams the log into
+              .amigo/runs/<id>/train.log, brings outputs back, records the end.
 
-The worker is its own session: closing the terminal or killing this process
-does not stop training; `amigo-burst logs RUN -f` reattaches.
+The worker is its own session: closing the terminal or killing this process does not stop
+training; `amigo-burst logs RUN -f` reattaches.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+from amigo_burst import planner
 from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError
+from amigo_burst.lifecycle.download import ensure_downloaded
+from amigo_burst.lifecycle.handoff import LaunchPlan, spawn_worker, write_plan
+from amigo_burst.planning.matrix import Cell
 from amigo_burst.stages import get_stage
+from amigo_burst.state import ids, paths
+from amigo_burst.state.records import Run, RunStore, open_records
+from amigo_burst.state.store import open_from_config, store_uri
 from amigo_burst.targets import REPO_ROOT, Target, get_target
+from train.storage import ALWAYS_EXCLUDE
+from train.storage import names as manifest_names
 
-BUDGET_EXIT = 3  # train's exit code for "stopped by --max-runtime-s"
-AUTOSTOP_IDLE_MIN = 10  # a cloud machine idle this long is torn down, even if the laptop is gone
 
-
-@dataclass
+@dataclass(kw_only=True)
 class LaunchOptions:
     stage: int
-    cloud: str | None = None  # None: the stage's target, else [targets]
+    cloud: str | None = None  # None: the stage's target, else [targets].cloud
     from_run: str | None = None
     from_base: bool = False
-    max_usd: float | None = None
+    max_usd: float | None = None  # the command line's budget (planner.budget_for: it wins over amigo.toml)
     detach: bool = False
     gpu: str | None = None
     spot: bool = False
@@ -43,35 +46,11 @@ class LaunchOptions:
     force: bool = False
     resume: bool = False
 
-
-@dataclass
-class LaunchPlan:
-    """Everything the worker needs, written to .amigo/runs/<id>/launch.json (no secrets)."""
-
-    run_id: str
-    config_path: str
-    target: str
-    cluster: str | None
-    envs: dict[str, str]
-    workdir: str
-    transport: str  # "store" (outputs mirrored to the store) | "rsync" (pulled from the cluster)
-    spot: bool
-    keep: bool
-    gpu: str | None
-
-
-def state_dir(cfg: AmigoConfig) -> Path:
-    return cfg.root / ".amigo"
-
-
-def run_dir(cfg: AmigoConfig, run_id: str) -> Path:
-    return state_dir(cfg) / "runs" / run_id
-
-
-def run_store(cfg: AmigoConfig):
-    from amigo_burst.runs import RunStore
-
-    return RunStore(state_dir(cfg) / "state.db", create=False)  # made by the first write
+    def __post_init__(self) -> None:
+        if self.from_run and self.from_base:
+            raise UserError("--from and --from-base exclude each other")
+        if self.max_usd is not None and not self.max_usd > 0:
+            raise UserError("--max-usd must be > 0")
 
 
 def resolve_target(cfg: AmigoConfig, stage: int, cloud: str | None) -> Target:
@@ -79,7 +58,7 @@ def resolve_target(cfg: AmigoConfig, stage: int, cloud: str | None) -> Target:
     return get_target(name, cfg.root)
 
 
-def previous_adapter(cfg: AmigoConfig, stage: int, opts: LaunchOptions, runs) -> tuple[Path | None, str | None]:
+def previous_adapter(cfg: AmigoConfig, stage: int, opts: LaunchOptions, runs: RunStore) -> tuple[Path | None, str | None]:
     """The adapter this stage continues from: --from RUN, else the newest successful stage N-1 run."""
     if opts.from_base:
         return None, None
@@ -100,27 +79,11 @@ def previous_adapter(cfg: AmigoConfig, stage: int, opts: LaunchOptions, runs) ->
     return adapter, prev.id
 
 
-def ensure_downloaded(cfg: AmigoConfig, run_id: str) -> Path:
-    """The run's outputs in .amigo/runs/<id>/ (fetched from the store, verified, if missing)."""
-    from amigo_burst.store import open_from_config
-
-    dest = run_dir(cfg, run_id)
-    adapter = dest / "adapter"
-    # get_dir places files one by one (each verified) and leaves .partial/ behind when it fails:
-    # a half-fetched adapter (config there, weights not) is fetched again, never handed out.
-    complete = all((adapter / f).is_file() for f in ("adapter_config.json", "adapter_model.safetensors"))
-    if not complete or (dest / ".partial").exists():
-        open_from_config(cfg).get_dir(f"runs/{run_id}/outputs", dest)
-    return dest
-
-
 def build_bundle(workdir: Path) -> None:
     """The workdir every target gets: a copy of train/ (no secrets, no caches)."""
-    from amigo_burst.secrets import SYNC_EXCLUDES
-
     if (workdir / "train").exists():
         shutil.rmtree(workdir / "train")
-    shutil.copytree(REPO_ROOT / "train", workdir / "train", ignore=shutil.ignore_patterns(*SYNC_EXCLUDES))
+    shutil.copytree(REPO_ROOT / "train", workdir / "train", ignore=shutil.ignore_patterns(*ALWAYS_EXCLUDE))
 
 
 def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runtime_s: int) -> dict[str, str]:
@@ -158,17 +121,16 @@ def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runti
     }
 
 
-def choose_method(cfg: AmigoConfig, estimate: dict | None) -> str:
+def choose_method(cfg: AmigoConfig, est: Cell | None) -> str:
     if cfg.model.method != "auto":
         return cfg.model.method
-    return (estimate or {}).get("method") or "qlora"
+    return est.method if est is not None and est.method in ("lora", "qlora") else "qlora"
 
 
 def put_inputs(cfg: AmigoConfig, run_id: str, data: Path, adapter: Path | None) -> tuple[str, int, int]:
-    """Dataset + previous adapter -> store manifest inputs/<run>; train/ code -> code/<run>. Returns (manifest, sent, skipped)."""
-    from amigo_burst.store import open_from_config
-
-    staging = state_dir(cfg) / "work" / run_id / "inputs-staging"
+    """Dataset + previous adapter -> store manifest inputs/<run>; train/ code -> code/<run>.
+    Returns (inputs manifest, bytes sent, bytes already there)."""
+    staging = paths.work_dir(cfg.root, run_id) / "inputs-staging"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -180,97 +142,59 @@ def put_inputs(cfg: AmigoConfig, run_id: str, data: Path, adapter: Path | None) 
         shutil.copytree(adapter, staging / "adapter")
     store = open_from_config(cfg)
     sent = skipped = 0
-    for src, name in ((staging, f"inputs/{run_id}"), (REPO_ROOT / "train", f"code/{run_id}")):
+    for src, name in ((staging, manifest_names.inputs(run_id)), (REPO_ROOT / "train", manifest_names.code(run_id))):
         t = store.put_dir(src, name)
         sent, skipped = sent + t.bytes_sent, skipped + t.bytes_skipped
     shutil.rmtree(staging)
-    return f"inputs/{run_id}", sent, skipped
+    return manifest_names.inputs(run_id), sent, skipped
 
 
-def spawn_worker(cfg: AmigoConfig, run_id: str) -> int:
-    """Start the worker in its own session (it outlives this process). Returns its pid."""
-    d = run_dir(cfg, run_id)
-    log = open(d / "worker.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "amigo_burst.worker", str(cfg.path), run_id],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        cwd=cfg.root,
-    )
-    log.close()
-    return proc.pid
+def check_estimate(stage: int, target: Target, est: Cell | None, budget: planner.Budget, force: bool) -> None:
+    """Refuse (UserError) a launch its estimate says is over budget or does not fit, unless --force."""
+    if est is None or force:
+        return
+    if budget.usd and est.usd and est.usd > budget.usd:
+        raise UserError(f"estimated ${est.usd:.2f} exceeds the ${budget.usd:.2f} budget by "
+                        f"${est.usd - budget.usd:.2f}: raise --max-usd or pass --force")
+    if not est.fits:
+        raise UserError(f"stage {stage} does not fit {target.name} ({est.reason or 'not enough GPU memory'}): "
+                        "pick another --cloud, or --force")
 
 
-def write_plan(cfg: AmigoConfig, plan: LaunchPlan) -> None:
-    d = run_dir(cfg, plan.run_id)
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / "launch.json.tmp"
-    tmp.write_text(json.dumps(asdict(plan), indent=2))
-    os.replace(tmp, d / "launch.json")
-
-
-def read_plan(cfg: AmigoConfig, run_id: str) -> LaunchPlan:
-    return LaunchPlan(**json.loads((run_dir(cfg, run_id) / "launch.json").read_text()))
-
-
-def cluster_name(run_id: str) -> str:
-    """SkyPilot cluster names: lowercase, start with a letter; the amigo- prefix marks ours for `down --all`."""
-    return f"amigo-{run_id}".lower()
-
-
-def budget_runtime_s(max_usd: float | None, usd_per_hour: float | None) -> int:
-    """$ budget -> seconds of training at the target's price (0: no limit).
-
-    e.g. $10 at $0.40/h = 25 h = 90,000 s. Setup and model download run inside the
-    same machine-hours, so the entrypoint gets 90% of it and stops gracefully.
-    """
-    if not max_usd or not usd_per_hour:
-        return 0
-    return max(60, int(max_usd / usd_per_hour * 3600 * 0.9))
-
-
-def launch(cfg: AmigoConfig, opts: LaunchOptions, console, estimator=None):
+def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     """Prepare, store inputs, claim and start a run; follow it unless --detach. Returns the final Run."""
-    from amigo_burst.prepare import load_tokenizer, prepare_stage
-    from amigo_burst.runs import Run, new_run_id
+    from amigo_burst.lifecycle.prepare import load_tokenizer, prepare_stage
 
     spec = get_stage(opts.stage)
     target = resolve_target(cfg, spec.number, opts.cloud)
-    runs = run_store(cfg)
+    runs = open_records(cfg.root)
     adapter, from_id = previous_adapter(cfg, spec.number, opts, runs)
     if opts.spot and not cfg.store.url.startswith("s3://"):
         raise UserError("--spot needs an s3:// store: a preempted machine's checkpoints must outlive it ([store] url)")
     if opts.spot and target.is_local:
         raise UserError("--spot is for cloud targets")
-    _store_reachable(cfg)  # before anything is written: a wrong bucket costs nothing
+    open_from_config(cfg, bars=False).list_manifests("inputs/")  # reachable? a wrong bucket costs nothing yet
 
     with console.status(f"preparing stage {spec.number} ({spec.name}) dataset"):
-        prepared = prepare_stage(cfg, spec, state_dir(cfg) / "prepared", load_tokenizer(cfg))
+        prepared = prepare_stage(cfg, spec, paths.prepared_dir(cfg.root), load_tokenizer(cfg))
     console.print(f"dataset: {prepared.rows} rows, {prepared.tokens:,} tokens"
                   + ("" if prepared.tokens_exact else " (estimated: no tokenizer)"))
 
-    est = estimator(cfg, spec.number, target, prepared.tokens, opts) if estimator else None
-    usd_h = (est or {}).get("usd_per_hour")
-    max_usd = opts.max_usd or cfg.stage(spec.number).max_usd
-    if est and max_usd and est.get("usd") and est["usd"] > max_usd and not opts.force:
-        raise UserError(f"estimated ${est['usd']:.2f} exceeds the ${max_usd:.2f} budget by ${est['usd'] - max_usd:.2f}: "
-                        "raise --max-usd or pass --force")
-    if est and est.get("fits") is False and not opts.force:
-        raise UserError(f"stage {spec.number} does not fit {target.name} ({est.get('reason', 'not enough GPU memory')}): "
-                        "pick another --cloud, or --force")
-    max_runtime = budget_runtime_s(max_usd, usd_h)
-    max_hours = cfg.stage(spec.number).max_hours
-    if max_hours:
-        max_runtime = min(max_runtime or 10**9, int(max_hours * 3600))
+    est = planner.estimate_for_launch(cfg, spec.number, target, prepared.tokens)
+    budget = planner.budget_for(cfg, spec.number, max_usd=opts.max_usd)
+    check_estimate(spec.number, target, est, budget, opts.force)
+    usd_h = est.usd_per_hour if est is not None else None
+    max_runtime = planner.runtime_limit_s(budget, usd_h)
 
     resume_id = _resumable(runs, spec.number) if opts.resume else None
-    run_id = resume_id or new_run_id(spec.number, target.alias)
-    cluster = None if target.is_local else cluster_name(run_id)
+    run_id = resume_id or ids.new_run_id(spec.number, target.alias)
+    cluster = None if target.is_local else ids.cluster_name(run_id)
     run = Run(id=run_id, stage=spec.number, target=target.name, cluster=cluster, status="PENDING",
-              usd_per_hour=usd_h, estimate=est or {}, pid=os.getpid())
+              usd_per_hour=usd_h, estimate=est.to_record() if est is not None else {}, pid=os.getpid())
     runs.claim_stage(spec.number, run, replace=bool(resume_id))
 
     try:
-        workdir = state_dir(cfg) / "work" / run_id
+        workdir = paths.work_dir(cfg.root, run_id)
         workdir.mkdir(parents=True, exist_ok=True)
         manifest, sent, skipped = put_inputs(cfg, run_id, prepared.path, adapter)
         console.print(f"store: {_mb(sent)} uploaded, {_mb(skipped)} already there ({cfg.store.url})")
@@ -282,10 +206,9 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console, estimator=None):
         envs.update(_transport_envs(cfg, transport, manifest, workdir, prepared.path, adapter))
         if from_id:
             runs.update(run_id, artifacts={"from_run": from_id})
-        write_plan(cfg, LaunchPlan(run_id, str(cfg.path), target.name, cluster, envs, str(workdir),
-                                   transport, opts.spot, opts.keep, opts.gpu))
-        pid = spawn_worker(cfg, run_id)
-        runs.update(run_id, pid=pid)
+        write_plan(cfg.root, LaunchPlan(run_id, str(cfg.path), target.name, cluster, envs, str(workdir),
+                                        transport, opts.spot, opts.keep, opts.gpu))
+        runs.update(run_id, pid=spawn_worker(cfg, run_id))
     except BaseException as e:
         runs.update(run_id, status="FAILED", reason=f"launch: {e}"[:300])
         raise
@@ -295,18 +218,12 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console, estimator=None):
     if opts.detach:
         console.print(f"follow it with: amigo-burst logs {run_id} -f")
         return runs.get(run_id)
-    from amigo_burst.follow import follow
+    from amigo_burst.lifecycle.follow import follow
 
     return follow(cfg, run_id, console)
 
 
-def _store_reachable(cfg: AmigoConfig) -> None:
-    from amigo_burst.store import open_from_config
-
-    open_from_config(cfg, bars=False).list_manifests("inputs/")
-
-
-def _resumable(runs, stage: int) -> str | None:
+def _resumable(runs: RunStore, stage: int) -> str | None:
     """The newest FAILED/STOPPED run of the stage (its checkpoints are reused), if any."""
     for status in ("FAILED", "STOPPED"):
         r = runs.latest(stage, status=status)
@@ -317,8 +234,6 @@ def _resumable(runs, stage: int) -> str | None:
 
 def _transport_envs(cfg, transport, manifest, workdir: Path, data: Path, adapter: Path | None) -> dict[str, str]:
     if transport == "store":
-        from amigo_burst.store import store_uri
-
         envs = {"AMIGO_INPUTS": manifest, "AMIGO_STORE_URI": store_uri(cfg),
                 "AMIGO_STORE_ENDPOINT": cfg.store.endpoint_url or ""}
     else:  # rsync: the inputs travel inside the workdir

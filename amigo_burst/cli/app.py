@@ -1,0 +1,73 @@
+"""The amigo-burst command line: the typer app and its commands (the logic lives in modules a test can call).
+
+Command functions live in cli/info.py, cli/plan.py and cli/runs.py at module level and are
+registered here. They import lifecycle/planner modules inside their bodies so that
+`amigo-burst --help` stays instant (bench/cli_startup.py); torch, transformers, sky and boto3
+are imported only by the code that runs them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from amigo_burst.cli import info, plan, runs
+from amigo_burst.cli.context import State
+from amigo_burst.errors import UserError
+
+
+class _Group(TyperGroup):
+    """Turns a UserError from any command into one red line on stderr and exit code 2."""
+
+    def invoke(self, ctx):  # noqa: ANN001 - click's signature
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            from rich.console import Console
+            from rich.markup import escape
+
+            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(str(e))}")
+            ctx.exit(e.exit_code)
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="amigo-burst",
+    help="Fine-tune a code LLM in five stages: on the laptop where it fits, on rented GPUs where it doesn't.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(cls=_Group, help="Check the amigo.toml config.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", envvar="AMIGO_CONFIG",
+                     help="amigo.toml to use (default: found by walking up from the current folder)."),
+    ] = None,
+) -> None:
+    ctx.obj = State(config)
+
+
+for fn in (info.stages, info.targets, info.doctor, plan.estimate, plan.plan, plan.report,
+           runs.launch, runs.logs, runs.status, runs.download, runs.down, runs.pipeline):
+    app.command()(fn)
+config_app.command("check")(info.config_check)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""`amigo-burst stages | targets | config check | doctor`: what the tool knows and what this machine has."""
+
+from __future__ import annotations
+
+import typer
+
+from amigo_burst.cli.context import config, config_or_none, console
+
+
+def stages() -> None:
+    """The five stages: number, name, trainer, input fields."""
+    from rich.table import Table
+
+    from amigo_burst.stages import STAGES
+
+    t = Table(title="stages (each starts from the previous stage's adapter)")
+    for col in ("stage", "name", "what it teaches", "trainer", "input fields (\\[optional])"):
+        t.add_column(col)
+    for s in STAGES.values():
+        fields = ", ".join(s.required) + "".join(f", \\[{f}]" for f in s.optional)
+        t.add_row(str(s.number), s.name, s.title, s.trainer.upper(), fields)
+    console().print(t)
+
+
+def targets(ctx: typer.Context) -> None:
+    """The targets in sky/*.yaml: infra, accelerator, GPU memory, where the price comes from."""
+    from rich.table import Table
+
+    from amigo_burst.targets import all_targets
+
+    cfg = config_or_none(ctx)
+    t = Table(title="targets (sky/*.yaml)")
+    for col in ("target", "--cloud", "infra", "accelerator", "GPU memory", "price from"):
+        t.add_column(col)
+    for tg in all_targets(cfg.root if cfg is not None else None):
+        accel = f"{tg.accelerator} x{tg.gpu_count}" if tg.accelerator else "-"
+        t.add_row(tg.name, tg.alias, tg.infra, accel, _gpu_memory(tg, cfg), tg.price_source)
+    console().print(t)
+
+
+def _gpu_memory(tg, cfg) -> str:
+    if tg.is_local:
+        if cfg is None:
+            return "see \\[local_gpu]"
+        return f"{cfg.local_gpu.vram_gib:g} GiB ({cfg.local_gpu.name})"
+    if not tg.accelerator:
+        return "-"
+    from amigo_burst.planning.hardware import gpu_for_accelerator
+
+    gpu = gpu_for_accelerator(tg.infra, tg.accelerator)
+    return f"{gpu.memory_gib:g} GiB" if gpu else "?"
+
+
+def config_check(ctx: typer.Context) -> None:
+    """Validate amigo.toml and print the resolved config (secrets masked)."""
+    import json
+
+    from amigo_burst.secrets import SECRET_NAMES, load_secrets, mask
+
+    cfg = config(ctx)
+    con = console()
+    con.print(f"[green]✓[/green] {cfg.path} is valid")
+    con.print_json(json.dumps(cfg.model_dump(mode="json")))
+    found = load_secrets(cfg.root)
+    con.print("secrets (.env): " + ", ".join(f"{n}={mask(found.get(n))}" for n in SECRET_NAMES))
+
+
+def doctor(ctx: typer.Context) -> None:
+    """Check this machine: python, torch/CUDA, SkyPilot and its clouds, the store, the local GPU."""
+    from amigo_burst.lifecycle.doctor import run_checks
+
+    con = console()
+    for ok, what, fix in run_checks(lambda: config(ctx)):
+        mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
+        con.print(f"{mark} {what}" + (f"  [dim]→ {fix}[/dim]" if fix and not ok else ""))
+
+
