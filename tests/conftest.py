@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.helpers import free_port, wait_http
 
@@ -60,5 +63,11 @@ def moto_server(aws_test_env, tmp_path_factory) -> Iterator[str]:
             proc.kill()
             proc.wait()
 
+
+# Hypothesis keeps its example database and caches in .hypothesis/ of the working directory: not in
+# the repository. No database (every run is fresh) and its home in a temp folder.
+settings.register_profile("amigo", database=None)
+settings.load_profile("amigo")
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="amigo-hypothesis-"))
 
 pytest_plugins = ["faults_summary", "tests.sky_fixtures"]  # the fault summary line; SkyPilot homes (catalogs, API server, Slurm)

@@ -5,7 +5,7 @@ A test that breaks something on purpose takes the `faults` fixture and says so:
     def test_x(faults):
         faults.inject("SIGKILL the training process")   # one fault injected
         ...
-        faults.lost(bytes_missing)                      # artifact bytes that did not survive (must be 0)
+        faults.lost(bytes_missing)                      # artifact bytes that did not survive: > 0 fails the test
 
 A fault counts as survived when its test passes. At the end of the session:
 
@@ -29,17 +29,26 @@ class Ledger:
     def inject(self, what: str) -> None:
         self.injected.append(what)
 
+    checked: bool = False
+
     def lost(self, nbytes: int) -> None:
+        """Record what the test measured as lost, and fail it if anything was: a loss is never 'survived'."""
+        self.checked = True
         self.lost_bytes += int(nbytes)
+        assert nbytes == 0, f"{nbytes} bytes of artifacts lost"
 
 
 _LEDGERS: dict[str, Ledger] = {}
 
 
 @pytest.fixture
-def faults(request) -> Ledger:
-    """This test's record of the faults it injected and the artifact bytes it saw lost."""
-    return _LEDGERS.setdefault(request.node.nodeid, Ledger(request.node.nodeid))
+def faults(request):
+    """This test's record of the faults it injected and the artifact bytes it saw lost. A test that
+    injects a fault and never measures what was lost fails at teardown."""
+    ledger = _LEDGERS.setdefault(request.node.nodeid, Ledger(request.node.nodeid))
+    yield ledger
+    if ledger.injected and not ledger.checked:
+        pytest.fail(f"{request.node.nodeid} injected {ledger.injected} but never checked what was lost")
 
 
 @pytest.hookimpl(wrapper=True)

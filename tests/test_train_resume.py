@@ -96,3 +96,19 @@ def test_gradient_checkpointing_really_recomputes(tiny_model):
     M.enable_gradient_checkpointing(model)
     assert model.training
     assert layer_calls(model) == 2  # forward + recompute in backward
+
+
+@pytest.mark.slow
+def test_resume_auto_takes_the_newest_of_several_complete_checkpoints(tiny_model, tmp_path):
+    """Three complete checkpoints (2, 4, 6): --resume auto continues from checkpoint-6, not an older one."""
+    out = tmp_path / "out"
+    first = argv(1, tiny_model, out, "--set", "max_steps=6", "--set", "save_steps=2", "--set", "save_total_limit=3")
+    assert run_inprocess(first) == 0
+    from train.mirror import complete_checkpoints
+
+    assert [step for step, _ in complete_checkpoints(out / "checkpoints")] == [2, 4, 6]
+    again = argv(1, tiny_model, out, "--set", "max_steps=8", "--set", "save_steps=2", "--set", "save_total_limit=3",
+                 "--resume", "auto")
+    assert run_inprocess(again) == 0
+    m = metrics(out)
+    assert m["resumed_from"].endswith("checkpoint-6") and m["steps"] == 8 and m["steps_this_run"] == 2
