@@ -1,6 +1,6 @@
 """The clouds amigo-burst can rent from, and what each one can and cannot do: one table.
 
-Capabilities are SkyPilot 0.14's (its cloud classes, checked in ../shared/SKYPILOT-NOTES.md):
+Capabilities are SkyPilot 0.14's, as its cloud classes declare them:
 RunPod cannot stop a machine (only tear it down), has no multi-node and no bucket mounting;
 Vast has no multi-node and no bucket mounting; Lambda cannot stop and has no spot; a Slurm
 cluster has no spot and no prices (it is yours). Pricing, the SkyPilot runner, the target

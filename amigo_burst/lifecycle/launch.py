@@ -21,7 +21,9 @@ from amigo_burst import planner
 from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError
 from amigo_burst.lifecycle.download import ensure_downloaded
+from amigo_burst.lifecycle.follow import follow
 from amigo_burst.lifecycle.handoff import LaunchPlan, spawn_worker, write_plan
+from amigo_burst.lifecycle.prepare import load_tokenizer, prepare_stage
 from amigo_burst.planning.matrix import Cell
 from amigo_burst.stages import get_stage
 from amigo_burst.state import ids, paths
@@ -163,8 +165,6 @@ def check_estimate(stage: int, target: Target, est: Cell | None, budget: planner
 
 def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     """Prepare, store inputs, claim and start a run; follow it unless --detach. Returns the final Run."""
-    from amigo_burst.lifecycle.prepare import load_tokenizer, prepare_stage
-
     spec = get_stage(opts.stage)
     target = resolve_target(cfg, spec.number, opts.cloud)
     runs = open_records(cfg.root)
@@ -218,8 +218,6 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     if opts.detach:
         console.print(f"follow it with: amigo-burst logs {run_id} -f")
         return runs.get(run_id)
-    from amigo_burst.lifecycle.follow import follow
-
     return follow(cfg, run_id, console)
 
 

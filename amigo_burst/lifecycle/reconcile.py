@@ -18,6 +18,7 @@ from enum import Enum
 
 from amigo_burst.errors import UserError
 from amigo_burst.lifecycle.handoff import launched_clusters, spawn_worker
+from amigo_burst.runners.sky import job_status, our_clusters
 from amigo_burst.state import ids
 from amigo_burst.state.records import ACTIVE, Run, RunStore, pid_alive
 
@@ -66,8 +67,6 @@ def _job_alive(run: Run) -> bool:
 
     Either way a new worker follows it to the end, brings the outputs back and tears the cluster
     down; only a cluster that is gone leaves nothing to reattach to."""
-    from amigo_burst.runners.sky import job_status
-
     try:
         return job_status(run.cluster, run.job_id) != "UNKNOWN"
     except Exception:  # noqa: BLE001 - no cluster, no API server answer: nothing to reattach to
@@ -89,9 +88,7 @@ def reconcile_all(cfg, runs: RunStore) -> tuple[list[Run], list[str]]:
     """All runs, reconciled, and the names of our clusters that are up but belong to no active run."""
     rows = [reconcile_run(cfg, runs, r) for r in runs.list()]
     if not any(r.cluster for r in rows) and not launched_clusters(cfg.root):
-        return rows, []  # never touched SkyPilot: don't pay its 2.6 s import
-    from amigo_burst.runners.sky import our_clusters
-
+        return rows, []  # never touched SkyPilot: don't pay its 2.6 s import (our_clusters imports sky)
     active = {r.cluster for r in rows if r.status in ACTIVE and r.cluster}
     orphans = [c["name"] for c in our_clusters(ids.CLUSTER_PREFIX) if c["name"] not in active]
     known = {r.cluster for r in rows if r.cluster}

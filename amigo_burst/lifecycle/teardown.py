@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from amigo_burst.errors import UserError
 from amigo_burst.runners.local import stop
+from amigo_burst.runners.sky import down as sky_down
+from amigo_burst.runners.sky import our_clusters
 from amigo_burst.state.ids import CLUSTER_PREFIX, is_ours
 from amigo_burst.state.records import open_records
 
@@ -24,8 +26,6 @@ def down(cfg, run_id: str | None, all_: bool, cluster: str | None):
     for run in runs.list():
         if run.status in ("PENDING", "RUNNING"):
             yield from _stop_run(runs, run)
-    from amigo_burst.runners.sky import our_clusters
-
     for c in our_clusters(CLUSTER_PREFIX):
         yield from _down_cluster(c["name"])
 
@@ -41,7 +41,5 @@ def _stop_run(runs, run):
 
 
 def _down_cluster(name: str):
-    from amigo_burst.runners.sky import down as sky_down
-
     sky_down(name)
     yield f"cluster {name}: torn down"

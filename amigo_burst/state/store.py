@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from amigo_burst.errors import UserError
+from amigo_burst.secrets import load_secrets
 from train.storage import Store, StoreError, Transfer, open_store
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ def open_from_config(cfg: AmigoConfig, *, bars: bool = True) -> ControllerStore:
     uri = store_uri(cfg)
     creds = None
     if uri.startswith("s3://"):
-        from amigo_burst.secrets import load_secrets
-
         creds = {k: v for k, v in load_secrets(cfg.root).items() if k.startswith("AWS_")} or None
     with _user_errors():
         return ControllerStore(open_store(uri, cfg.store.endpoint_url, credentials=creds), bars=bars)
