@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from amigo_burst.runners import sky as sky_runner
+from amigo_burst.state.ids import CLUSTER_PREFIX
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
@@ -55,7 +56,7 @@ def _launch(cluster: str, workdir: Path, run_id: str) -> tuple[int, list[str], f
 
 @pytest.fixture(scope="module")
 def hello(slurm_sky_home, tmp_path_factory):
-    cluster = f"{sky_runner.CLUSTER_PREFIX}e2e-{uuid.uuid4().hex[:6]}"
+    cluster = f"{CLUSTER_PREFIX}e2e-{uuid.uuid4().hex[:6]}"
     workdir = _bundle(tmp_path_factory.mktemp("bundle-ok"), RUN_OK)
     try:
         job_id, lines, secs = _launch(cluster, workdir, "e2e-ok")
@@ -108,12 +109,12 @@ def test_a_failing_run_is_reported_failed(hello, tmp_path):
 
 def test_our_clusters_lists_it_until_down(hello):
     """Last: tears the module's cluster down."""
-    names = {c["name"]: c for c in sky_runner.our_clusters("amigo-")}
+    names = {c["name"]: c for c in sky_runner.our_clusters(CLUSTER_PREFIX)}
     assert names[hello["cluster"]]["status"] == "UP" and names[hello["cluster"]]["launched_at"] > 0
     t0 = time.monotonic()
     sky_runner.down(hello["cluster"])
     print(f"\n[e2e] down: {time.monotonic() - t0:.1f}s")
-    assert sky_runner.our_clusters("amigo-") == []
+    assert sky_runner.our_clusters(CLUSTER_PREFIX) == []
 
 
 def test_doctor_sees_slurm_and_names_the_fix_for_the_rest(slurm_sky_home):
