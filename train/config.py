@@ -85,6 +85,12 @@ def _coerce(key: str, value):
     if isinstance(default, bool) and not isinstance(value, bool):
         raise TrainInputError(f"config key '{key}' must be true or false, got {value!r}")
     if isinstance(default, (int, float)) and not isinstance(default, bool):
+        if isinstance(value, str):
+            # YAML 1.1 reads `5e-6` (no dot) as a string: a hand-written config must not fail on it
+            try:
+                value = float(value.strip())
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TrainInputError(f"config key '{key}' must be a number, got {value!r}")
         if isinstance(default, int) and not isinstance(default, bool) and key != "stage":

@@ -88,17 +88,32 @@ def build_bundle(workdir: Path) -> None:
     shutil.copytree(REPO_ROOT / "train", workdir / "train", ignore=shutil.ignore_patterns(*ALWAYS_EXCLUDE))
 
 
+def yaml_number(x: float | int) -> str:
+    """A number as text that YAML reads back as the same number. YAML 1.1 (PyYAML) reads `5e-06`,
+    Python's repr of 5e-6, as a *string*: its float syntax needs a dot and a signed exponent, so the
+    mantissa gets one (`5.0e-06`). repr round-trips every float exactly."""
+    if isinstance(x, int) and not isinstance(x, bool):
+        return str(x)
+    text = repr(float(x))
+    mantissa, e, exp = text.partition("e")
+    if e and "." not in mantissa:
+        mantissa += ".0"
+    if e and exp[0] not in "+-":
+        exp = "+" + exp
+    return mantissa + (e + exp if e else "")
+
+
 def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runtime_s: int) -> dict[str, str]:
     """The AMIGO_* overrides for the target YAML's envs (non-secret only: envs are not redacted)."""
     sc = cfg.stage(stage)
     base = cfg.resolve(cfg.model.base)
     sets = [
         f"max_length={sc.max_seq_len}",
-        f"learning_rate={sc.learning_rate}",
-        f"num_train_epochs={sc.epochs}",
+        f"learning_rate={yaml_number(sc.learning_rate)}",
+        f"num_train_epochs={yaml_number(sc.epochs)}",
         f"lora_r={cfg.lora.r}",
         f"lora_alpha={cfg.lora.alpha}",
-        f"lora_dropout={cfg.lora.dropout}",
+        f"lora_dropout={yaml_number(cfg.lora.dropout)}",
         f"lora_target_modules={','.join(cfg.lora.target_modules)}",
     ]
     if sc.micro_batch != "auto":
