@@ -59,7 +59,7 @@ def _root(
     ctx.obj = State(config)
 
 
-for fn in (info.stages, info.targets, info.doctor, plan.estimate, plan.plan, plan.report,
+for fn in (info.stages, info.targets, info.doctor, plan.estimate, plan.plan, plan.prices, plan.report,
            runs.launch, runs.logs, runs.status, runs.download, runs.down, runs.pipeline):
     app.command()(fn)
 config_app.command("check")(info.config_check)
