@@ -166,11 +166,14 @@ def target_options(cfg: AmigoConfig | None, prices: PriceTable) -> list[Option]:
                               local_usd_per_hour(local_gpu(cfg)), True, price_note="electricity"))
             continue
         menu = []
-        for o in prices.of(t.infra):
+        offers = prices.of(t.infra)
+        for o in offers:
             gpu = gpu_for_accelerator(t.infra, o.accelerator, o.gpu_memory_gib)
             if gpu is not None and o.usd_per_hour is not None and o.count in GPU_COUNTS:
+                twins = {round(x.gpu_memory_gib or 0) for x in offers if (x.accelerator, x.count) == (o.accelerator, o.count)}
                 menu.append(Option(t.name, t.infra, o.accelerator, o.count, gpu.name, o.usd_per_hour,
-                                   instance_type=o.instance_type, price_note=prices.describe(t.infra)))
+                                   instance_type=o.instance_type, price_note=prices.describe(t.infra),
+                                   pin_instance=len(twins) > 1))
         if t.accelerator and not any(m.accelerator == t.accelerator and m.count == t.gpu_count for m in menu):
             gpu = gpu_for_accelerator(t.infra, t.accelerator)
             menu.append(Option(t.name, t.infra, t.accelerator, t.gpu_count, gpu.name if gpu else None, None,
@@ -227,9 +230,11 @@ def estimate_for_target(cfg: AmigoConfig, stage: int, target_name: str, tokens: 
     if not mine:
         raise UserError(f"no target named {target_name!r} in sky/")
     if gpu:
-        name, _, count = gpu.partition(":")
+        name, _, count = gpu.partition("@")[0].partition(":")
         same = [c for c in mine if (c.accelerator or "").lower() == name.lower()
                 and (not count or str(c.gpu_count) == count)]
+        if not same and not any(c.option and c.option.cloud in PRICED for c in mine):
+            same = mine  # your own cluster: no catalog to check the name against
         if not same:
             offered = ", ".join(sorted({c.gpu_label for c in mine}))
             raise UserError(f"--gpu {gpu}: {target_name} offers no such machine in the catalog; it has {offered}")

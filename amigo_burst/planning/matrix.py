@@ -33,8 +33,9 @@ class Option:
     gpu_name: str | None  # gpus.csv row; None: not estimable
     usd_per_hour: float | None  # the whole machine
     local: bool = False
-    instance_type: str = ""  # the catalog's cheapest machine of this shape (Vast: tells 40 from 80 GB)
+    instance_type: str = ""  # the catalog's cheapest machine of this shape
     price_note: str = ""
+    pin_instance: bool = False  # the accelerator name alone is ambiguous on this cloud (Vast "A100": 40 or 80 GB)
 
     @property
     def label(self) -> str:
@@ -87,6 +88,16 @@ class Cell:
     @property
     def gpu_label(self) -> str:
         return self.option.label if self.option else "-"
+
+    @property
+    def launch_gpu(self) -> str | None:
+        """What `launch` hands SkyPilot for this cell: "H100:2", or "A100:1@<instance type>" where the
+        name alone would let SkyPilot rent the other card; None for the laptop and unpriced machines
+        (their YAML's own accelerator stands)."""
+        o = self.option
+        if o is None or o.local or not o.accelerator or o.usd_per_hour is None:
+            return None
+        return f"{o.accelerator}:{o.count}" + (f"@{o.instance_type}" if o.pin_instance and o.instance_type else "")
 
     def to_record(self) -> dict:
         """What a run record keeps of its estimate (calibration and report read these keys):
