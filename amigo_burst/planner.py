@@ -25,7 +25,7 @@ from amigo_burst.planning.calibration import calibrate
 from amigo_burst.clouds import PRICED
 from amigo_burst.planning.compare import compare
 from amigo_burst.planning.hardware import gpu_for_accelerator, gpu_table, load_arch
-from amigo_burst.planning.matrix import Cell, Option, Settings, StageInput, best_cell
+from amigo_burst.planning.matrix import Cell, Option, Settings, StageInput, best_cell, plan_cell
 from amigo_burst.planning.pricing import PriceTable, load_prices, local_usd_per_hour
 from amigo_burst.planning.strategies import Plan, build_plan
 from amigo_burst.stages import STAGES
@@ -246,16 +246,27 @@ def estimate_for_target(cfg: AmigoConfig, stage: int, target_name: str, tokens: 
 
 
 def estimate_for_launch(cfg: AmigoConfig, stage: int, target: Target, tokens: int, gpu: str | None = None,
-                        max_usd: float | None = None) -> Cell | None:
+                        max_usd: float | None = None, cpu_fallback: bool = False) -> Cell | None:
     """The estimate a launch checks and records (calibration later compares it with what happened),
     with the machine the plan chose on that target (`gpu` overrides it).
 
     None for a target with no GPU in its YAML and no catalog (a CPU-only Slurm partition): there is
-    no GPU row to estimate against, and refusing the launch for that would be wrong.
+    no GPU row to estimate against, and refusing the launch for that would be wrong. A probe
+    (cpu_fallback) measures such a target anyway: its estimate is the CPU row's, so the probe
+    calibrates "cpu".
     """
     if not target.is_local and not target.accelerator and target.infra not in PRICED:
-        return None
+        return cpu_cell(cfg, stage, target, tokens) if cpu_fallback else None
     return estimate_for_target(cfg, stage, target.name, tokens, gpu=gpu, max_usd=max_usd)
+
+
+def cpu_cell(cfg: AmigoConfig, stage: int, target: Target, tokens: int | None, runs=None) -> Cell:
+    """STAGE on a CPU-only target (no price: your own cluster), on gpus.csv's cpu row."""
+    gpus = gpus_for(cfg)
+    option = Option(target.name, target.infra, None, 1, "cpu", None, price_note="your own cluster")
+    st = stage_inputs(cfg, [stage], {stage: tokens})[0]
+    return plan_cell(_arch(cfg), option, gpus["cpu"], st, settings_for(cfg),
+                     calibrate(runs_as_dicts(runs if runs is not None else past_runs(cfg))))
 
 
 def compare_rows(cfg: AmigoConfig, plan: Plan, prices: PriceTable, arch) -> list[dict]:

@@ -113,24 +113,31 @@ def plan_cmd(*, stages: str | None = None, budget_usd: float | None = None, dead
 
 
 def report_cmd(*, fmt: str = "table", out: Path | None = None, cfg=None, runs=None, console=None,
-               width: int | None = None) -> str:
+               width: int | None = None, generated: str | None = None) -> str:
     from amigo_burst import planner
     from amigo_burst.planning import report as rp
 
     if fmt not in ("table", "md", "html", "json"):
         raise UserError(f"unknown --format {fmt!r}: choose table, md, html or json")
     run_dicts = planner.runs_as_dicts(runs)
-    strategies = []
-    local = set()
+    strategies, local, compare = [], set(), []
     if cfg is not None:
         try:
-            plan, _, _ = planner.make_plan(cfg, run_dicts)
+            plan, prices, arch = planner.make_plan(cfg, run_dicts)
             strategies = [{"name": s.name, "hours": s.hours, "usd": s.usd, "feasible": s.feasible, "note": s.note,
                            "where": s.where()} for s in plan.strategies]
             local = {c.target for c in plan.cells if c.local}
+            compare = planner.compare_rows(cfg, plan, prices, arch)
         except UserError:
             pass
-    rep = rp.build_report(run_dicts, strategies, local)
+    from datetime import datetime, timezone
+
+    from amigo_burst.planning import report_html
+    from amigo_burst.planning.calibration import as_rows, calibrate
+
+    rep = rp.build_report(run_dicts, strategies, local, project=cfg.project.name if cfg is not None else "",
+                          generated=generated or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                          calibration=as_rows(calibrate(run_dicts)), compare=compare)
     if fmt == "table":
         con = console or _console(width)
         if out is not None:
@@ -146,7 +153,7 @@ def report_cmd(*, fmt: str = "table", out: Path | None = None, cfg=None, runs=No
         if not rep["runs"]:
             con.print("No runs yet.")
         return ""
-    text = {"md": rp.to_markdown, "json": rp.to_json, "html": rp.to_html}[fmt](rep)
+    text = {"md": rp.to_markdown, "json": rp.to_json, "html": report_html.to_html}[fmt](rep)
     if out is not None:
         out = Path(out)
         tmp = out.with_name(out.name + ".tmp")

@@ -160,6 +160,7 @@ class Estimate:
     seq_len: int
     micro_batch: int
     gpu_count: int
+    tokens: int | None  # training tokens per epoch the hours are for
     fits: bool
     peak_vram_gib: float  # allocated peak x allocator margin + CUDA context: compare with memory_gib
     peak_alloc_gib: float  # what torch.cuda.max_memory_allocated would report
@@ -317,7 +318,7 @@ def estimate(arch: ModelArch, gpu: GpuSpec, workload: Workload, calibration: dic
         usd = hours * usd_per_hour if usd_per_hour is not None else None
     return Estimate(
         model=arch.name, gpu=gpu.name, method=w.method, trainer=w.trainer, seq_len=w.seq_len,
-        micro_batch=w.micro_batch, gpu_count=w.gpus, fits=fits, peak_vram_gib=peak, peak_alloc_gib=alloc, memory_gib=gpu.memory_gib,
+        micro_batch=w.micro_batch, gpu_count=w.gpus, tokens=w.tokens, fits=fits, peak_vram_gib=peak, peak_alloc_gib=alloc, memory_gib=gpu.memory_gib,
         tokens_per_s=tps, tokens_per_s_default=tps_default, peak_alloc_gib_default=alloc_default,
         flops_per_token=flops_per_token(arch, w), bound=bound, train_hours=train_h, setup_hours=setup_h,
         hours=hours, usd_per_hour=usd_per_hour, usd=usd, calibrated=n > 0, calibration_runs=n,
