@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
 
+from amigo_burst.clouds import PRICED
 from amigo_burst.config import AmigoConfig, LocalGpuConfig
 from amigo_burst.errors import UserError
 from amigo_burst.planning.calibration import calibrate
-from amigo_burst.clouds import PRICED
 from amigo_burst.planning.compare import compare
 from amigo_burst.planning.hardware import gpu_for_accelerator, gpu_table, load_arch
 from amigo_burst.planning.matrix import Cell, Option, Settings, StageInput, best_cell, plan_cell

@@ -292,3 +292,18 @@ def test_estimate_for_launch_is_the_plans_machine(tmp_path):
         estimate_for_target(cfg, 1, "vast", gpu="TPUv5")
     with pytest.raises(UserError, match="no target"):
         estimate_for_target(cfg, 1, "nowhere")
+
+
+def test_readme_quotes_the_shipped_plans_real_output():
+    """README's plan section is `amigo-burst plan` on the shipped amigo.toml at 80 columns, line for line."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("shipped snapshot), its first stage and its strategies:\n\n```\n")[1].split("```")[0]
+    out = [ln.rstrip() for ln in invoke("--config", str(SHIPPED), "plan", columns=80).output.splitlines()]
+    quoted = [ln for ln in block.splitlines() if ln != "..."]
+    assert len(quoted) > 30
+    start = out.index(quoted[0])
+    first, rest = block.split("\n...\n")
+    assert out[start:start + len(first.splitlines())] == first.splitlines()
+    tail = rest.strip("\n").splitlines()
+    s = out.index(tail[0])
+    assert out[s:s + len(tail)] == tail

@@ -33,7 +33,6 @@ from amigo_burst.targets import REPO_ROOT, Target, get_target
 from train.storage import ALWAYS_EXCLUDE
 from train.storage import names as manifest_names
 
-
 PROBE_MAX_RUNTIME_S = 1200  # a probe stops at a step boundary after 20 min whatever its steps
 
 
