@@ -8,6 +8,10 @@ from __future__ import annotations
 from amigo_burst.planning.units import hours_text, usd_text
 
 
+def tokens_text(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
 def _table(title: str | None = None):
     from rich import box
     from rich.table import Table
@@ -62,12 +66,6 @@ def strategy_dict(s) -> dict:
                        for n, p in s.picks.items()}}
 
 
-def _gpu_text(c) -> str:
-    if c.local and c.estimate is not None:
-        return c.estimate.gpu
-    return c.gpu_label
-
-
 def render_plan(con, plan, prices, arch, stage_inputs) -> None:
     from rich.markup import escape
 
@@ -80,7 +78,7 @@ def render_plan(con, plan, prices, arch, stage_inputs) -> None:
         chosen, why = plan.recommended[st.number]
         limits = ", ".join(x for x in (f"max ${st.max_usd:g}" if st.max_usd else "",
                                        f"max {st.max_hours:g} h" if st.max_hours else "") if x)
-        tokens = f"{st.tokens / 1e6:.1f}M tokens" if st.tokens else "tokens unknown"
+        tokens = f"{tokens_text(st.tokens)} tokens" if st.tokens else "tokens unknown"
         t = _table(f"stage {st.number} {st.name} · {tokens} · seq {st.seq_len}" + (f" · {limits}" if limits else ""))
         for col, right in (("target", False), ("GPU", False), ("method", False), ("batch", True),
                            ("peak GiB", True), ("time", True), ("cost", True)):
@@ -88,7 +86,7 @@ def render_plan(con, plan, prices, arch, stage_inputs) -> None:
         for c in best_per_target(cells, st.max_usd, st.max_hours):
             mark = " *" if chosen is not None and c is chosen else ""
             fit = c.fits
-            t.add_row(c.target + mark, _gpu_text(c), c.method if c.estimate else "-",
+            t.add_row(c.target + mark, c.gpu_label, c.method if c.estimate else "-",
                       f"{c.micro_batch}x{c.grad_accum}" if fit else "-",
                       f"{c.peak_vram_gib:.1f}/{c.memory_gib:g}" if c.estimate else "-",
                       hours_text(c.hours) if fit else "no fit", usd_text(c.usd) if fit else "-")
@@ -145,14 +143,15 @@ def render_prices(con, table, gpu_of) -> None:
         con.print(f"[bold]{escape(source_text(src))}[/bold]")
         con.print(f"  {src.path}")
         t = _table()
-        for col in ("accelerator", "GPUs", "GiB", "estimates as", "on demand", "spot", "instance"):
+        wide = con.width >= 110  # the instance type only where it fits whole
+        for col in ("accelerator", "GPUs", "GiB", "estimates as", "on demand", "spot") + (("instance",) if wide else ()):
             t.add_column(col, justify="right" if col in ("GPUs", "GiB", "on demand", "spot") else "left",
-                         no_wrap=col != "instance", overflow="fold")
+                         no_wrap=True)
         for o in table.of(cloud):
             g = gpu_of(o)
             spot = (usd_text(o.spot_usd_per_hour) + "/h" if o.spot_usd_per_hour is not None
                     else ("no spot" if not src.has_spot else "no spot data"))
             t.add_row(o.accelerator, str(o.count), f"{o.gpu_memory_gib:.0f}" if o.gpu_memory_gib else "?",
                       g.name if g else "(not estimated)", usd_text(o.usd_per_hour) + "/h" if o.usd_per_hour else "-",
-                      spot, escape(o.instance_type))
+                      spot, *((escape(o.instance_type),) if wide else ()))
         con.print(t)

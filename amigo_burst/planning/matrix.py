@@ -87,6 +87,9 @@ class Cell:
 
     @property
     def gpu_label(self) -> str:
+        """"H100-SXM:4" on a cloud; the laptop's own GPU row ("RTX4050-Laptop") locally."""
+        if self.local and self.estimate is not None:
+            return self.estimate.gpu
         return self.option.label if self.option else "-"
 
     @property

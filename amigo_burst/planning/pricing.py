@@ -125,7 +125,8 @@ def short_source(s: CloudSource | None, now: datetime | None = None) -> str:
 def source_text(s: CloudSource, now: datetime | None = None) -> str:
     if s.kind == "catalog":
         return f"{s.cloud}: SkyPilot catalog, {age_text(s.as_of, now)} old"
-    return f"{s.cloud}: snapshot {s.detail}, copied {s.as_of:%Y-%m-%d} ({age_text(s.as_of, now)} ago)"
+    days = ((now or datetime.now(timezone.utc)) - s.as_of).days  # the copy is dated to the day
+    return f"{s.cloud}: snapshot {s.detail}, copied {s.as_of:%Y-%m-%d}" + (f" ({days} days ago)" if days >= 2 else "")
 
 
 def age_text(then: datetime, now: datetime | None = None) -> str:
