@@ -188,5 +188,8 @@ def load_config(path: Path | str | None = None) -> AmigoConfig:
         raise UserError(f"config file not found: {p}") from None
     except (UnicodeDecodeError, IsADirectoryError, PermissionError) as e:
         raise UserError(f"{p}: cannot read: {e.__class__.__name__}") from None
-    cfg = parse_config(text, str(p))
-    return cfg.model_copy(update={"path": p.resolve()})
+    cfg = parse_config(text, str(p)).model_copy(update={"path": p.resolve()})
+    from amigo_burst.targets import check_config_targets  # here: targets are read from the project's sky/
+
+    check_config_targets(cfg)
+    return cfg

@@ -17,13 +17,17 @@ run records) and hands plain data to the pure modules in planning/.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, is_dataclass, replace
+from pathlib import Path
 
+from amigo_burst.clouds import PRICED
 from amigo_burst.config import AmigoConfig, LocalGpuConfig
 from amigo_burst.errors import UserError
 from amigo_burst.planning.calibration import calibrate
+from amigo_burst.planning.compare import compare
 from amigo_burst.planning.hardware import gpu_for_accelerator, gpu_table, load_arch
-from amigo_burst.planning.matrix import Cell, Plan, StageInput, TargetInfo, build_plan, choose_target
+from amigo_burst.planning.matrix import Cell, Option, Settings, StageInput, best_cell, plan_cell
 from amigo_burst.planning.pricing import PriceTable, load_prices, local_usd_per_hour
+from amigo_burst.planning.strategies import Plan, build_plan
 from amigo_burst.stages import STAGES
 from amigo_burst.state import paths
 from amigo_burst.state.records import open_records
@@ -33,6 +37,9 @@ from amigo_burst.targets import Target, all_targets
 # the same billed hours, and it stops at the next step boundary after the limit (then saves).
 BUDGET_SHARE_FOR_TRAINING = 0.9
 MIN_RUNTIME_S = 60
+# Data-parallel sizes the plan considers (of those the catalog offers): the global batch of 16
+# sequences divides evenly, and torchrun's ranks pair up for the all-reduce.
+GPU_COUNTS = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -69,8 +76,9 @@ def local_gpu(cfg: AmigoConfig | None) -> LocalGpuConfig:
     return cfg.local_gpu if cfg is not None else LocalGpuConfig()
 
 
-def price_table(cfg: AmigoConfig | None) -> PriceTable:
-    return load_prices(paths.prices_cache(cfg.root) if cfg is not None else None)
+def price_table(cfg: AmigoConfig | None = None, home: Path | None = None) -> PriceTable:
+    """Per cloud: SkyPilot's catalog file under HOME (default: the user's) when present, else the snapshot."""
+    return load_prices(home=home)
 
 
 def runs_as_dicts(runs) -> list[dict]:
@@ -93,18 +101,20 @@ def gpus_for(cfg: AmigoConfig | None) -> dict:
     return gpus
 
 
-def usd_per_hour_for(gpu, cfg: AmigoConfig | None, prices: PriceTable) -> tuple[float | None, str]:
-    """$/h for a GPU: electricity when it is this machine's (local GPU or cpu), else the cheapest cloud."""
+def usd_per_hour_for(gpu, cfg: AmigoConfig | None, prices: PriceTable, count: int = 1) -> tuple[float | None, str]:
+    """$/h for COUNT of a GPU: electricity when it is this machine's (local GPU or cpu), else the
+    cheapest catalog machine of that card and count on any cloud."""
     local = local_gpu(cfg)
     if gpu.kind in ("laptop", "cpu") or gpu.name == local.name:
         if gpu.kind == "cpu":
             return gpu.board_power_w / 1000 * local.usd_per_kwh, f"electricity {gpu.board_power_w:g} W"
         return local_usd_per_hour(local), f"electricity {local.board_power_w:g} W x ${local.usd_per_kwh:g}/kWh"
-    offers = [p for n in (gpu.name, *gpu.aliases) if (p := prices.cheapest(n)) is not None]
+    offers = [o for o in prices.offers if o.count == count and o.usd_per_hour is not None
+              and (g := gpu_for_accelerator(o.cloud, o.accelerator, o.gpu_memory_gib)) and g.name == gpu.name]
     if not offers:
-        return None, "no price in the catalogs"
-    best = min(offers, key=lambda p: p.usd_per_hour)
-    return best.usd_per_hour, f"{best.cloud} {best.accelerator}, {prices.describe()}"
+        return None, f"no {gpu.name}:{count} in the catalogs"
+    best = min(offers, key=lambda o: o.usd_per_hour)
+    return best.usd_per_hour, f"{best.cloud} {best.label} ({prices.describe(best.cloud)})"
 
 
 def stage_tokens(cfg: AmigoConfig, number: int) -> int | None:
@@ -145,19 +155,30 @@ def stage_inputs(cfg: AmigoConfig, numbers: list[int], tokens: dict[int, int | N
     return out
 
 
-def target_infos(cfg: AmigoConfig | None, prices: PriceTable) -> list[TargetInfo]:
-    """sky/*.yaml -> TargetInfo with a GPU row and a $/h."""
+def target_options(cfg: AmigoConfig | None, prices: PriceTable) -> list[Option]:
+    """sky/*.yaml -> every Option of every target: the laptop; each cloud target on every machine of
+    its cloud's catalog whose GPU gpus.csv knows, at every count the catalog offers; a target
+    without a priced cloud (Slurm) on its YAML's accelerator."""
     out = []
     for t in all_targets(cfg.root if cfg is not None else None):
         if t.is_local:
-            out.append(TargetInfo(t.name, t.accelerator, local_gpu(cfg).name,
-                                  local_usd_per_hour(local_gpu(cfg)), True, "electricity"))
+            out.append(Option(t.name, "local", t.accelerator, 1, local_gpu(cfg).name,
+                              local_usd_per_hour(local_gpu(cfg)), True, price_note="electricity"))
             continue
-        gpu = gpu_for_accelerator(t.infra, t.accelerator)
-        p = prices.get(t.infra, t.accelerator) if t.accelerator else None
-        rate = p.usd_per_hour * max(t.gpu_count, 1) if p and p.usd_per_hour is not None else None
-        out.append(TargetInfo(t.name, t.accelerator, gpu.name if gpu else None, rate, False,
-                              prices.describe() if p else "no catalog price"))
+        menu = []
+        offers = prices.of(t.infra)
+        for o in offers:
+            gpu = gpu_for_accelerator(t.infra, o.accelerator, o.gpu_memory_gib)
+            if gpu is not None and o.usd_per_hour is not None and o.count in GPU_COUNTS:
+                twins = {round(x.gpu_memory_gib or 0) for x in offers if (x.accelerator, x.count) == (o.accelerator, o.count)}
+                menu.append(Option(t.name, t.infra, o.accelerator, o.count, gpu.name, o.usd_per_hour,
+                                   instance_type=o.instance_type, price_note=prices.describe(t.infra),
+                                   pin_instance=len(twins) > 1))
+        if t.accelerator and not any(m.accelerator == t.accelerator and m.count == t.gpu_count for m in menu):
+            gpu = gpu_for_accelerator(t.infra, t.accelerator)
+            menu.append(Option(t.name, t.infra, t.accelerator, t.gpu_count, gpu.name if gpu else None, None,
+                               price_note="not in the catalog" if t.infra in PRICED else "your own cluster"))
+        out += menu or [Option(t.name, t.infra, None, 0, None, None, price_note="CPU only")]
     return out
 
 
@@ -165,6 +186,11 @@ def _arch(cfg: AmigoConfig):
     ref = cfg.model.arch
     as_path = ref.endswith(".json") or ("/" in ref and cfg.resolve(ref).exists())
     return load_arch(cfg.resolve(ref) if as_path else ref)
+
+
+def settings_for(cfg: AmigoConfig) -> Settings:
+    return Settings(method=cfg.model.method, rank=cfg.lora.r, target_modules=tuple(cfg.lora.target_modules),
+                    lora_dropout=cfg.lora.dropout > 0, packing=False)
 
 
 def make_plan(cfg: AmigoConfig | None, runs, stages: list[int] | None = None, *, max_usd: float | None = None,
@@ -177,49 +203,74 @@ def make_plan(cfg: AmigoConfig | None, runs, stages: list[int] | None = None, *,
     if not numbers:
         raise UserError(f"no configured stage among {stages}: amigo.toml has {sorted(cfg.stages)}")
     arch = _arch(cfg)
-    infos = target_infos(cfg, prices)
-    local = next((t.name for t in infos if t.local and t.name.split("-")[0] == cfg.targets.local), None) or next(
-        (t.name for t in infos if t.local), None)
-    cloud = next((t.name for t in infos if t.name == cfg.targets.cloud), None) or next(
-        (t.name for t in infos if t.name.split("-")[0] == cfg.targets.cloud), None)
-    plan = build_plan(arch, stage_inputs(cfg, numbers, tokens, max_usd=max_usd, max_hours=max_hours), infos,
-                      gpus_for(cfg), method=cfg.model.method, rank=cfg.lora.r,
-                      target_modules=tuple(cfg.lora.target_modules), calibration=calibrate(runs_as_dicts(runs)),
-                      budget_usd=max_usd, deadline_hours=max_hours, local_target=local, cloud_target=cloud,
-                      lora_dropout=cfg.lora.dropout > 0)
+    plan = build_plan(arch, stage_inputs(cfg, numbers, tokens, max_usd=max_usd, max_hours=max_hours),
+                      target_options(cfg, prices), gpus_for(cfg), settings=settings_for(cfg),
+                      calibration=calibrate(runs_as_dicts(runs)))
     return plan, prices, arch
 
 
 def auto_target(cfg: AmigoConfig, stage: int, runs=None, *, max_usd: float | None = None,
                 max_hours: float | None = None, tokens: int | None = None) -> tuple[str, str]:
     """`--cloud auto`: (target name, reason). UserError when nothing fits within the limits."""
-    plan, _, _ = make_plan(cfg, runs if runs is not None else past_runs(cfg), [stage],
-                           tokens={stage: tokens} if tokens is not None else None)
-    b = budget_for(cfg, stage, max_usd=max_usd, max_hours=max_hours)
-    name, why = choose_target([c for c in plan.cells if c.stage == stage], b.usd, b.hours)
-    if name is None:
+    plan, _, _ = make_plan(cfg, runs if runs is not None else past_runs(cfg), [stage], max_usd=max_usd,
+                           max_hours=max_hours, tokens={stage: tokens} if tokens is not None else None)
+    cell, why = plan.recommended[stage]
+    if cell is None:
         raise UserError(f"stage {stage}: {why}")
-    return name, why
+    return cell.target, why
 
 
 def estimate_for_target(cfg: AmigoConfig, stage: int, target_name: str, tokens: int | None = None,
-                        runs=None) -> Cell:
-    """The plan cell of one (stage, target): fits, method, micro-batch x accum, hours, $, the Estimate."""
-    plan, _, _ = make_plan(cfg, runs if runs is not None else past_runs(cfg), [stage],
+                        runs=None, gpu: str | None = None, max_usd: float | None = None) -> Cell:
+    """The plan cell of one (stage, target): its best option (or the one `gpu` names, "H100" or
+    "H100:2"): fits, method, micro-batch x accum, accelerator and count, hours, $, the Estimate."""
+    plan, _, _ = make_plan(cfg, runs if runs is not None else past_runs(cfg), [stage], max_usd=max_usd,
                            tokens={stage: tokens} if tokens is not None else None)
-    cell = next((c for c in plan.cells if c.target == target_name), None)
-    if cell is None:
+    mine = [c for c in plan.cells if c.target == target_name]
+    if not mine:
         raise UserError(f"no target named {target_name!r} in sky/")
-    return cell
+    if gpu:
+        name, _, count = gpu.partition("@")[0].partition(":")
+        same = [c for c in mine if (c.accelerator or "").lower() == name.lower()
+                and (not count or str(c.gpu_count) == count)]
+        if not same and not any(c.option and c.option.cloud in PRICED for c in mine):
+            same = mine  # your own cluster: no catalog to check the name against
+        if not same:
+            offered = ", ".join(sorted({c.gpu_label for c in mine}))
+            raise UserError(f"--gpu {gpu}: {target_name} offers no such machine in the catalog; it has {offered}")
+        mine = same
+    sc = cfg.stage(stage)
+    b = budget_for(cfg, stage, max_usd=max_usd)
+    best, _ = best_cell(mine, b.usd, b.hours if sc else None)
+    return best or min(mine, key=lambda c: c.peak_vram_gib - c.memory_gib if c.estimate else 1e9)
 
 
-def estimate_for_launch(cfg: AmigoConfig, stage: int, target: Target, tokens: int) -> Cell | None:
-    """The estimate a launch checks and records (calibration later compares it with what happened).
+def estimate_for_launch(cfg: AmigoConfig, stage: int, target: Target, tokens: int, gpu: str | None = None,
+                        max_usd: float | None = None, cpu_fallback: bool = False) -> Cell | None:
+    """The estimate a launch checks and records (calibration later compares it with what happened),
+    with the machine the plan chose on that target (`gpu` overrides it).
 
-    None for a target with no GPU in its YAML (a CPU-only Slurm partition): there is no GPU row to
-    estimate against, and refusing the launch for that would be wrong.
+    None for a target with no GPU in its YAML and no catalog (a CPU-only Slurm partition): there is
+    no GPU row to estimate against, and refusing the launch for that would be wrong. A probe
+    (cpu_fallback) measures such a target anyway: its estimate is the CPU row's, so the probe
+    calibrates "cpu".
     """
-    if not target.is_local and not target.accelerator:
-        return None
-    return estimate_for_target(cfg, stage, target.name, tokens)
+    if not target.is_local and not target.accelerator and target.infra not in PRICED:
+        return cpu_cell(cfg, stage, target, tokens) if cpu_fallback else None
+    return estimate_for_target(cfg, stage, target.name, tokens, gpu=gpu, max_usd=max_usd)
 
+
+def cpu_cell(cfg: AmigoConfig, stage: int, target: Target, tokens: int | None, runs=None) -> Cell:
+    """STAGE on a CPU-only target (no price: your own cluster), on gpus.csv's cpu row."""
+    gpus = gpus_for(cfg)
+    option = Option(target.name, target.infra, None, 1, "cpu", None, price_note="your own cluster")
+    st = stage_inputs(cfg, [stage], {stage: tokens})[0]
+    return plan_cell(_arch(cfg), option, gpus["cpu"], st, settings_for(cfg),
+                     calibrate(runs_as_dicts(runs if runs is not None else past_runs(cfg))))
+
+
+def compare_rows(cfg: AmigoConfig, plan: Plan, prices: PriceTable, arch) -> list[dict]:
+    """`plan --compare`: the original analysis' figures beside this plan's (planning/compare.py)."""
+    laptop = gpus_for(cfg).get(local_gpu(cfg).name)
+    seq = cfg.stages[min(cfg.stages)].max_seq_len
+    return compare(plan, prices, arch, laptop, seq)

@@ -102,3 +102,15 @@ def get_target(name: str, root: Path | None = None) -> Target:
     if len(by_alias) > 1:
         raise UserError(f"target '{name}' is ambiguous: {', '.join(t.name for t in by_alias)}")
     raise UserError(f"unknown target '{name}': choose one of {names}")
+
+
+def check_config_targets(cfg) -> None:
+    """Every target amigo.toml names ([targets] cloud/local, [stages.N] target) is a sky/*.yaml:
+    a typo ("gcp") is an error when the config loads, not a substitute target at plan time."""
+    named = [("[targets] cloud", cfg.targets.cloud), ("[targets] local", cfg.targets.local)]
+    named += [(f"[stages.{n}] target", sc.target) for n, sc in sorted(cfg.stages.items()) if sc.target]
+    for where, name in named:
+        try:
+            get_target(name, cfg.root)
+        except UserError as e:
+            raise UserError(f"{cfg.path or 'amigo.toml'}: {where} = {name!r}: {e}") from None

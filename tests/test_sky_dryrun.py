@@ -130,17 +130,20 @@ def test_spot_refuses_what_cannot_recover(yaml_name, store, why, tmp_path):
 
 @pytest.mark.parametrize("cloud", ["runpod", "vast", "lambda"])
 def test_plan_cloud_shows_the_optimizers_choice(cloud, sky_catalog_home):
-    """`amigo-burst plan --cloud X --stages 2`: instance type, region and $/h from SkyPilot's optimizer."""
+    """`amigo-burst plan --cloud X --stages 2`: instance type, region and $/h from SkyPilot's optimizer,
+    for the machine the plan chose on that target (priced from the same catalogs)."""
+    import re
+
     from typer.testing import CliRunner
 
     from amigo_burst.cli.app import app
 
     _home, rows = sky_catalog_home
-    accel = {"runpod": "A100-80GB", "vast": "RTX4090", "lambda": "A100"}[cloud]
-    row = _cheapest(rows[cloud], accel)
     cfg = Path(__file__).resolve().parents[1] / "amigo.toml"
     r = CliRunner().invoke(app, ["--config", str(cfg), "plan", "--cloud", cloud, "--stages", "2"],
                            env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
+    accel, count = re.search(r"the plan chose (\S+):(\d+)", r.output).groups()
+    row = _cheapest(rows[cloud], accel, int(count))
     assert row["InstanceType"] in r.output and row["Region"] in r.output
-    assert f"${float(row['Price']):.3f}/h" in r.output
+    assert f"${float(row['Price']):.3f}/h" in r.output and f"({accel}:{count})" in r.output

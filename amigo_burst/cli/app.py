@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from amigo_burst.cli import info, plan, runs
+from amigo_burst.cli import info, plan, probe, runs
 from amigo_burst.cli.context import State
 from amigo_burst.errors import UserError
 
@@ -59,7 +59,7 @@ def _root(
     ctx.obj = State(config)
 
 
-for fn in (info.stages, info.targets, info.doctor, plan.estimate, plan.plan, plan.report,
+for fn in (info.stages, info.targets, info.doctor, plan.estimate, plan.plan, plan.prices, plan.report, probe.probe,
            runs.launch, runs.logs, runs.status, runs.download, runs.down, runs.pipeline):
     app.command()(fn)
 config_app.command("check")(info.config_check)

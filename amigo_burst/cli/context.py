@@ -35,11 +35,17 @@ def config(ctx: typer.Context):
 
 
 def config_or_none(ctx: typer.Context):
-    """The config when there is one: commands that do not need a project still work without."""
-    try:
-        return state(ctx).cfg
-    except UserError:
-        return None
+    """The config when there is one: commands that do not need a project still work without. A config
+    that exists but is wrong (bad TOML, an unknown target, a broken sky/*.yaml) is still an error."""
+    st = state(ctx)
+    if st.config_path is None:
+        from amigo_burst.config import find_config
+
+        try:
+            find_config()
+        except UserError:
+            return None
+    return st.cfg
 
 
 def console(width: int | None = None):

@@ -9,7 +9,6 @@ the typer commands.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -47,7 +46,7 @@ def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 
                  rank or (cfg.lora.r if cfg is not None else 16), targets, trainer,
                  lora_dropout=cfg.lora.dropout > 0 if cfg is not None else True)
     rate, rate_src = planner.usd_per_hour_for(g, cfg, planner.price_table(cfg))
-    setup = SetupCost() if g.kind in ("laptop", "cpu") else SetupCost.cloud(download_gbit_s)
+    setup = SetupCost.local() if g.kind in ("laptop", "cpu") else SetupCost.cloud(download_gbit_s)
     e = estimate(arch, g, w, calibrate(planner.runs_as_dicts(runs)), usd_per_hour=rate, setup=setup)
     d = e.to_dict() | {"usd_per_hour_source": rate_src}
     con = console or _console()
@@ -74,85 +73,71 @@ def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 
     return d
 
 
-def plan_to_dict(plan) -> dict:
-    cells = []
-    for c in plan.cells:
-        d = {k: getattr(c, k) for k in ("stage", "target", "local", "fits", "method", "micro_batch", "grad_accum",
-                                         "hours", "usd", "peak_vram_gib", "memory_gib", "reason")}
-        d["calibrated"] = bool(c.estimate and c.estimate.calibrated)
-        cells.append(d)
-    return {"cells": cells,
-            "recommended": {str(s): {"target": t, "reason": r} for s, (t, r) in plan.recommended.items()},
-            "strategies": [asdict(s) | {"targets": {str(k): v for k, v in s.targets.items()}} for s in plan.strategies],
-            "local_note": plan.local_note, "warnings": plan.warnings}
+def check_limit(name: str, value: float | None) -> None:
+    """A budget or deadline must be a positive finite number (one line, exit 2 otherwise)."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UserError(f"{name} must be a positive number of {'dollars' if 'usd' in name else 'hours'}, got {value:g}")
 
 
 def plan_cmd(*, stages: str | None = None, budget_usd: float | None = None, deadline_hours: float | None = None,
-             json_out: bool = False, cfg=None, runs=None, console=None, tokens: dict | None = None) -> dict:
-    from rich.table import Table
-
+             json_out: bool = False, compare: bool = False, cfg=None, runs=None, console=None,
+             tokens: dict | None = None) -> dict:
     from amigo_burst import planner
-    from amigo_burst.planning.units import hours_text, usd_text
+    from amigo_burst.cli import plan_view
     from amigo_burst.stages import parse_stage_range
 
+    check_limit("--budget-usd", budget_usd)
+    check_limit("--deadline-hours", deadline_hours)
     numbers = parse_stage_range(stages) if stages else None
     plan, prices, arch = planner.make_plan(cfg, runs, numbers, max_usd=budget_usd, max_hours=deadline_hours,
                                            tokens=tokens)
-    d = plan_to_dict(plan)
+    inputs = planner.stage_inputs(cfg, sorted(plan.recommended), tokens, max_usd=budget_usd, max_hours=deadline_hours)
+    d = plan_view.plan_to_dict(plan, prices, inputs)
+    rows = planner.compare_rows(cfg, plan, prices, arch) if compare else None
+    if rows is not None:
+        d["compare"] = rows
     con = console or _console()
     if json_out:
         con.print(json.dumps(d, default=str), soft_wrap=True)
         return d
-    t = Table(title=f"plan: {arch.name}, per stage x target ({prices.describe()})")
-    for col in ("stage", "target", "fits", "method", "micro x accum", "peak GiB", "est. time", "est. $", "figures"):
-        t.add_column(col, justify="right" if col in ("peak GiB", "est. time", "est. $") else "left")
-    for c in plan.cells:
-        rec = plan.recommended.get(c.stage, (None, ""))[0] == c.target
-        t.add_row(str(c.stage), c.target + (" *" if rec else ""), "yes" if c.fits else "[red]no[/red]", c.method,
-                  f"{c.micro_batch} x {c.grad_accum}" if c.fits else "-",
-                  f"{c.peak_vram_gib:.1f}/{c.memory_gib:g}" if c.estimate else "-",
-                  hours_text(c.hours) if c.fits else "-", usd_text(c.usd) if c.fits else "-",
-                  c.estimate.calibration if c.estimate else "-")
-    con.print(t)
-    con.print("* recommended (cheapest that fits within budget and deadline)")
-    for s, (name, why) in plan.recommended.items():
-        con.print(f"stage {s}: {name or 'none'} — {why}")
-    st = Table(title="strategies")
-    for col in ("strategy", "targets", "est. time", "est. $", "note"):
-        st.add_column(col)
-    for s in plan.strategies:
-        st.add_row(s.name, ", ".join(f"{k}:{v}" for k, v in s.targets.items()),
-                   hours_text(s.hours) if s.feasible else "-",
-                   usd_text(s.usd) if s.feasible else "-", s.note)
-    con.print(st)
-    if plan.local_note:
-        con.print(f"[yellow]{plan.local_note}[/yellow]")
-    for w in plan.warnings:
-        con.print(f"[yellow]warning:[/yellow] {w}")
+    if compare:
+        plan_view.render_compare(con, rows)
+        plan_view.render_strategies(con, plan)
+        return d
+    plan_view.render_plan(con, plan, prices, arch, inputs)
     if any(c.hours is None and c.fits for c in plan.cells):
         con.print("some stages have no token count (hub dataset without max_rows): hours and $ need `prepare`")
     return d
 
 
 def report_cmd(*, fmt: str = "table", out: Path | None = None, cfg=None, runs=None, console=None,
-               width: int | None = None) -> str:
+               width: int | None = None, generated: str | None = None) -> str:
     from amigo_burst import planner
     from amigo_burst.planning import report as rp
 
     if fmt not in ("table", "md", "html", "json"):
         raise UserError(f"unknown --format {fmt!r}: choose table, md, html or json")
     run_dicts = planner.runs_as_dicts(runs)
-    strategies = []
-    local = set()
+    strategies, local, compare = [], set(), []
     if cfg is not None:
         try:
-            plan, _, _ = planner.make_plan(cfg, run_dicts)
-            strategies = [{"name": s.name, "hours": s.hours, "usd": s.usd, "feasible": s.feasible, "note": s.note}
-                          for s in plan.strategies]
+            plan, prices, arch = planner.make_plan(cfg, run_dicts)
+            strategies = [{"name": s.name, "hours": s.hours, "usd": s.usd, "feasible": s.feasible, "note": s.note,
+                           "where": s.where()} for s in plan.strategies]
             local = {c.target for c in plan.cells if c.local}
+            compare = planner.compare_rows(cfg, plan, prices, arch)
         except UserError:
             pass
-    rep = rp.build_report(run_dicts, strategies, local)
+    from datetime import datetime, timezone
+
+    from amigo_burst.planning import report_html
+    from amigo_burst.planning.calibration import as_rows, calibrate
+
+    rep = rp.build_report(run_dicts, strategies, local, project=cfg.project.name if cfg is not None else "",
+                          generated=generated or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                          calibration=as_rows(calibrate(run_dicts)), compare=compare)
     if fmt == "table":
         con = console or _console(width)
         if out is not None:
@@ -168,7 +153,7 @@ def report_cmd(*, fmt: str = "table", out: Path | None = None, cfg=None, runs=No
         if not rep["runs"]:
             con.print("No runs yet.")
         return ""
-    text = {"md": rp.to_markdown, "json": rp.to_json, "html": rp.to_html}[fmt](rep)
+    text = {"md": rp.to_markdown, "json": rp.to_json, "html": report_html.to_html}[fmt](rep)
     if out is not None:
         out = Path(out)
         tmp = out.with_name(out.name + ".tmp")
@@ -217,24 +202,25 @@ def plan(
     ctx: typer.Context,
     *,
     stages: Annotated[str | None, typer.Option(help="e.g. 1-5 or 2,4 (default: all configured)")] = None,
-    budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="per-stage $ limit")] = None,
-    deadline_hours: Annotated[float | None, typer.Option("--deadline-hours", help="per-stage hours")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="per-stage $ limit (> 0)")] = None,
+    deadline_hours: Annotated[float | None, typer.Option("--deadline-hours", help="per-stage hours (> 0)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON (keys documented in README)")] = False,
+    compare: Annotated[bool, typer.Option("--compare", help="the original analysis' figures beside the computed ones")] = False,
     cloud: Annotated[str | None, typer.Option(help="also ask SkyPilot's optimizer (dry run) what it would rent on this target")] = None,
 ) -> None:
-    """Stage x target: fits, method, micro-batch x grad-accum, hours, $; the recommended target per stage; the three strategies.  Example: amigo-burst plan --cloud runpod --stages 2"""
+    """Per stage, every target's best machine (GPU x count): fits, method, micro-batch x accum, hours, $; the strategies.  Example: amigo-burst plan --compare"""
     from amigo_burst import planner
 
     cfg = config(ctx)
     if cloud:
         optimizer_cmd(cfg, cloud, stages)
         return
-    plan_cmd(stages=stages, budget_usd=budget_usd, deadline_hours=deadline_hours, json_out=json_out, cfg=cfg,
-             runs=planner.past_runs(cfg))
+    plan_cmd(stages=stages, budget_usd=budget_usd, deadline_hours=deadline_hours, json_out=json_out, compare=compare,
+             cfg=cfg, runs=planner.past_runs(cfg))
 
 
 def optimizer_cmd(cfg, cloud: str, stages: str | None) -> dict:
-    """plan --cloud X: one line naming what SkyPilot's optimizer would rent for the (first) stage."""
+    """plan --cloud X: what SkyPilot's optimizer would rent for the (first) stage on the plan's machine."""
     from amigo_burst.lifecycle.dryrun import optimizer_choice
     from amigo_burst.stages import parse_stage_range
 
@@ -243,8 +229,38 @@ def optimizer_cmd(cfg, cloud: str, stages: str | None) -> dict:
     _console().print(
         f"stage {stage} on {choice['target']}: SkyPilot would rent {choice['instance_type']} "
         f"({choice['accelerator']}) in {choice['region']} on {choice['cloud']} at ${choice['usd_per_hour']:.3f}/h"
-        + (" (spot)" if choice.get("use_spot") else ""))
+        + (" (spot)" if choice.get("use_spot") else "") + (f"; the plan chose {choice['planned']}"
+                                                            if choice.get("planned") else ""))
     return choice
+
+
+def prices(
+    refresh: Annotated[bool, typer.Option("--refresh", help="ask SkyPilot to fetch its catalogs now (needs network)")]
+    = False,
+) -> None:
+    """Where each cloud's prices come from (SkyPilot's catalog file or the shipped snapshot), how old, and every machine with on-demand and spot $/h.  Example: amigo-burst prices --refresh"""
+    prices_cmd(refresh=refresh)
+
+
+def prices_cmd(*, refresh: bool = False, console=None) -> None:
+    from amigo_burst import planner
+    from amigo_burst.cli import plan_view
+    from amigo_burst.clouds import PRICED
+    from amigo_burst.planning.hardware import gpu_for_accelerator
+
+    con = console or _console()
+    if refresh:
+        from amigo_burst.runners.sky_catalog import refresh as do_refresh
+
+        results = do_refresh(PRICED)
+        failed = [(c, why) for c, ok, why in results if not ok]
+        if len(failed) == len(results):
+            raise UserError(f"could not refresh SkyPilot's catalogs of {', '.join(c for c, _ in failed)} "
+                            f"({failed[0][1].rstrip('.')}): no network? prices stay as `amigo-burst prices` shows")
+        for c, ok, why in results:
+            con.print(f"{'[green]✓[/green]' if ok else '[yellow]warning:[/yellow]'} {c}: {why}")
+    table = planner.price_table()
+    plan_view.render_prices(con, table, lambda o: gpu_for_accelerator(o.cloud, o.accelerator, o.gpu_memory_gib))
 
 
 def report(

@@ -31,6 +31,8 @@ def launch(
     keep: Annotated[bool, typer.Option(help="keep the cluster up after the run (it still autostops when idle)")] = False,
     force: Annotated[bool, typer.Option(help="launch even if the estimate says it won't fit or is over budget")] = False,
     resume: Annotated[bool, typer.Option(help="continue the newest failed/stopped run of this stage from its checkpoint")] = False,
+    probe: Annotated[bool, typer.Option(help="first run 20 steps on the same machine, re-estimate, and go on only "
+                                        "within the budget (asks at a terminal)")] = False,
 ) -> None:
     """Run one stage on a target.  Example: amigo-burst launch --stage 2 --cloud vast --max-usd 20"""
     from amigo_burst.lifecycle.launch import LaunchOptions
@@ -44,7 +46,12 @@ def launch(
                          detach=detach, gpu=gpu, spot=spot, keep=keep, force=force, resume=resume)
     if cloud == "auto":
         opts.cloud = auto_choice(cfg, n, max_usd, console())
-    run = do_launch(cfg, opts, console())
+    if probe:
+        from amigo_burst.lifecycle.probe import launch_after_probe
+
+        run = launch_after_probe(cfg, opts, console())
+    else:
+        run = do_launch(cfg, opts, console())
     _summary(run)
     if run.status == "FAILED":
         raise typer.Exit(1)

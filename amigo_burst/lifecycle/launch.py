@@ -33,6 +33,8 @@ from amigo_burst.targets import REPO_ROOT, Target, get_target
 from train.storage import ALWAYS_EXCLUDE
 from train.storage import names as manifest_names
 
+PROBE_MAX_RUNTIME_S = 1200  # a probe stops at a step boundary after 20 min whatever its steps
+
 
 @dataclass(kw_only=True)
 class LaunchOptions:
@@ -47,6 +49,8 @@ class LaunchOptions:
     keep: bool = False
     force: bool = False
     resume: bool = False
+    probe_steps: int | None = None  # a probe (lifecycle/probe.py): this many steps, recorded as a probe
+    cluster: str | None = None  # run on this (kept) cluster: `launch --probe` reuses the probe's
 
     def __post_init__(self) -> None:
         if self.from_run and self.from_base:
@@ -103,8 +107,10 @@ def yaml_number(x: float | int) -> str:
     return mantissa + (e + exp if e else "")
 
 
-def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runtime_s: int) -> dict[str, str]:
-    """The AMIGO_* overrides for the target YAML's envs (non-secret only: envs are not redacted)."""
+def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runtime_s: int,
+               est: Cell | None = None) -> dict[str, str]:
+    """The AMIGO_* overrides for the target YAML's envs (non-secret only: envs are not redacted).
+    With `auto` batch sizes, the plan cell's micro-batch and accumulation (per GPU) are handed over."""
     sc = cfg.stage(stage)
     base = cfg.resolve(cfg.model.base)
     sets = [
@@ -116,10 +122,11 @@ def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runti
         f"lora_dropout={yaml_number(cfg.lora.dropout)}",
         f"lora_target_modules={','.join(cfg.lora.target_modules)}",
     ]
-    if sc.micro_batch != "auto":
-        sets.append(f"per_device_train_batch_size={sc.micro_batch}")
-    if sc.grad_accum != "auto":
-        sets.append(f"gradient_accumulation_steps={sc.grad_accum}")
+    planned = est is not None and est.fits
+    if sc.micro_batch != "auto" or planned:
+        sets.append(f"per_device_train_batch_size={sc.micro_batch if sc.micro_batch != 'auto' else est.micro_batch}")
+    if sc.grad_accum != "auto" or planned:
+        sets.append(f"gradient_accumulation_steps={sc.grad_accum if sc.grad_accum != 'auto' else est.grad_accum}")
     if sc.max_steps:
         sets.append(f"max_steps={sc.max_steps}")
         if sc.max_steps <= 100:  # short runs: a progress line every step, not every 10th,
@@ -136,6 +143,12 @@ def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runti
         "AMIGO_SET": " ".join(sets),
         "AMIGO_MAX_RUNTIME_S": str(max_runtime_s),
     }
+
+
+def planned_gpu(target: Target, est: Cell | None, override: str | None) -> str | None:
+    """What SkyPilot is asked to rent: --gpu when given, else the plan's machine on that target
+    (accelerator:count, pinned to an instance type where the name is ambiguous); None: the YAML's."""
+    return override or (est.launch_gpu if est is not None and not target.is_local else None)
 
 
 def choose_method(cfg: AmigoConfig, est: Cell | None) -> str:
@@ -195,15 +208,18 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     console.print(f"dataset: {prepared.rows} rows, {prepared.tokens:,} tokens"
                   + ("" if prepared.tokens_exact else " (estimated: no tokenizer)"))
 
-    est = planner.estimate_for_launch(cfg, spec.number, target, prepared.tokens)
+    probe = opts.probe_steps is not None
+    est = planner.estimate_for_launch(cfg, spec.number, target, prepared.tokens, gpu=opts.gpu, max_usd=opts.max_usd,
+                                      cpu_fallback=probe)
     budget = planner.budget_for(cfg, spec.number, max_usd=opts.max_usd)
-    check_estimate(spec.number, target, est, budget, opts.force)
+    # a probe costs minutes, not the stage: only the fit is checked, and it is capped in time
+    check_estimate(spec.number, target, est, planner.Budget() if probe else budget, opts.force)
     usd_h = est.usd_per_hour if est is not None else None
-    max_runtime = planner.runtime_limit_s(budget, usd_h)
+    max_runtime = PROBE_MAX_RUNTIME_S if probe else planner.runtime_limit_s(budget, usd_h)
 
     resume_id = _resumable(runs, spec.number) if opts.resume else None
     run_id = resume_id or ids.new_run_id(spec.number, target.alias)
-    cluster = None if target.is_local else ids.cluster_name(run_id)
+    cluster = None if target.is_local else (opts.cluster or ids.cluster_name(run_id))
     run = Run(id=run_id, stage=spec.number, target=target.name, cluster=cluster, status="PENDING",
               usd_per_hour=usd_h, estimate=est.to_record() if est is not None else {}, pid=os.getpid())
     runs.claim_stage(spec.number, run, replace=bool(resume_id))
@@ -214,15 +230,18 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
         manifest, sent, skipped = put_inputs(cfg, run_id, prepared.path, adapter)
         console.print(f"store: {_mb(sent)} uploaded, {_mb(skipped)} already there ({cfg.store.url})")
         build_bundle(workdir)
-        envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est), max_runtime)
+        envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est), max_runtime, est)
         if adapter is None and spec.number > 1:  # --from-base: the entrypoint must be told, not guess
             envs["AMIGO_SET"] += " from_base=true"
+        if probe:  # K steps, a progress line each, no checkpoint
+            envs["AMIGO_SET"] += f" max_steps={opts.probe_steps} logging_steps=1 save_steps={10**6}"
         transport = "store" if (target.is_local or cfg.store.url.startswith("s3://")) else "rsync"
         envs.update(_transport_envs(cfg, transport, manifest, workdir, prepared.path, adapter))
-        if from_id:
-            runs.update(run_id, artifacts={"from_run": from_id})
+        if from_id or probe:
+            runs.update(run_id, artifacts={**({"from_run": from_id} if from_id else {}), **({"probe": True} if probe else {})})
+        gpu = planned_gpu(target, est, opts.gpu)
         write_plan(cfg.root, LaunchPlan(run_id, str(cfg.path), target.name, cluster, envs, str(workdir),
-                                        transport, opts.spot, opts.keep, opts.gpu))
+                                        transport, opts.spot, opts.keep, gpu))
         runs.update(run_id, pid=spawn_worker(cfg, run_id))
     except BaseException as e:
         runs.update(run_id, status="FAILED", reason=f"launch: {e}"[:300])

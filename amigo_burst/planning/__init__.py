@@ -7,9 +7,12 @@ Imports only the shared vocabulary (errors) and itself; never state, runners, li
 
     hardware.py     models.csv -> ModelArch, gpus.csv -> GpuSpec, names SkyPilot and torch use
     estimate.py     fits? peak VRAM, tokens/s, hours, $ for one model x GPU x workload
-    pricing.py      $/h per (cloud, accelerator): catalogs, cache, shipped snapshot; electricity
+    pricing.py      $/h per (cloud, accelerator, count): SkyPilot's catalogs, else a real-row snapshot; electricity
     calibration.py  past runs -> per (GPU, method) corrections
-    matrix.py       stage x target cells, the recommended target, the strategies
-    report.py       estimated vs actual rows, totals, and their table/md/json/html renderings
+    matrix.py       options (each target's GPU menu) x stages -> cells; the best cell within limits
+    strategies.py   the plan: recommended machine per stage, five strategies that add up, stage 1's ways out
+    compare.py      the original analysis beside the computed plan
+    report.py       estimated vs actual rows, per stage, totals, and their table/md/json renderings
+    report_html.py  the report page with its SVG charts
     units.py        parameter counts, hours and dollars as short text
 """

@@ -72,3 +72,10 @@ def calibrate(runs: Iterable[dict]) -> dict[tuple[str, str], Correction]:
 def describe(calibration: dict, gpu: str, method: str) -> str:
     c = calibration.get((gpu, method))
     return f"calibrated from {c.runs} run{'s' if c.runs != 1 else ''}" if c and c.runs else "default"
+
+
+def as_rows(calibration: dict) -> list[dict]:
+    """The corrections in use, one row per (GPU class, method), for the report."""
+    return [{"gpu": gpu, "method": method, "tokens_per_s_factor": f"{c.tokens_per_s:.3g}" if c.runs else "-",
+             "peak_factor": f"{c.peak:.3g}" if c.mem_runs else "-", "runs": max(c.runs, c.mem_runs)}
+            for (gpu, method), c in sorted(calibration.items())]

@@ -12,22 +12,51 @@ Memory (bytes, one GPU, one micro-batch of T = B x S tokens; x2 sequences for DP
   lora        16 B per adapter param: fp32 weight 4 + fp32 grad 4 + Adam m 4 + v 4.
   activations with checkpointing: each layer's input (T x H x 2 B) for all L layers,
               plus one layer recomputed during its backward; without: all L layers.
-  logits      T x V x 14 B at the loss: bf16 logits 2 + fp32 upcast 4 + fp32 log-softmax
-              kept for backward 4 + its fp32 gradient 4 (the 128k-256k vocabularies make
-              this the largest activation term).
+  loss        lm_head="fused" (what amigo's trainers run: TRL 1.16's SFTTrainer.compute_loss and
+              DPOTrainer._compute_loss call the model with fused_lm_head=True, trl/trainer/
+              utils.py add_fused_lm_head -> trl/kernels/chunked_logprob.py): the head is
+              projected in [min(T, 4096), 32768] tiles folded into online-logsumexp statistics;
+              the full [T, V] logits never exist. On CUDA (Triton folds in place): one bf16
+              tile 4096 x 32768 x 2 B = 256 MiB + per token 8h + 28 B (the hidden rows saved
+              for backward 2h, their fp32 gradient 4h and its cast 2h, seven fp32 statistics).
+              On the CPU (torch folds a whole tile): ~8 fp32 tiles of min(T,4096) x min(V,32768).
+              lm_head="full" (a plain loop, `model(..., labels=)`): T x V x 14 B: bf16 logits 2
+              + fp32 upcast 4 + fp32 log-softmax kept for backward 4 + its fp32 gradient 4
+              (fp32 models: 16 B).  Measured on this CPU (bench/logits_memory.py, tiny shape,
+              V 131,072, 1,024 tokens): full 2,048 MiB = 16.0 B x T x V; fused 1,025 MiB, the
+              same at V 262,144 (1,054 MiB) and 2x at 2x the tokens; SFTTrainer never calls
+              lm_head's forward (0 calls in 2 steps).
   + CUDA context (gpus.csv) + 8% caching-allocator margin on top of the allocated peak.
+  + DDP (gpus > 1): one gradient bucket copy of the LoRA gradients, 4 B per adapter param.
 
-Anchor (issue 8, H100, Llama-3.1-8B LoRA bf16, seq 2048 x 4, checkpointing): measured
-31.3 GiB peak allocated; this model: 14.96 weights + 0.62 LoRA + 2.00 checkpoints
-+ 13.69 logits = 31.3 GiB.
+Anchor (issue 8, H100, Llama-3.1-8B LoRA bf16, seq 2048 x 4, checkpointing, a plain loop:
+lm_head="full"): measured 31.3 GiB peak allocated; this model: 14.96 weights + 0.62 LoRA
++ 2.00 checkpoints + 13.69 logits = 31.3 GiB.  Through TRL the same run's loss is 0.26 GiB.
+
+Padding: without flash-attn (not installed on the targets: train/accel.py pads), each
+micro-batch is padded to its longest row, so the peak is the worst batch, micro x seq tokens,
+as with packing; only speed differs (PAD_WASTE).  DPO: chosen + rejected in one batch (2 x
+the sequences), a reference forward under no_grad (its layer transient, no saved activations).
 
 Speed: FLOPs per token on a 4·N basis (forward 2N + input-gradient backward 2N;
 frozen weights get no weight gradient), + 2N for the recompute with checkpointing,
 + causal attention 2·S·d_attn·L per pass, + the small adapter matmuls; divided by
-peak bf16 x an efficiency per GPU class and method (gpus.csv, with its source).
+peak bf16 x an efficiency per GPU class and method (gpus.csv, with its source);
+the fused head projects the head once more in backward (+2·V·h per token).
 Weight reads per pass are a bandwidth floor (roofline max), and QLoRA's NF4
 dequantisation is an extra bandwidth term: every pass reads 0.52 B, writes 2 B and
 the GEMM re-reads 2 B per quantised weight.
+
+Several GPUs (DDP through torchrun, train/run.sh): tokens/s x n x DDP_SCALING^log2(n).
+# A local run's start-up before its first step: the worker, `python -m train` importing torch,
+# transformers and TRL, the model load (issue 15: every demo run's hours were 63-99% under).
+LOCAL_STARTUP_S = 30.0
+DDP_SCALING = 0.9 per doubling, an assumption: PyTorch's DDP overlaps the gradient
+all-reduce with backward and scales near-linearly even for full-model gradients (Li et al.,
+"PyTorch Distributed: Experiences on Accelerating Data Parallel Training", VLDB 2020,
+arXiv:2006.15704); a LoRA all-reduce is small (12B, r 16: 57M fp32 grads = 228 MB once per
+optimizer step, ~20 ms at 25 GB/s, against steps of seconds), so the loss is mostly ranks
+waiting for the slowest padded batch and data loading.
 
 JSON keys of Estimate.to_dict() are stable (README documents them): fits,
 peak_vram_gib, tokens_per_s, hours, usd, calibrated, plus the breakdown.
@@ -35,6 +64,7 @@ peak_vram_gib, tokens_per_s, hours, usd, calibrated, plus the breakdown.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 from amigo_burst.errors import UserError
@@ -52,6 +82,13 @@ BW_EFFICIENCY = 0.8  # streaming kernels reach ~80% of datasheet bandwidth
 # Without packing, padding to the longest row of a micro-batch wastes compute on pad
 # tokens; assumed 25% at micro-batch > 1 (none at micro-batch 1).
 PAD_WASTE = 0.25
+# A local run's start-up before its first step: the worker, `python -m train` importing torch,
+# transformers and TRL, the model load (issue 15: every demo run's hours were 63-99% under).
+LOCAL_STARTUP_S = 30.0
+DDP_SCALING = 0.9  # throughput kept per doubling of GPUs (module docstring: source and arithmetic)
+# TRL's fused head (trl/kernels/chunked_logprob.py): TOKEN_CHUNK_SIZE x _CHUNKED_LOGPROB_CHUNK_SIZE tiles
+LOSS_TILE_TOKENS, LOSS_TILE_VOCAB = 4096, 32768
+CPU_LOSS_TILES = 8  # fp32 tile-sized temporaries the torch (non-Triton) fold holds at once (measured)
 
 
 @dataclass(frozen=True)
@@ -67,13 +104,17 @@ class Workload:
     target_modules: tuple[str, ...] = ALL_LINEAR
     trainer: str = "sft"  # sft | dpo
     lora_dropout: bool = True  # dropout > 0 keeps a mask + dropped input per adapted module
+    lm_head: str = "fused"  # fused: TRL's chunked log-probs (what amigo runs) | full: a plain loop's logits
+    gpus: int = 1  # data-parallel GPUs (DDP): per-GPU memory, total tokens/s
 
     def __post_init__(self) -> None:
         if self.method not in ("lora", "qlora"):
             raise UserError(f"unknown method '{self.method}': choose lora or qlora")
         if self.trainer not in ("sft", "dpo"):
             raise UserError(f"unknown trainer '{self.trainer}': choose sft or dpo")
-        for name in ("seq_len", "micro_batch", "rank"):
+        if self.lm_head not in ("fused", "full"):
+            raise UserError(f"unknown lm_head '{self.lm_head}': choose fused or full")
+        for name in ("seq_len", "micro_batch", "rank", "gpus"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be >= 1")
         if self.tokens is not None and self.tokens < 0:
@@ -90,6 +131,10 @@ class SetupCost:
     setup_s: float = 0.0  # pip install of the training stack (train/setup.sh)
     download_gbit_s: float = 1.0  # model download bandwidth; bf16 safetensors = 2 B/param
     download: bool = False  # False: the model is already cached there (the laptop)
+
+    @classmethod
+    def local(cls) -> SetupCost:
+        return cls(setup_s=LOCAL_STARTUP_S)
 
     @classmethod
     def cloud(cls, download_gbit_s: float = 1.0) -> SetupCost:
@@ -114,6 +159,8 @@ class Estimate:
     trainer: str
     seq_len: int
     micro_batch: int
+    gpu_count: int
+    tokens: int | None  # training tokens per epoch the hours are for
     fits: bool
     peak_vram_gib: float  # allocated peak x allocator margin + CUDA context: compare with memory_gib
     peak_alloc_gib: float  # what torch.cuda.max_memory_allocated would report
@@ -146,8 +193,24 @@ class Estimate:
 # --------------------------------------------------------------------------- the model
 
 
-def memory_breakdown(arch: ModelArch, w: Workload) -> dict[str, float]:
-    """Bytes of each term at the allocated peak (see the module docstring)."""
+def loss_bytes(arch: ModelArch, w: Workload, tokens: int, device: str = "cuda") -> float:
+    """Bytes the loss holds at its peak for TOKENS tokens (module docstring: "loss").
+
+    fused, CUDA, Nemo (h 5120) at 8,192 tokens: 256 MiB tile + 8,192 x 40,988 B = 0.57 GiB;
+    full: 8,192 x 131,072 x 14 B = 14.0 GiB.
+    """
+    if w.lm_head == "full":
+        return tokens * arch.vocab * (LOGIT_BYTES + (2 if device == "cpu" else 0))  # fp32 model: 4 B logits
+    rows = min(tokens, LOSS_TILE_TOKENS)
+    if device == "cpu":
+        tiles = CPU_LOSS_TILES * rows * min(arch.vocab, LOSS_TILE_VOCAB) * 4
+    else:
+        tiles = rows * LOSS_TILE_VOCAB * 2  # one bf16 buffer, allocated whole whatever the vocabulary
+    return tiles + tokens * (8 * arch.hidden + 28)
+
+
+def memory_breakdown(arch: ModelArch, w: Workload, device: str = "cuda") -> dict[str, float]:
+    """Bytes of each term at the allocated peak (see the module docstring); device "cpu" or "cuda"."""
     seqs = w.micro_batch * (2 if w.trainer == "dpo" else 1)  # DPO: chosen + rejected in one batch
     t = seqs * w.seq_len  # tokens in flight
     h, i, L = arch.hidden, arch.intermediate, arch.layers
@@ -158,7 +221,7 @@ def memory_breakdown(arch: ModelArch, w: Workload) -> dict[str, float]:
         dequant = max(a * b for a, b in arch.modules.values()) * 2
     else:
         weights, dequant = arch.params * 2, 0
-    lora = arch.lora_params(w.rank, w.target_modules) * LORA_STATE_BYTES
+    lora = arch.lora_params(w.rank, w.target_modules) * (LORA_STATE_BYTES + (4 if w.gpus > 1 else 0))
     # Saved for backward per token in one decoder layer, bf16 (2 B):
     #   2 RMSNorms: input + output         8h
     #   q, k, v after RoPE (for SDPA bwd)   2(q + 2kv);  attention output (o_proj input) 2q
@@ -177,7 +240,7 @@ def memory_breakdown(arch: ModelArch, w: Workload) -> dict[str, float]:
     else:
         saved = L * t * per_layer
         act = saved + t * (4 * h + 4 * i)
-    logits = t * arch.vocab * LOGIT_BYTES
+    logits = loss_bytes(arch, w, t, device)
     # the loss peak and the recomputed-layer peak come one after the other, not together
     transient = max(logits, (layer_peak if w.grad_ckpt else 0) + dequant)
     return {"weights": weights, "lora_states": lora, "checkpoints" if w.grad_ckpt else "activations": saved,
@@ -192,6 +255,8 @@ def flops_per_token(arch: ModelArch, w: Workload) -> float:
     fwd = 2 * n + attn + 2 * lora
     bwd = 2 * n + 2 * attn + 4 * lora  # input grads through frozen weights; adapter grads
     train = fwd * (2 if w.grad_ckpt else 1) + bwd
+    if w.lm_head == "fused":
+        train += 2 * arch.vocab * arch.hidden  # the backward projects each head tile again
     if w.trainer == "dpo":
         train += fwd  # reference model forward (adapter disabled) on the same tokens
     return float(train)
@@ -220,13 +285,14 @@ def estimate(arch: ModelArch, gpu: GpuSpec, workload: Workload, calibration: dic
              usd_per_hour: float | None = None, setup: SetupCost | None = None) -> Estimate:
     """fits / peak VRAM / tokens per second / hours / USD for one (model, GPU, workload)."""
     w = workload
-    parts = memory_breakdown(arch, w)
+    parts = memory_breakdown(arch, w, "cpu" if gpu.kind == "cpu" else "cuda")
     alloc_default = (parts["weights"] + parts["lora_states"] + parts.get("checkpoints", parts.get("activations", 0))
                      + parts["transient"]) / GiB
     step_s, bound, t = _step_seconds(arch, gpu, w)
     # padding waste (no packing, micro-batch > 1): the step also computes on pad tokens
     useful = 1.0 if (w.packing or w.micro_batch == 1) else 1 - PAD_WASTE
-    tps_default = t * useful / step_s
+    # n GPUs: each runs the same step on its own micro-batch; DDP_SCALING per doubling
+    tps_default = t * useful / step_s * w.gpus * DDP_SCALING ** math.log2(w.gpus)
 
     corr = (calibration or {}).get((gpu.name, w.method))
     if isinstance(corr, Correction) and (corr.runs or corr.mem_runs):
@@ -252,7 +318,7 @@ def estimate(arch: ModelArch, gpu: GpuSpec, workload: Workload, calibration: dic
         usd = hours * usd_per_hour if usd_per_hour is not None else None
     return Estimate(
         model=arch.name, gpu=gpu.name, method=w.method, trainer=w.trainer, seq_len=w.seq_len,
-        micro_batch=w.micro_batch, fits=fits, peak_vram_gib=peak, peak_alloc_gib=alloc, memory_gib=gpu.memory_gib,
+        micro_batch=w.micro_batch, gpu_count=w.gpus, tokens=w.tokens, fits=fits, peak_vram_gib=peak, peak_alloc_gib=alloc, memory_gib=gpu.memory_gib,
         tokens_per_s=tps, tokens_per_s_default=tps_default, peak_alloc_gib_default=alloc_default,
         flops_per_token=flops_per_token(arch, w), bound=bound, train_hours=train_h, setup_hours=setup_h,
         hours=hours, usd_per_hour=usd_per_hour, usd=usd, calibrated=n > 0, calibration_runs=n,

@@ -199,21 +199,35 @@ def gpu_class(device_name: str | None) -> str | None:
     except UserError:
         pass
     s = device_name.lower().replace(" ", "")
-    for pattern, name in (("4050", "RTX4050-Laptop"), ("3090", "RTX3090"), ("4090", "RTX4090"), ("l40s", "L40S"),
-                          ("h200", "H200"), ("h100pcie", "H100-PCIe"), ("h100nvl", "H100-PCIe"), ("h100", "H100"),
-                          ("a10080", "A100-80GB"), ("a100", "A100")):
+    for pattern, name in (("4050", "RTX4050-Laptop"), ("3090", "RTX3090"), ("4090", "RTX4090"), ("5090", "RTX5090"),
+                          ("l40s", "L40S"), ("l40", "L40"), ("6000ada", "RTX6000-Ada"), ("a6000", "A6000"),
+                          ("a5000", "RTXA5000"), ("a40", "A40"), ("a10080", "A100-80GB"), ("a100", "A100"),
+                          ("a10", "A10"), ("l4", "L4"), ("h200", "H200"), ("h100pcie", "H100-PCIe"),
+                          ("h100nvl", "H100-NVL"), ("h100", "H100"), ("b200", "B200")):
         if pattern in s:
             return name
     return None
 
 
-def gpu_for_accelerator(cloud: str | None, accelerator: str | None) -> GpuSpec | None:
-    """(cloud, SkyPilot accelerator name) -> GpuSpec, None when the table has no such card (A10, GH200...)."""
+def gpu_for_accelerator(cloud: str | None, accelerator: str | None, memory_gib: float | None = None) -> GpuSpec | None:
+    """(cloud, SkyPilot accelerator name[, per-GPU memory]) -> GpuSpec; None when the table has no such
+    card (GH200, RTX6000 of Turing: no bf16 tensor cores...).
+
+    A name can mean two cards: Vast's "A100" is 40 or 80 GB, its "H100" the SXM (80 GB) or the
+    NVL (94 GB). With the offer's memory, the row of the same family whose memory matches wins.
+    """
     if not accelerator:
         return None
     c = clouds.cloud(cloud)
     name = c.gpu_rows.get(accelerator) if c else None  # a cloud's name for another table row
     try:
-        return gpu_table()[name] if name else load_gpu(accelerator)
+        row = gpu_table()[name] if name else load_gpu(accelerator)
     except UserError:
         return None
+    if memory_gib and abs(row.memory_gib - memory_gib) > 0.1 * memory_gib:
+        family = accelerator.split("-")[0].lower()
+        same = [g for g in gpu_table().values() if g.name.lower().split("-")[0] == family
+                and abs(g.memory_gib - memory_gib) <= 0.1 * memory_gib]
+        if same:
+            return min(same, key=lambda g: abs(g.memory_gib - memory_gib))
+    return row

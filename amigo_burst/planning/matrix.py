@@ -1,40 +1,45 @@
-"""Stage x target: what fits where, how long, what it costs; the three strategies; --cloud auto.
+"""Stage x option: what fits where, how long, what it costs, and the best option per stage and target.
 
-Pure: targets, stages, GPU specs and prices come in as data. Each StageInput carries its budget
-(max_usd, max_hours) already resolved by the planner (amigo_burst/planner.py: the one budget rule).
+Pure: options (each target's GPU menu), stages, GPU specs and prices come in as data. Each
+StageInput carries its budget (max_usd, max_hours) already resolved by the planner
+(amigo_burst/planner.py: the one budget rule).
 
-    all local   every stage on the laptop (if it fits)
-    all cloud   every stage on [targets].cloud
-    hybrid      stage 1 on the laptop, stages 2-5 on [targets].cloud (the original analysis)
+An Option is one way to run a stage: the laptop, or a cloud target on one of its cloud's
+machines -- any accelerator of that cloud's catalog that gpus.csv knows, at any GPU count the
+catalog offers (1, 2, 4, 8, ...). The best Cell of a stage is the cheapest that fits within the
+stage's budget and deadline (ties: the faster); strategies.py adds them up.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-from amigo_burst.planning.estimate import (
-    Estimate,
-    SetupCost,
-    Workload,
-    estimate,
-    largest_fit,
-    max_micro_batch,
-)
+from amigo_burst.planning.estimate import Estimate, SetupCost, Workload, estimate, max_micro_batch
 from amigo_burst.planning.hardware import ALL_LINEAR, GpuSpec, ModelArch
 from amigo_burst.planning.units import hours_text, usd_text
 
-GLOBAL_BATCH = 16  # sequences per optimizer step when grad_accum is "auto": micro x accum >= 16
+GLOBAL_BATCH = 16  # sequences per optimizer step when grad_accum is "auto": micro x accum x GPUs >= 16
 
 
 @dataclass(frozen=True)
-class TargetInfo:
-    name: str
-    accelerator: str | None
-    gpu_name: str | None  # gpus.csv row; None: not estimable (no GPU in the table)
-    usd_per_hour: float | None
+class Option:
+    """A target on one machine shape: (target, accelerator, count) with the machine's $/h."""
+
+    target: str  # sky/<target>.yaml stem: "vast", "local-rtx4050", "lambda-a100"
+    cloud: str  # "vast", "runpod", "lambda", "slurm", "local"
+    accelerator: str | None  # the cloud's SkyPilot name; None: CPU only
+    count: int
+    gpu_name: str | None  # gpus.csv row; None: not estimable
+    usd_per_hour: float | None  # the whole machine
     local: bool = False
+    instance_type: str = ""  # the catalog's cheapest machine of this shape
     price_note: str = ""
+    pin_instance: bool = False  # the accelerator name alone is ambiguous on this cloud (Vast "A100": 40 or 80 GB)
+
+    @property
+    def label(self) -> str:
+        return f"{self.accelerator}:{self.count}" if self.accelerator else "CPU"
 
 
 @dataclass(frozen=True)
@@ -66,10 +71,36 @@ class Cell:
     memory_gib: float
     estimate: Estimate | None
     reason: str = ""
+    option: Option | None = None
 
     @property
     def usd_per_hour(self) -> float | None:
         return self.estimate.usd_per_hour if self.estimate else None
+
+    @property
+    def accelerator(self) -> str | None:
+        return self.option.accelerator if self.option else None
+
+    @property
+    def gpu_count(self) -> int:
+        return self.option.count if self.option else 0
+
+    @property
+    def gpu_label(self) -> str:
+        """"H100-SXM:4" on a cloud; the laptop's own GPU row ("RTX4050-Laptop") locally."""
+        if self.local and self.estimate is not None:
+            return self.estimate.gpu
+        return self.option.label if self.option else "-"
+
+    @property
+    def launch_gpu(self) -> str | None:
+        """What `launch` hands SkyPilot for this cell: "H100:2", or "A100:1@<instance type>" where the
+        name alone would let SkyPilot rent the other card; None for the laptop and unpriced machines
+        (their YAML's own accelerator stands)."""
+        o = self.option
+        if o is None or o.local or not o.accelerator or o.usd_per_hour is None:
+            return None
+        return f"{o.accelerator}:{o.count}" + (f"@{o.instance_type}" if o.pin_instance and o.instance_type else "")
 
     def to_record(self) -> dict:
         """What a run record keeps of its estimate (calibration and report read these keys):
@@ -77,52 +108,49 @@ class Cell:
         d = self.estimate.to_dict() if self.estimate else {"fits": False, "usd": None, "hours": None,
                                                             "usd_per_hour": None}
         return d | {"method": self.method, "micro_batch": self.micro_batch, "grad_accum": self.grad_accum,
-                    "reason": self.reason, "target": self.target}
+                    "reason": self.reason, "target": self.target, "accelerator": self.accelerator,
+                    "gpu_count": self.gpu_count, "instance_type": self.option.instance_type if self.option else ""}
 
 
 @dataclass(frozen=True)
-class Strategy:
-    name: str
-    targets: dict[int, str]
-    hours: float | None
-    usd: float | None
-    feasible: bool
-    note: str = ""
+class Settings:
+    """The knobs every cell of one plan shares."""
+
+    method: str = "auto"
+    rank: int = 16
+    target_modules: tuple[str, ...] = ALL_LINEAR
+    lora_dropout: bool = True
+    packing: bool = False  # the targets pad: flash-attn is not installed there (train/accel.py)
+    download_gbit_s: float = 1.0
 
 
-@dataclass(frozen=True)
-class Plan:
-    cells: list[Cell]
-    recommended: dict[int, tuple[str | None, str]]
-    strategies: list[Strategy]
-    local_note: str = ""
-    warnings: list[str] = field(default_factory=list)
-
-
-def plan_cell(arch: ModelArch, target: TargetInfo, gpu: GpuSpec | None, stage: StageInput, *, method: str = "auto",
-              rank: int = 16, target_modules: tuple[str, ...] = ALL_LINEAR, calibration: dict | None = None,
-              download_gbit_s: float = 1.0, lora_dropout: bool = True) -> Cell:
-    """One stage on one target: lora if it fits (faster, no quantisation error), else qlora."""
+def plan_cell(arch: ModelArch, option: Option, gpu: GpuSpec | None, stage: StageInput,
+              settings: Settings = Settings(), calibration: dict | None = None) -> Cell:
+    """One stage on one option: lora if it fits (faster, no quantisation error), else qlora."""
     if gpu is None:
-        return Cell(stage.number, target.name, target.local, False, "-", 0, 0, None, None, 0.0, 0.0, None,
-                    f"no GPU spec for {target.accelerator or 'a CPU-only target'}")
-    setup = SetupCost() if target.local else SetupCost.cloud(download_gbit_s)
-    methods = [method] if method in ("lora", "qlora") else ["lora", "qlora"]
+        return Cell(stage.number, option.target, option.local, False, "-", 0, 0, None, None, 0.0, 0.0, None,
+                    f"no GPU spec for {option.accelerator or 'a CPU-only target'}", option)
+    s = settings
+    setup = SetupCost.local() if option.local else SetupCost.cloud(s.download_gbit_s)
+    methods = [s.method] if s.method in ("lora", "qlora") else ["lora", "qlora"]
     chosen = None
     for m in methods:
-        w = Workload(m, stage.seq_len, 1, tokens=stage.tokens, epochs=stage.epochs, rank=rank,
-                     target_modules=target_modules, trainer=stage.trainer, lora_dropout=lora_dropout)
+        w = Workload(m, stage.seq_len, 1, packing=s.packing, tokens=stage.tokens, epochs=stage.epochs, rank=s.rank,
+                     target_modules=s.target_modules, trainer=stage.trainer, lora_dropout=s.lora_dropout,
+                     gpus=max(option.count, 1))
+        per_gpu = max(1, math.ceil(GLOBAL_BATCH / max(option.count, 1)))
         mb = stage.micro_batch if isinstance(stage.micro_batch, int) else max_micro_batch(arch, gpu, w, calibration,
-                                                                                           limit=GLOBAL_BATCH)
+                                                                                           limit=per_gpu)
         e = estimate(arch, gpu, replace(w, micro_batch=max(mb, 1)), calibration,
-                     usd_per_hour=target.usd_per_hour, setup=setup)
+                     usd_per_hour=option.usd_per_hour, setup=setup)
         chosen = (m, max(mb, 1), e)
         if e.fits:
             break
     m, mb, e = chosen
-    accum = stage.grad_accum if isinstance(stage.grad_accum, int) else max(1, math.ceil(GLOBAL_BATCH / mb))
-    return Cell(stage.number, target.name, target.local, e.fits, m, mb, accum, e.hours, e.usd, e.peak_vram_gib,
-                gpu.memory_gib, e, e.reason)
+    accum = stage.grad_accum if isinstance(stage.grad_accum, int) else max(
+        1, math.ceil(GLOBAL_BATCH / (mb * max(option.count, 1))))
+    return Cell(stage.number, option.target, option.local, e.fits, m, mb, accum, e.hours, e.usd, e.peak_vram_gib,
+                gpu.memory_gib, e, e.reason, option)
 
 
 def within(cell: Cell, budget_usd: float | None, deadline_hours: float | None) -> str:
@@ -136,89 +164,65 @@ def within(cell: Cell, budget_usd: float | None, deadline_hours: float | None) -
     return ""
 
 
+def _rate(c: Cell) -> float:
+    return c.usd_per_hour if c.usd_per_hour is not None else math.inf
+
+
+def cost_key(c: Cell) -> tuple:
+    return (c.usd if c.usd is not None else math.inf, _rate(c), c.hours if c.hours is not None else math.inf)
+
+
+def time_key(c: Cell) -> tuple:
+    return (c.hours if c.hours is not None else math.inf, c.usd if c.usd is not None else math.inf)
+
+
+def best_cell(cells: list[Cell], budget_usd: float | None = None, deadline_hours: float | None = None,
+              key=cost_key) -> tuple[Cell | None, bool]:
+    """(the best cell within the limits, True) or, when none is, (the best that fits at all, False)."""
+    ok = [c for c in cells if not within(c, budget_usd, deadline_hours)]
+    if ok:
+        return min(ok, key=key), True
+    fitting = [c for c in cells if c.fits]
+    return (min(fitting, key=key), False) if fitting else (None, False)
+
+
+def best_per_target(cells: list[Cell], budget_usd: float | None = None,
+                    deadline_hours: float | None = None) -> list[Cell]:
+    """One cell per target: its best option for the stage (the cheapest within limits, else the
+    cheapest that fits, else the one that came closest to fitting)."""
+    out = []
+    for target in sorted({c.target for c in cells}):
+        mine = [c for c in cells if c.target == target]
+        best, _ = best_cell(mine, budget_usd, deadline_hours)
+        out.append(best or min(mine, key=lambda c: c.peak_vram_gib - c.memory_gib if c.estimate else math.inf))
+    return out
+
+
 def choose_target(cells: list[Cell], budget_usd: float | None = None,
-                  deadline_hours: float | None = None) -> tuple[str | None, str]:
+                  deadline_hours: float | None = None) -> tuple[Cell | None, str]:
     """The cheapest cell that fits within budget and deadline (ties: the faster), with the reason.
 
     Without token counts (hours unknown) the cheapest $/h that fits wins.
     """
-    ok = [c for c in cells if not within(c, budget_usd, deadline_hours)]
-    rejected = [f"{c.target}: {within(c, budget_usd, deadline_hours)}" for c in cells if c not in ok]
-    if not ok:
+    per_target = best_per_target(cells, budget_usd, deadline_hours)
+    best, in_limits = best_cell(cells, budget_usd, deadline_hours)
+    rejected = [f"{c.target}: {within(c, budget_usd, deadline_hours)}" for c in per_target
+                if within(c, budget_usd, deadline_hours)]
+    if best is None or not in_limits:
         return None, "no target fits within the limits — " + "; ".join(rejected)
-
-    def rate(c: Cell) -> float:
-        return c.estimate.usd_per_hour if c.estimate and c.estimate.usd_per_hour is not None else math.inf
-
-    def key(c: Cell):
-        return (c.usd if c.usd is not None else math.inf, rate(c), c.hours if c.hours is not None else math.inf)
-
-    best = min(ok, key=key)
     cost = (f"{usd_text(best.usd)}, {hours_text(best.hours)}" if best.usd is not None and best.hours is not None
-            else f"${rate(best):.3f}/h")
-    why = f"cheapest that fits ({best.method}, micro-batch {best.micro_batch}): {cost}"
-    others = [f"{c.target} {usd_text(c.usd)}" for c in sorted(ok, key=key)[1:] if c.usd is not None]
+            else f"${_rate(best):.3f}/h")
+    why = f"cheapest that fits: {best.gpu_label} ({best.method}, micro-batch {best.micro_batch}): {cost}"
+    others = [f"{c.target} {c.gpu_label} {usd_text(c.usd)}" for c in sorted(per_target, key=cost_key)
+              if c.target != best.target and not within(c, budget_usd, deadline_hours) and c.usd is not None]
     if others:
         why += "; next: " + ", ".join(others[:3])
     if rejected:
         why += "; skipped " + "; ".join(rejected)
-    return best.target, why
+    return best, why
 
 
-def _strategy(name: str, assign: dict[int, str], cells: dict[tuple[int, str], Cell]) -> Strategy:
-    picked = [cells.get((s, t)) for s, t in assign.items()]
-    missing = [f"stage {s} on {t}" for (s, t), c in zip(assign.items(), picked, strict=False) if c is None or not c.fits]
-    hours = [c.hours for c in picked if c is not None]
-    usd = [c.usd for c in picked if c is not None]
-    total_h = sum(hours) if hours and None not in hours else None
-    total_usd = sum(usd) if usd and None not in usd else None
-    note = ("does not fit: " + ", ".join(missing)) if missing else ""
-    return Strategy(name, assign, total_h, total_usd, not missing, note)
-
-
-def build_plan(arch: ModelArch, stages: list[StageInput], targets: list[TargetInfo], gpus: dict[str, GpuSpec], *,
-               method: str = "auto", rank: int = 16, target_modules: tuple[str, ...] = ALL_LINEAR,
-               calibration: dict | None = None, budget_usd: float | None = None,
-               deadline_hours: float | None = None, local_target: str | None = None,
-               cloud_target: str | None = None, download_gbit_s: float = 1.0, lora_dropout: bool = True) -> Plan:
-    cells: dict[tuple[int, str], Cell] = {}
-    for st in stages:
-        for t in targets:
-            cells[(st.number, t.name)] = plan_cell(arch, t, gpus.get(t.gpu_name or ""), st, method=method, rank=rank,
-                                                   target_modules=target_modules, calibration=calibration,
-                                                   download_gbit_s=download_gbit_s, lora_dropout=lora_dropout)
-    recommended = {}
-    for st in stages:
-        row = [c for (s, _), c in cells.items() if s == st.number]
-        recommended[st.number] = choose_target(row, st.max_usd, st.max_hours)
-    local = local_target or next((t.name for t in targets if t.local), None)
-    cloud = cloud_target or next((t.name for t in targets if not t.local), None)
-    strategies = []
-    if local:
-        strategies.append(_strategy("all local", {s.number: local for s in stages}, cells))
-    if cloud:
-        strategies.append(_strategy("all cloud", {s.number: cloud for s in stages}, cells))
-    if local and cloud:
-        strategies.append(_strategy("hybrid", {s.number: (local if s.number == 1 else cloud) for s in stages}, cells))
-    warnings = []
-    for s in strategies:
-        if budget_usd is not None and s.usd is not None and s.usd > budget_usd:
-            warnings.append(f"{s.name}: ${s.usd:.2f} exceeds the ${budget_usd:g} budget")
-        if deadline_hours is not None and s.hours is not None and s.hours > deadline_hours:
-            warnings.append(f"{s.name}: {s.hours:.1f} h exceeds the {deadline_hours:g} h deadline")
-    local_note = ""
-    lt = next((t for t in targets if t.name == local), None)
-    if lt is not None and gpus.get(lt.gpu_name or "") is not None and stages:
-        misfits = [c for c in cells.values() if c.target == lt.name and not c.fits]
-        if misfits:
-            g = gpus[lt.gpu_name]
-            st = min(stages, key=lambda s: s.seq_len)
-            w = Workload("qlora", st.seq_len, 1, rank=rank, target_modules=target_modules, trainer=st.trainer)
-            lf = largest_fit(arch, g, w, calibration)
-            what = f"{lf.model} ({lf.model_params / 1e9:.1f}B)" if lf.model else "no preset model"
-            seq = (f"{arch.name} fits only up to seq {lf.seq_len}" if lf.seq_len
-                   else f"{arch.name} does not fit at any sequence length (its weights alone need too much)")
-            local_note = (f"{arch.name} does not fit {lt.name} ({g.name}, {g.memory_gib:g} GiB) for stage(s) "
-                          f"{', '.join(str(c.stage) for c in misfits)}: largest preset that fits at seq {st.seq_len} "
-                          f"with QLoRA: {what}; {seq}")
-    return Plan(list(cells.values()), recommended, strategies, local_note, warnings)
+def build_cells(arch: ModelArch, stages: list[StageInput], options: list[Option], gpus: dict[str, GpuSpec],
+                settings: Settings = Settings(), calibration: dict | None = None) -> list[Cell]:
+    return [plan_cell(arch, o, gpus.get(o.gpu_name or ""), st, settings, calibration)
+            for st in stages for o in options]

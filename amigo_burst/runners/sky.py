@@ -76,7 +76,12 @@ def load_task_yaml(yaml_path: Path | str) -> dict[str, Any]:
 
 
 def _with_gpu(resources: dict[str, Any], gpu: str) -> dict[str, Any]:
-    """`--gpu H100` keeps the YAML's count (A100-80GB:2 -> H100:2); `--gpu H100:4` sets it."""
+    """`--gpu H100` keeps the YAML's count (A100-80GB:2 -> H100:2); `--gpu H100:4` sets it.
+
+    `NAME:COUNT@INSTANCE` (the plan's choice where a cloud's accelerator name means two cards,
+    Vast's "A100" = 40 or 80 GB) also pins the catalog's instance type.
+    """
+    gpu, _, instance = gpu.partition("@")
     name, _, count = gpu.partition(":")
     if not count:
         current = resources.get("accelerators")
@@ -86,7 +91,7 @@ def _with_gpu(resources: dict[str, Any], gpu: str) -> dict[str, Any]:
             count = current.partition(":")[2]
         else:
             count = "1"
-    return {**resources, "accelerators": f"{name}:{count}"}
+    return {**resources, "accelerators": f"{name}:{count}", **({"instance_type": instance} if instance else {})}
 
 
 def _one_line(yaml_path: Path | str, err: Exception) -> str:

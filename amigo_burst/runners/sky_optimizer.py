@@ -57,6 +57,7 @@ def _did_you_mean(res, cloud: str | None) -> str:
 
 def optimize_offline(task) -> dict[str, Any]:
     """SkyPilot's optimizer choice for TASK without an API server: cloud, instance, region, $/h."""
+    import requests
     from sky.optimizer import Optimizer
     from sky.utils import dag_utils
 
@@ -79,6 +80,11 @@ def optimize_offline(task) -> dict[str, Any]:
         raise UserError(
             f"{task.name}: {cloud or 'no cloud'} offers no {wanted}{_did_you_mean(res, cloud)}: check the "
             f"accelerator name against `sky show-gpus --infra {cloud or 'CLOUD'}`"
+        ) from None
+    except requests.exceptions.RequestException:  # no catalog yet, and SkyPilot could not fetch one
+        raise UserError(
+            f"{task.name}: SkyPilot has no {cloud or 'cloud'} catalog here and could not fetch one (no network?): "
+            f"`amigo-burst prices --refresh` once online; `amigo-burst plan` prices from the shipped snapshot"
         ) from None
     best = dag.tasks[0].best_resources
     return {

@@ -288,7 +288,9 @@ class RunStore:
             return [_from_row(r) for r in db.execute(sql, args).fetchall()]
 
     def latest(self, stage: int, status: str | None = "SUCCEEDED") -> Run | None:
-        runs = self.list(stage=stage, status=status)
+        """The newest run of a stage with that status; probes (`amigo-burst probe`: a few steps to
+        measure speed and memory) never count as the stage's run."""
+        runs = [r for r in self.list(stage=stage, status=status) if not (r.artifacts or {}).get("probe")]
         return runs[-1] if runs else None
 
     def active(self, stage: int | None = None) -> list[Run]:
