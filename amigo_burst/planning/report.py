@@ -5,7 +5,8 @@ ended, usd_per_hour, tokens_per_s, peak_vram_gib, estimate, metrics). The HTML i
 self-contained file with inline SVG charts drawn here (no plotting library).
 
 error % = (estimate - actual) / actual x 100: positive = we over-estimated.
-Stable JSON keys (README): {"runs": [ROW_KEYS...], "totals": [TOTAL_KEYS...], "strategies": [...]}.
+Stable JSON keys (README): {"runs": [ROW_KEYS...], "totals": [TOTAL_KEYS...], "strategies": [...]}, plus
+"benchmarks": [BENCH_KEYS...] when a run recorded a HumanEval score (metrics["humaneval"]).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ ROW_KEYS = ("id", "stage", "target", "status", "started", "est_hours", "actual_h
             "actual_usd", "usd_error_pct", "est_tokens_per_s", "actual_tokens_per_s", "tokens_per_s_error_pct",
             "est_peak_vram_gib", "actual_peak_vram_gib", "peak_vram_error_pct")
 TOTAL_KEYS = ("group", "runs", "est_hours", "actual_hours", "est_usd", "actual_usd")
+BENCH_KEYS = ("stage", "id", "problems", "pass_at_1", "pass_at_1_change", "usd", "pass_at_1_per_usd")
 
 
 def _hours(started: object, ended: object) -> float | None:
@@ -87,10 +89,33 @@ def build_totals(rows: list[dict], local_targets: set[str] | frozenset = frozens
              "actual_usd": _sum([r["actual_usd"] for r in rs])} for g, rs in groups.items()]
 
 
+def build_benchmarks(runs: list[dict]) -> list[dict]:
+    """HumanEval pass@1 per stage (its newest successful run with a score), the change from the stage
+    before, and pass@1 per dollar spent on stages 1..N (the model stage N made cost all of them)."""
+    best: dict[int, dict] = {}
+    for run in sorted(runs, key=lambda r: str(r.get("started") or "")):
+        he = (run.get("metrics") or {}).get("humaneval") or {}
+        if run.get("status") == "SUCCEEDED" and he.get("problems"):
+            best[run["stage"]] = run
+    out, spent, prev = [], 0.0, None
+    for stage in sorted(best):
+        run, he = best[stage], best[stage]["metrics"]["humaneval"]
+        usd = run_row(run)["actual_usd"]
+        spent += usd or 0.0
+        score = he.get("pass_at_1")
+        out.append({"stage": stage, "id": run["id"], "problems": he["problems"], "pass_at_1": score,
+                    "pass_at_1_change": round(score - prev, 4) if score is not None and prev is not None else None,
+                    "usd": usd, "pass_at_1_per_usd": round(score / spent, 4) if score is not None and spent else None})
+        prev = score
+    return out
+
+
 def build_report(runs: list[dict], strategies: list[dict] | None = None,
                  local_targets: set[str] | frozenset = frozenset()) -> dict:
     rows = build_rows(runs)
-    return {"runs": rows, "totals": build_totals(rows, local_targets), "strategies": strategies or []}
+    rep = {"runs": rows, "totals": build_totals(rows, local_targets), "strategies": strategies or []}
+    bench = build_benchmarks(runs)
+    return {**rep, "benchmarks": bench} if bench else rep
 
 
 # --------------------------------------------------------------------------- text renderings
@@ -115,6 +140,10 @@ TOTAL_COLUMNS = (("group", "group", str), ("runs", "runs", str), ("est h", "est_
                  ("h", "actual_hours", f_num), ("est $", "est_usd", f_num), ("$", "actual_usd", f_num))
 STRATEGY_COLUMNS = (("strategy", "name", str), ("est h", "hours", f_num), ("est $", "usd", f_num),
                     ("note", "note", str))
+BENCH_COLUMNS = (("stage", "stage", str), ("run", "id", str), ("problems", "problems", str),
+                 ("pass@1", "pass_at_1", lambda x: f_num(x, "{:.3f}")),
+                 ("change", "pass_at_1_change", lambda x: f_num(x, "{:+.3f}")), ("$", "usd", f_num),
+                 ("pass@1 per $", "pass_at_1_per_usd", lambda x: f_num(x, "{:.3g}")))
 
 
 def _cells(row: dict, cols) -> list[str]:
@@ -151,7 +180,8 @@ def rich_tables(report: dict) -> list:
                       cell(r["est_peak_vram_gib"], r["actual_peak_vram_gib"], r["peak_vram_error_pct"], "{:.2f}"))
         out.append(t)
     for title, cols, rows in (("totals", TOTAL_COLUMNS, report["totals"]),
-                              ("strategies (estimated)", STRATEGY_COLUMNS, report["strategies"])):
+                              ("strategies (estimated)", STRATEGY_COLUMNS, report["strategies"]),
+                              ("HumanEval pass@1 per stage", BENCH_COLUMNS, report.get("benchmarks"))):
         if not rows:
             continue
         t = Table(title=title, box=box.SIMPLE_HEAD)
@@ -167,7 +197,8 @@ def to_markdown(report: dict) -> str:
     parts = ["# amigo-burst report", "", "error % = (estimate - actual) / actual; positive: over-estimated.", ""]
     for title, cols, rows in (("Runs: estimated vs actual", COLUMNS, report["runs"]),
                               ("Totals", TOTAL_COLUMNS, report["totals"]),
-                              ("Strategies (estimated)", STRATEGY_COLUMNS, report["strategies"])):
+                              ("Strategies (estimated)", STRATEGY_COLUMNS, report["strategies"]),
+                              ("HumanEval pass@1 per stage", BENCH_COLUMNS, report.get("benchmarks"))):
         if not rows:
             continue
         parts += [f"## {title}", "", "| " + " | ".join(h for h, _, _ in cols) + " |",
@@ -301,6 +332,7 @@ def to_html(report: dict, title: str = "amigo-burst report") -> str:
         + table(COLUMNS, rows, "Runs: estimated vs actual")
         + table(TOTAL_COLUMNS, report["totals"], "Totals")
         + table(STRATEGY_COLUMNS, report["strategies"], "Strategies (estimated)")
+        + table(BENCH_COLUMNS, report.get("benchmarks"), "HumanEval pass@1 per stage")
         + ("<p>No runs yet.</p>" if not rows else "")
         + "</body></html>\n"
     )
