@@ -84,7 +84,12 @@ def export(cfg: AmigoConfig, sm: StageModel, opts: ExportOptions, say=print) -> 
 
 
 def _place(src: Path, out: Path) -> None:
-    """Rename into place; an existing --out (with --force) is replaced only once the new one is whole."""
+    """Rename into place; an existing --out (with --force) is replaced only once the new one is whole.
+    Modes as the user's umask makes them (some writers create 0600 files in the private temp folder)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [src, *src.rglob("*")]:
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
     if out.exists():
         old = out.with_name(out.name + ".old")
         os.replace(out, old)
