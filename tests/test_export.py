@@ -180,7 +180,13 @@ def test_ollama_template_renders_like_the_chat_template(tok):
     text = ollama.modelfile("./model.gguf", tok, adds_bos=False)
     assert text.startswith("FROM ./model.gguf\n")
     template = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
-    assert template == ollama.go_template(p, with_bos=True) and template.startswith("<s>{{ range .Messages }}")
+    # Ollama's Go text/template syntax, spelled out (no Go here to run it): one range, one if/else-if chain,
+    # each closed; the literal text between the actions is the Jinja template's own
+    assert template == (
+        '<s>{{ range .Messages }}{{ if eq .Role "system" }}<|system|>\n{{ .Content }}<|end|>\n'
+        '{{ else if eq .Role "user" }}<|user|>\n{{ .Content }}<|end|>\n'
+        '{{ else if eq .Role "assistant" }}<|assistant|>\n{{ .Content }}<|end|>{{ end }}{{ end }}<|assistant|>\n')
+    assert template.count("{{ end }}") == template.count("{{ if ") + template.count("{{ range ")
     assert 'PARAMETER stop "<|end|>"' in text and 'PARAMETER stop "<|user|>"' in text
     assert not ollama.go_template(p, with_bos=False).startswith("<s>"), "llama.cpp adds BOS: not twice"
 
