@@ -142,3 +142,35 @@ def test_pipeline_records_humaneval_per_stage_and_report_shows_it(scored_project
         bench[1]["pass_at_1"] - bench[0]["pass_at_1"])
     table = cli(scored_project, "report", check=True).stdout
     assert "HumanEval pass@1 per stage" in table and runs[1].id in table
+
+
+def test_eval_config_reaches_run_sh_envs(tmp_path):
+    from amigo_burst.config import parse_config
+    from amigo_burst.lifecycle.launch import stage_envs
+
+    base = '[project]\nname = "t"\n[model]\nbase = "x/y"\narch = "tiny"\n[stages.1]\ndataset = { path = "d.jsonl" }\n'
+    for section, limit in (("", ""), ("[eval]\nlimit = 0\n", "0"), ("[eval]\nlimit = 7\nmax_new_tokens = 64\n", "7")):
+        envs = stage_envs(parse_config(base + section), 1, "s1-x", "lora", 0)
+        assert envs["AMIGO_EVAL_LIMIT"] == limit
+    assert envs["AMIGO_EVAL_MAX_NEW_TOKENS"] == "64"
+
+
+@pytest.mark.slow
+def test_run_sh_a_broken_benchmark_leaves_the_stage_done_and_limit_0_runs_none(tmp_path, tiny_model):
+    import os
+
+    def run_sh(out: Path, **env) -> subprocess.CompletedProcess:
+        full = {**os.environ, "AMIGO_PYTHON": sys.executable, "AMIGO_STAGE": "1", "AMIGO_METHOD": "lora",
+                "AMIGO_TRAIN_CONFIG": "train/configs/demo.yaml", "AMIGO_BASE_MODEL": str(tiny_model),
+                "AMIGO_DATA": "train/samples/stage1.jsonl", "AMIGO_OUTPUT": str(out), "AMIGO_SET": "max_steps=1",
+                "AMIGO_INPUTS": "", "AMIGO_STORE_URI": "", **env}
+        return subprocess.run(["bash", "train/run.sh"], cwd=REPO, env=full, capture_output=True, text=True,
+                              timeout=900)
+
+    r = run_sh(tmp_path / "a", AMIGO_EVAL_LIMIT="1", AMIGO_EVAL_MAX_NEW_TOKENS="0")  # the benchmark refuses: exit 2
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "warning: humaneval failed (exit 2)" in r.stdout
+    assert (tmp_path / "a" / "adapter" / "adapter_config.json").is_file()
+    assert "humaneval" not in json.loads((tmp_path / "a" / "metrics.json").read_text())
+    r = run_sh(tmp_path / "b", AMIGO_EVAL_LIMIT="0")
+    assert r.returncode == 0 and "humaneval" not in r.stdout + r.stderr
