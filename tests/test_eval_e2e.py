@@ -16,7 +16,7 @@ import pytest
 from tests.helpers import cli, make_project
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]  # a first SkyPilot launch on the cluster: minutes
 FAKE_TOKEN = "hf_E2E_FAKE_TOKEN_eval_never_leak_77"
 
 
