@@ -4,17 +4,20 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
+# optional extras installed into .venv; `make test` adds export (llama-cpp-python: builds llama.cpp, minutes, once)
+AMIGO_EXTRAS ?= train,dev
 
 .PHONY: venv demo test test-fast test-e2e lint bench-cli bench-demo clean
 
 venv:
-	@scripts/install.sh
+	@AMIGO_EXTRAS=$(AMIGO_EXTRAS) scripts/install.sh
 
 ## the five-stage pipeline on a tiny offline model, local target, CPU; then the report
 demo: venv
 	$(PY) -m amigo_burst.demo
 
 ## everything a user's machine can run (unit + slow integration + faults + badinput); no e2e
+test: AMIGO_EXTRAS = train,dev,export
 test: venv
 	$(PYTEST) -m "not e2e and not gpu" tests
 

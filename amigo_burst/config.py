@@ -109,6 +109,14 @@ class LocalGpuConfig(Strict):
     board_power_w: float = Field(115.0, gt=0)
 
 
+class EvalConfig(Strict):
+    """[eval]: the HumanEval run after each stage, on the machine that trained it (train/humaneval.py)."""
+
+    # the first N of the 164 problems (quick runs, the demo); 0: no benchmark; unset: all 164
+    limit: int | None = Field(None, ge=0, le=164)
+    max_new_tokens: int = Field(512, ge=1, le=8192)  # per answer; 512 covers a HumanEval function with room
+
+
 class TargetsConfig(Strict):
     cloud: str = "vast"  # the cloud target of the hybrid plan (stages 2-5)
     local: str = "local"
@@ -122,6 +130,7 @@ class AmigoConfig(Strict):
     store: StoreConfig = StoreConfig()
     local_gpu: LocalGpuConfig = LocalGpuConfig()
     targets: TargetsConfig = TargetsConfig()
+    eval: EvalConfig = EvalConfig()
     path: Annotated[Path | None, Field(exclude=True)] = None  # where it was loaded from
 
     @field_validator("stages", mode="before")

@@ -3,6 +3,12 @@
 #
 #   scripts/install.sh            # CPU machine: torch==2.13.0 (CPU wheel)
 #   TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" scripts/install.sh   # CUDA laptop
+#   AMIGO_EXTRAS=train,dev,export scripts/install.sh   # + llama-cpp-python for `export --format gguf|ollama`
+#
+# The export extra builds llama.cpp from source (llama-cpp-python ships no Linux wheel on PyPI):
+# ~17 min on 2 busy cores here, once; pip caches the wheel, so later installs take seconds. CMAKE_ARGS
+# keeps it to the CPU library (no tests, examples, server, multimodal, OpenSSL); for a CUDA build on the
+# laptop: CMAKE_ARGS="-DGGML_CUDA=on" AMIGO_EXTRAS=train,dev,export scripts/install.sh
 #
 # Versions come from constraints.txt (what the tests pass with), so a fresh
 # machine gets the same set. Why three pip calls: skypilot 0.14 pins
@@ -13,8 +19,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+EXTRAS=${AMIGO_EXTRAS:-train,dev}
 STAMP=.venv/.amigo-installed
-want="$(cat pyproject.toml constraints.txt scripts/install.sh | sha256sum | cut -c1-16) $TORCH_SPEC"
+want="$(cat pyproject.toml constraints.txt scripts/install.sh | sha256sum | cut -c1-16) $TORCH_SPEC [$EXTRAS]"
+export CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_CUDA=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+-DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_OPENSSL=OFF"}
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && .venv/bin/python -c 'import amigo_burst' 2>/dev/null; then
   exit 0  # up to date
@@ -24,7 +33,7 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # constraints without click: see above
 grep -v '^click==' constraints.txt > .venv/constraints-noclick.txt
 "${pip[@]}" $TORCH_SPEC
-"${pip[@]}" -c .venv/constraints-noclick.txt -e ".[train,dev]"
+"${pip[@]}" -c .venv/constraints-noclick.txt -e ".[$EXTRAS]"
 "${pip[@]}" -c .venv/constraints-noclick.txt "$(grep '^click==' constraints.txt)" -e ".[cloud]" 2>&1 \
   | grep -v "dependency resolver\|huggingface-hub .* requires click\|^$" || true
 echo "$want" > "$STAMP"

@@ -10,6 +10,7 @@ run records, polling.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -46,10 +47,14 @@ def invoke(*args: str, env: dict | None = None):
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "100", **(env or {})})
 
 
-def make_project(root: Path, tiny_model: Path, store_url: str | None = None, endpoint: str | None = None) -> Path:
-    """A demo project: presets/demo.toml with absolute sample paths and the session's tiny model."""
+def make_project(root: Path, tiny_model: Path, store_url: str | None = None, endpoint: str | None = None,
+                 eval_limit: int = 0) -> Path:
+    """A demo project: presets/demo.toml with absolute sample paths and the session's tiny model.
+    eval_limit: HumanEval problems after each stage (0, the default here: none; tests/test_humaneval*.py
+    run it, the other tests are not about it and stay as fast as before)."""
     root.mkdir(parents=True, exist_ok=True)
     text = (REPO / "presets" / "demo.toml").read_text()
+    text = re.sub(r"(?m)^limit = \d+", f"limit = {eval_limit}", text)
     text = text.replace('"../train/samples/', f'"{REPO}/train/samples/')
     text = text.replace('base = "tiny-model"', f'base = "{tiny_model}"')
     if store_url:

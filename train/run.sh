@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The one `run` command of every sky/*.yaml: env (AMIGO_*, SKYPILOT_*) -> `python -m train` args.
+# The one `run` command of every sky/*.yaml: env (AMIGO_*, SKYPILOT_*) -> `python -m train` args,
+# then the HumanEval benchmark of the stage's adapter on this same machine (train/humaneval.py).
 # torchrun when SkyPilot hands us more than one GPU or node, plain python otherwise.
+# AMIGO_TASK=eval runs the benchmark alone, on the adapter in AMIGO_ADAPTER_FROM (`amigo-burst eval --cloud`).
 set -euo pipefail
 PY=${AMIGO_PYTHON:-python3}
 NNODES=${SKYPILOT_NUM_NODES:-1}
@@ -11,16 +13,43 @@ if [ -n "${AMIGO_INPUTS:-}" ]; then
   "$PY" -m train.storage get "$AMIGO_INPUTS" inputs
 fi
 
+# AMIGO_EVAL_LIMIT: the first N problems ("": all 164, "0": no benchmark).
+# AMIGO_EVAL_MAX_NEW_TOKENS: per answer. Within what is left of the time budget, if there is one.
+humaneval() {
+  local adapter=$1 left=0
+  if [ "${AMIGO_MAX_RUNTIME_S:-0}" != "0" ]; then
+    left=$((AMIGO_MAX_RUNTIME_S - SECONDS))
+    if [ "$left" -le 0 ]; then echo "humaneval: skipped: the time budget is spent"; return 0; fi
+  fi
+  local ev=(--model "$AMIGO_BASE_MODEL" --adapter "$adapter" --method "$AMIGO_METHOD"
+            --output-dir "$AMIGO_OUTPUT" --max-runtime-s "$left")
+  [ -n "${AMIGO_EVAL_LIMIT:-}" ] && ev+=(--limit "$AMIGO_EVAL_LIMIT")
+  [ -n "${AMIGO_EVAL_MAX_NEW_TOKENS:-}" ] && ev+=(--max-new-tokens "$AMIGO_EVAL_MAX_NEW_TOKENS")
+  "$PY" -m train.humaneval "${ev[@]}"
+}
+
+if [ "${AMIGO_TASK:-train}" = "eval" ]; then
+  humaneval "$AMIGO_ADAPTER_FROM"
+  exit 0
+fi
+
 args=(--stage "$AMIGO_STAGE" --config "$AMIGO_TRAIN_CONFIG" --model "$AMIGO_BASE_MODEL"
       --method "$AMIGO_METHOD" --data "$AMIGO_DATA" --output-dir "$AMIGO_OUTPUT" --resume auto)
 [ -n "${AMIGO_ADAPTER_FROM:-}" ] && args+=(--adapter-from "$AMIGO_ADAPTER_FROM")
 [ "${AMIGO_MAX_RUNTIME_S:-0}" != "0" ] && args+=(--max-runtime-s "$AMIGO_MAX_RUNTIME_S")
 for kv in ${AMIGO_SET:-}; do args+=(--set "$kv"); done
 
+# set -e: a stage that failed or stopped on its budget (exit 3) ends the script with that code, unscored.
 if [ $((NNODES * NGPUS)) -gt 1 ]; then
   MASTER=$(echo "${SKYPILOT_NODE_IPS:-127.0.0.1}" | head -n1)
-  exec "$PY" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$NGPUS" \
+  "$PY" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$NGPUS" \
     --node_rank "${SKYPILOT_NODE_RANK:-0}" --master_addr "$MASTER" --master_port 29500 \
     -m train "${args[@]}"
+  [ "${SKYPILOT_NODE_RANK:-0}" = "0" ] || exit 0  # the adapter is on node 0: it alone runs the benchmark
+else
+  "$PY" -m train "${args[@]}"
 fi
-exec "$PY" -m train "${args[@]}"
+if [ "${AMIGO_EVAL_LIMIT:-}" != "0" ]; then
+  # A benchmark that breaks does not undo the stage: the adapter stands, without a score.
+  humaneval "$AMIGO_OUTPUT/adapter" || echo "warning: humaneval failed (exit $?): the stage's adapter stands without a score"
+fi

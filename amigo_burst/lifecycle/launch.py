@@ -142,6 +142,9 @@ def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runti
         "AMIGO_OUTPUT": "outputs",
         "AMIGO_SET": " ".join(sets),
         "AMIGO_MAX_RUNTIME_S": str(max_runtime_s),
+        # the HumanEval run after training (train/run.sh): "" all 164 problems, "0" none
+        "AMIGO_EVAL_LIMIT": "" if cfg.eval.limit is None else str(cfg.eval.limit),
+        "AMIGO_EVAL_MAX_NEW_TOKENS": str(cfg.eval.max_new_tokens),
     }
 
 

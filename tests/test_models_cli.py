@@ -1,0 +1,112 @@
+"""`amigo-burst eval | try | export` on a project whose stage 1 ran (the real CLI as a subprocess, the
+tiny model trained by the local target's worker), and their bad input: one line, exit 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import cli, invoke, make_project, runs_of
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_model) -> Path:
+    p = make_project(tmp_path_factory.mktemp("models") / "proj", tiny_model)
+    cli(p, "launch", "--stage", "1", check=True, timeout=900)
+    return p
+
+
+def one_json(stdout: str) -> dict:
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"--json prints one line on stdout, got {lines}"
+    return json.loads(lines[0])
+
+
+@pytest.mark.slow
+def test_eval_here_json(project):
+    r = cli(project, "eval", "--stage", "1", "--limit", "2", "--max-new-tokens", "16", "--json", check=True)
+    res = one_json(r.stdout)
+    assert tuple(res)[:5] == ("stage", "benchmark", "problems", "passed", "pass_at_1")
+    assert (res["stage"], res["benchmark"], res["problems"], res["where"]) == (1, "humaneval", 2, "here")
+    assert res["run"] == runs_of(project)[0].id and res["device"] == "cpu" and res["method"] == "lora"
+    d = project / ".amigo" / "evals" / res["eval_id"]
+    assert json.loads((d / "metrics.json").read_text())["humaneval"]["problems"] == 2
+    assert len((d / "humaneval.jsonl").read_text().splitlines()) == 2
+    assert "humaneval: 2/2 problems" in r.stderr  # progress goes to stderr with --json
+
+
+@pytest.mark.slow
+def test_eval_on_the_local_target_runs_the_benchmark_alone_through_run_sh(project):
+    r = cli(project, "eval", "--stage", "1", "--limit", "1", "--max-new-tokens", "8", "--cloud", "local", "--json",
+            check=True)
+    res = one_json(r.stdout)
+    assert res["where"] == "local-rtx4050" and res["problems"] == 1 and res["stage"] == 1
+    log = (project / ".amigo" / "evals" / res["eval_id"] / "eval.log").read_text()
+    assert "setup: training stack present" in log  # the target YAML's setup ran, then run.sh
+    assert "AMIGO_PROGRESS" not in log, "the benchmark alone: no training"
+    assert res["adapter"] == "inputs/adapter", "the adapter travelled in the run's workdir, like a launch's inputs"
+
+
+@pytest.mark.slow
+def test_try_streams_the_stage_model_through_its_chat_template(project, tiny_model):
+    import torch
+
+    from amigo_burst.config import load_config
+    from amigo_burst.lifecycle.models import chat_ids, load, stage_model, try_prompt
+
+    cfg = load_config(project / "amigo.toml")
+    sm = stage_model(cfg, 1)
+
+    class Chunks(io.StringIO):
+        writes = 0
+
+        def write(self, s):
+            Chunks.writes += 1
+            return super().write(s)
+
+    out = Chunks()
+    text = try_prompt(cfg, sm, "Write a function that reverses a string", max_new_tokens=24, out=out)
+    assert out.getvalue().rstrip("\n") == text and Chunks.writes >= 2, "streamed in pieces, as generated"
+    model, tok, _ = load(cfg, sm)
+    enc = chat_ids(tok, "Write a function that reverses a string")
+    assert enc["input_ids"][0, 0].item() == tok.bos_token_id and (enc["input_ids"] == tok.bos_token_id).sum() == 1
+    with torch.no_grad():
+        ids = model.generate(**enc, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True) == text
+    r = cli(project, "try", "--stage", "1", "def add(a, b):", "--max-new-tokens", "4", check=True)
+    assert r.stdout.splitlines()[0].startswith(f"stage 1 ({sm.run.id})")
+
+
+@pytest.mark.slow
+def test_export_all_three_formats(project, tmp_path):
+    for fmt, out in (("merged", tmp_path / "merged"), ("gguf", tmp_path / "a.gguf"), ("ollama", tmp_path / "oll")):
+        r = cli(project, "export", "--stage", "1", "--format", fmt, "--out", str(out), check=True, timeout=900)
+        assert f"{fmt}: {out}" in r.stdout
+    assert (tmp_path / "merged" / "model.safetensors").is_file() and (tmp_path / "merged" / "chat_template.jinja").is_file()
+    assert (tmp_path / "a.gguf").read_bytes()[:4] == b"GGUF"
+    assert (tmp_path / "oll" / "model.gguf").is_file()
+    assert (tmp_path / "oll" / "Modelfile").read_text().startswith("FROM ./model.gguf\nTEMPLATE \"\"\"")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp folder left beside --out"
+    r = cli(project, "export", "--stage", "1", "--format", "merged", "--out", str(tmp_path / "merged"))
+    assert r.returncode == 2 and "exists" in r.stderr and r.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("args,msg", [
+    (("eval", "--stage", "3"), "no successful stage 3 run"),
+    (("eval", "--stage", "1", "--limit", "0"), "--limit 0"),
+    (("eval", "--stage", "1", "--cloud", "nowhere"), "unknown target 'nowhere'"),
+    (("try", "--stage", "9", "hi"), "unknown stage"),
+    (("export", "--stage", "1", "--format", "zip", "--out", "x"), "--format zip"),
+    (("export", "--stage", "1", "--format", "gguf", "--out", "model.bin"), "*.gguf"),
+    (("export", "--stage", "1", "--format", "merged", "--out", "m", "--quant", "Q3"), "--quant Q3"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, msg):
+    p = make_project(tmp_path / "proj", Path("/nonexistent/tiny"))
+    r = invoke("--config", str(p / "amigo.toml"), *args)
+    assert r.exit_code == 2, r.output
+    assert msg in r.output and r.output.strip().count("\n") == 0
+    assert not (p / ".amigo" / "evals").exists() and not (tmp_path / "proj" / "x").exists()
