@@ -12,6 +12,7 @@ training; `amigo-burst logs RUN -f` reattaches.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from amigo_burst.state import ids, paths
 from amigo_burst.state.records import Run, RunStore, open_records
 from amigo_burst.state.store import open_from_config, store_uri
 from amigo_burst.targets import REPO_ROOT, Target, get_target
+from train.schema import ADAPTER_META
 from train.storage import ALWAYS_EXCLUDE
 from train.storage import names as manifest_names
 
@@ -103,8 +105,13 @@ def yaml_number(x: float | int) -> str:
     return mantissa + (e + exp if e else "")
 
 
-def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runtime_s: int) -> dict[str, str]:
-    """The AMIGO_* overrides for the target YAML's envs (non-secret only: envs are not redacted)."""
+def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runtime_s: int,
+               est: Cell | None = None) -> dict[str, str]:
+    """The AMIGO_* overrides for the target YAML's envs (non-secret only: envs are not redacted).
+
+    micro_batch / grad_accum = "auto" run as the plan cell `est` sized them (what was estimated and
+    checked against the budget is what trains); the train/configs YAML's values only without a plan.
+    """
     sc = cfg.stage(stage)
     base = cfg.resolve(cfg.model.base)
     sets = [
@@ -116,15 +123,24 @@ def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runti
         f"lora_dropout={yaml_number(cfg.lora.dropout)}",
         f"lora_target_modules={','.join(cfg.lora.target_modules)}",
     ]
-    if sc.micro_batch != "auto":
-        sets.append(f"per_device_train_batch_size={sc.micro_batch}")
-    if sc.grad_accum != "auto":
-        sets.append(f"gradient_accumulation_steps={sc.grad_accum}")
+    micro = sc.micro_batch if sc.micro_batch != "auto" else (est.micro_batch if est is not None else None)
+    accum = sc.grad_accum if sc.grad_accum != "auto" else (est.grad_accum if est is not None else None)
+    if micro is not None:
+        sets.append(f"per_device_train_batch_size={micro}")
+    if accum is not None:
+        sets.append(f"gradient_accumulation_steps={accum}")
+    # validation and checkpoint cadence ([stages.N] in amigo.toml)
+    sets += [f"eval_fraction={yaml_number(sc.eval_fraction)}", f"eval_max_rows={sc.eval_max_rows}",
+             f"keep={sc.keep}", f"save_minutes={yaml_number(sc.save_minutes)}"]
+    if sc.eval_steps:
+        sets.append(f"eval_steps={sc.eval_steps}")
     if sc.max_steps:
         sets.append(f"max_steps={sc.max_steps}")
         if sc.max_steps <= 100:  # short runs: a progress line every step, not every 10th,
-            sets.append("logging_steps=1")  # and a checkpoint half-way (the YAML's 200 would be
-            sets.append(f"save_steps={max(1, sc.max_steps // 2)}")  # none: --resume needs one)
+            half = max(1, sc.max_steps // 2)  # and a checkpoint and an eval half-way (the YAML's 100-200
+            sets += ["logging_steps=1", f"save_steps={half}"]  # would be none: --resume needs one)
+            if not sc.eval_steps:
+                sets.append(f"eval_steps={half}")
     return {
         "AMIGO_RUN_ID": run_id,
         "AMIGO_STAGE": str(stage),
@@ -138,7 +154,31 @@ def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runti
     }
 
 
-def choose_method(cfg: AmigoConfig, est: Cell | None) -> str:
+def adapter_method(adapter: Path | None) -> str | None:
+    """The method the previous adapter was trained with (its amigo_adapter.json), None if unrecorded."""
+    meta_file = adapter / ADAPTER_META if adapter is not None else None
+    if meta_file is None or not meta_file.is_file():
+        return None
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{meta_file}: unreadable ({e.__class__.__name__})") from None
+    method = meta.get("method") if isinstance(meta, dict) else None
+    return method if method in ("lora", "qlora") else None
+
+
+def choose_method(cfg: AmigoConfig, est: Cell | None, adapter: Path | None = None) -> str:
+    """One method for the whole chain: a stage continuing an adapter trains as that adapter was trained
+    (an NF4 base in one stage and a bf16 base in the next would change the model under the adapter).
+    An explicit different [model] method is refused; otherwise the plan's choice, else qlora."""
+    chained = adapter_method(adapter)
+    if chained:
+        if cfg.model.method not in ("auto", chained):
+            raise UserError(
+                f"[model] method = \"{cfg.model.method}\" but the adapter this stage continues was trained with "
+                f"{chained}: set method = \"{chained}\" or \"auto\" in amigo.toml, or start over with --from-base"
+            )
+        return chained
     if cfg.model.method != "auto":
         return cfg.model.method
     return est.method if est is not None and est.method in ("lora", "qlora") else "qlora"
@@ -195,7 +235,10 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     console.print(f"dataset: {prepared.rows} rows, {prepared.tokens:,} tokens"
                   + ("" if prepared.tokens_exact else " (estimated: no tokenizer)"))
 
-    est = planner.estimate_for_launch(cfg, spec.number, target, prepared.tokens)
+    # a continued adapter fixes the method: estimate (micro-batch, memory, cost) for that one
+    method = choose_method(cfg, None, adapter) if adapter_method(adapter) else None
+    ecfg = cfg if method is None else cfg.model_copy(update={"model": cfg.model.model_copy(update={"method": method})})
+    est = planner.estimate_for_launch(ecfg, spec.number, target, prepared.tokens)
     budget = planner.budget_for(cfg, spec.number, max_usd=opts.max_usd)
     check_estimate(spec.number, target, est, budget, opts.force)
     usd_h = est.usd_per_hour if est is not None else None
@@ -214,7 +257,9 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
         manifest, sent, skipped = put_inputs(cfg, run_id, prepared.path, adapter)
         console.print(f"store: {_mb(sent)} uploaded, {_mb(skipped)} already there ({cfg.store.url})")
         build_bundle(workdir)
-        envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est), max_runtime)
+        envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est, adapter), max_runtime, est)
+        if opts.spot:  # a SIGTERM there is a preemption: the entrypoint's exit_reason says so
+            envs["AMIGO_SPOT"] = "1"
         if adapter is None and spec.number > 1:  # --from-base: the entrypoint must be told, not guess
             envs["AMIGO_SET"] += " from_base=true"
         transport = "store" if (target.is_local or cfg.store.url.startswith("s3://")) else "rsync"
