@@ -94,8 +94,6 @@ class ProgressCallback(TrainerCallback):
         self.last_tps = round(tps, 1)
         line = {"stage": self.stage, "step": state.global_step, "total": state.max_steps,
                 "loss": round(loss, 4), "tokens_per_s": self.last_tps, "eta_s": round(eta, 1)}
-        if self.eval_loss is not None:
-            line["eval_loss"] = self.eval_loss  # the latest, so a reattached follower sees it too
         self.reporter.event("AMIGO_PROGRESS", line)
 
     def summary(self, state) -> dict:

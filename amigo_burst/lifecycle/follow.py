@@ -58,7 +58,7 @@ def follow(cfg, run_id: str, console, follow_live: bool = True, poll_s: float = 
                    TextColumn("loss {task.fields[loss]}{task.fields[eval]}  {task.fields[tps]} tok/s"),
                    TimeRemainingColumn(),
                    console=console, transient=False, disable=not follow_live)
-    task = None
+    task, last_eval = None, ""
     with bar:
         while True:
             lines, pos = _lines(log, pos)
@@ -69,6 +69,7 @@ def follow(cfg, run_id: str, console, follow_live: bool = True, poll_s: float = 
                         bar.console.print(escape(line), highlight=False)
                     continue
                 fields = progress_fields(p)
+                last_eval = fields["eval"] = fields["eval"] or last_eval  # eval lines come every eval_steps
                 if task is None:
                     task = bar.add_task("train", total=p.get("total") or None, **fields)
                 bar.update(task, completed=p.get("step", 0), total=p.get("total") or None, **fields)
