@@ -141,3 +141,15 @@ def test_under_ten_rows_trains_without_validation(tiny_model, tmp_path):
     m = metrics(out)
     assert m["eval_rows"] == 0 and m["train_rows"] == 9 and m["eval_loss"]["best"] is None
     assert m["kept"]["which"] == "last"
+
+
+def test_the_progress_bar_shows_the_latest_eval_loss():
+    """follow.py's bar fields from AMIGO_PROGRESS lines: an eval line's loss shows, a training line has none
+    (follow() keeps the latest one on the bar between evaluations)."""
+    from amigo_burst.lifecycle.follow import progress_fields
+
+    ev = progress_fields({"stage": 2, "step": 4, "total": 8, "loss": 2.5, "tokens_per_s": 1234.4, "eta_s": None,
+                          "eval_loss": 2.75})
+    assert ev == {"stage": 2, "loss": "2.5000", "tps": "1,234", "eval": " (eval 2.7500)"}
+    plain = progress_fields({"stage": 2, "step": 5, "total": 8, "loss": None, "tokens_per_s": 10.0})
+    assert plain["eval"] == "" and plain["loss"] == "-"

@@ -129,6 +129,9 @@ class Session:
     def prepared(self, trainer, rows_in: int, evalset) -> None:
         """Log what the trainer kept of the rows: TRL drops a row whose prompt alone fills max_length."""
         kept = len(trainer.train_dataset)
+        if self.choice.get("packing") and self.cfg.spec.trainer == "sft":  # rows are packed: count sequences
+            self.trainer_rows = {"train_rows_in": rows_in, "packed_sequences": kept}
+            return
         self.trainer_rows = {"train_rows_in": rows_in, "train_rows_kept": kept}
         if kept < rows_in:
             self.reporter.line(f"amigo train: {rows_in - kept} of {rows_in} training rows dropped by the trainer: "
