@@ -123,8 +123,9 @@ class StopCallback(TrainerCallback):
     Under DDP every rank must take the same decision at the same step: one all-reduce (MAX) per step.
     """
 
-    def __init__(self, max_runtime_s: float, t0: float, save_minutes: float = 0.0):
+    def __init__(self, max_runtime_s: float, t0: float, save_minutes: float = 0.0, reporter: Reporter | None = None):
         self.max_runtime_s, self.t0, self.save_s = max_runtime_s, t0, save_minutes * 60
+        self.reporter = reporter
         self.stopped: str | None = None  # "budget" | "signal"
         self.signal: str | None = None  # name of the stop signal received, e.g. "SIGTERM"
         self.last_save = time.monotonic()
@@ -167,6 +168,10 @@ class StopCallback(TrainerCallback):
         over, signalled, save_due = flags
         if (over or signalled) and state.global_step < state.max_steps:
             self.stopped = "signal" if signalled else "budget"
+            if self.reporter:
+                why = (self.signal or "a stop signal") if signalled else f"--max-runtime-s {self.max_runtime_s:g}"
+                self.reporter.line(f"amigo train: stopping after step {state.global_step} ({why}): "
+                                   f"saving checkpoint-{state.global_step}")
             control.should_save = True
             control.should_training_stop = True
             control.should_evaluate = False  # time is short: the last evaluation stands

@@ -47,7 +47,7 @@ class Session:
             if uri and rank() == 0 else None
         )
         self.progress = ProgressCallback(self.reporter, cfg.stage)
-        self.stop = StopCallback(cfg.max_runtime_s, self.t0, cfg.save_minutes)
+        self.stop = StopCallback(cfg.max_runtime_s, self.t0, cfg.save_minutes, self.reporter)
         self.best = BestCallback(self.out / "best" if cfg.keep == "best" else None, rank() == 0)
         self.resumed_from: str | None = None
         self._handlers: dict = {}
