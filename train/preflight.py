@@ -18,6 +18,7 @@ from pathlib import Path
 
 from train.schema import ADAPTER_META as META
 from train.schema import TrainInputError
+
 GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
 # LoRA targets whose input is the residual stream (in_features == hidden_size) and those writing back
 # to it (out_features == hidden_size), for Llama/Mistral/Qwen-style decoders.
