@@ -26,8 +26,9 @@ def test_sigterm_saves_the_current_step_and_resume_continues_from_it(tiny_model,
            "AMIGO_FAULT_STEP_DELAY_S": "0.3"}  # 0.3 s a step: SIGTERM lands mid-run
     out = tmp_path / "machine-a"
     # no step- or time-based checkpoint before step 12: the only checkpoint is the one the stop makes
+    # eval every 2 steps: the best adapter so far (best/) must survive the move to another machine too
     args = argv(1, tiny_model, out, "--set", "max_steps=12", "--set", "save_steps=100", "--set", "save_minutes=0",
-                "--resume", "auto")
+                "--set", "eval_steps=2", "--resume", "auto")
     proc = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
@@ -47,17 +48,24 @@ def test_sigterm_saves_the_current_step_and_resume_continues_from_it(tiny_model,
     store = open_store(store_uri)
     assert [s for s, _ in store_checkpoints(store, "s1-stop-test")] == [step]  # mirrored like any checkpoint
     generate_with_adapter(tiny_model, out / "adapter")  # and an adapter of that step, usable
+    best = json.loads((out / "best" / "best.json").read_text())  # kept for the resume, mirrored with the outputs
+    assert best["step"] == m["eval_loss"]["best_step"] <= step
+    assert "best/best.json" in store.read_manifest("runs/s1-stop-test/outputs")["files"]
 
     # a fresh machine (nothing local), same arguments: it continues from that step, fetched from the store
     out_b = tmp_path / "machine-b"
     args_b = argv(1, tiny_model, out_b, "--set", "max_steps=12", "--set", "save_steps=100", "--set",
-                  "save_minutes=0", "--resume", "auto")
+                  "save_minutes=0", "--set", "eval_steps=2", "--resume", "auto")
     p = subprocess.run([sys.executable, "-m", "train", *args_b], cwd=REPO, capture_output=True, text=True,
                        env={**env, "AMIGO_FAULT_STEP_DELAY_S": "0"}, timeout=300)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     m2 = metrics(out_b)
     assert m2["resumed_from"] == f"store:runs/s1-stop-test/checkpoints/checkpoint-{step}"
     assert m2["steps"] == 12 and m2["steps_this_run"] == 12 - step and m2["exit_reason"] == "completed"
+    log_b = (out_b / "train.log").read_text()
+    assert f"best adapter so far: step {best['step']}, eval loss {best['eval_loss']:.4f}" in log_b
+    assert m2["eval_loss"]["first"] == m["eval_loss"]["first"]  # machine A's evaluations count too
+    assert m2["kept"]["step"] == m2["eval_loss"]["best_step"]
 
 
 @pytest.mark.slow

@@ -188,8 +188,8 @@ class BestCallback(TrainerCallback):
     eval losses come back with the checkpoint's log_history.
     """
 
-    def __init__(self, best_dir: Path | None, is_main: bool):
-        self.best_dir, self.is_main = best_dir, is_main
+    def __init__(self, best_dir: Path | None, is_main: bool, reporter: Reporter | None = None):
+        self.best_dir, self.is_main, self.reporter = best_dir, is_main, reporter
         self.history: list[tuple[int, float]] = []  # (step, eval_loss), this run and resumed ones
         self.best: tuple[int, float] | None = None  # of the adapter in best_dir
 
@@ -203,6 +203,8 @@ class BestCallback(TrainerCallback):
         elif mark is not None and mark.is_file():
             b = json.loads(mark.read_text())
             self.best = (b["step"], b["eval_loss"])
+            if self.reporter:
+                self.reporter.line(f"amigo train: best adapter so far: step {b['step']}, eval loss {b['eval_loss']:.4f}")
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
         loss = (metrics or {}).get("eval_loss")

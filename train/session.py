@@ -48,7 +48,7 @@ class Session:
         )
         self.progress = ProgressCallback(self.reporter, cfg.stage)
         self.stop = StopCallback(cfg.max_runtime_s, self.t0, cfg.save_minutes, self.reporter)
-        self.best = BestCallback(self.out / "best" if cfg.keep == "best" else None, rank() == 0)
+        self.best = BestCallback(self.out / "best" if cfg.keep == "best" else None, rank() == 0, self.reporter)
         self.resumed_from: str | None = None
         self._handlers: dict = {}
         if threading.current_thread() is threading.main_thread():
