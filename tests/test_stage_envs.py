@@ -40,6 +40,20 @@ def test_auto_batch_runs_as_the_plan_estimated_it(tmp_path):
     assert differs, "the YAMLs happen to equal the plan: this test would prove nothing"
 
 
+def test_a_resumed_run_keeps_the_batch_it_started_with(tmp_path):
+    """--resume reuses the stopped run's micro-batch x grad-accum (its record's estimate), not a new plan's."""
+    from amigo_burst.lifecycle.launch import same_batch
+
+    cfg = load_config(REPO / "amigo.toml")
+    est = planner.estimate_for_target(cfg, 2, "runpod")
+    first = {**est.to_record(), "micro_batch": est.micro_batch + 1, "grad_accum": est.grad_accum + 2}
+    again = same_batch(first, est)
+    got = _runs(stage_envs(cfg, 2, "r", again.method, 0, again), tmp_path)
+    assert (got.per_device_train_batch_size, got.gradient_accumulation_steps) == \
+        (est.micro_batch + 1, est.grad_accum + 2)
+    assert same_batch({}, est) == est and same_batch(first, None) is None
+
+
 def test_explicit_batch_wins_over_the_plan(tmp_path):
     cfg = load_config(REPO / "presets" / "demo.toml")
     est = planner.estimate_for_target(cfg, 1, "runpod")

@@ -12,6 +12,7 @@ training; `amigo-burst logs RUN -f` reattaches.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -184,6 +185,15 @@ def choose_method(cfg: AmigoConfig, est: Cell | None, adapter: Path | None = Non
     return est.method if est is not None and est.method in ("lora", "qlora") else "qlora"
 
 
+def same_batch(recorded: dict | None, est: Cell | None) -> Cell | None:
+    """A resumed run trains with the micro-batch x grad-accum it started with: its checkpoint counts
+    steps of that size (and calibration since then may size a new plan differently)."""
+    rec = recorded or {}
+    if est is None or not (isinstance(rec.get("micro_batch"), int) and isinstance(rec.get("grad_accum"), int)):
+        return est
+    return dataclasses.replace(est, micro_batch=rec["micro_batch"], grad_accum=rec["grad_accum"])
+
+
 def put_inputs(cfg: AmigoConfig, run_id: str, data: Path, adapter: Path | None) -> tuple[str, int, int]:
     """Dataset + previous adapter -> store manifest inputs/<run>; train/ code -> code/<run>.
     Returns (inputs manifest, bytes sent, bytes already there)."""
@@ -245,6 +255,8 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     max_runtime = planner.runtime_limit_s(budget, usd_h)
 
     resume_id = _resumable(runs, spec.number) if opts.resume else None
+    if resume_id:
+        est = same_batch(runs.get(resume_id).estimate, est)
     run_id = resume_id or ids.new_run_id(spec.number, target.alias)
     cluster = None if target.is_local else ids.cluster_name(run_id)
     run = Run(id=run_id, stage=spec.number, target=target.name, cluster=cluster, status="PENDING",
