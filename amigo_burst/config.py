@@ -79,6 +79,12 @@ class StageConfig(Strict):
     target: str | None = None  # default target for this stage; None: [targets].cloud
     max_usd: float | None = Field(None, gt=0)
     max_hours: float | None = Field(None, gt=0)
+    # validation: rows held out by a hash of their content (the same ones on every re-run)
+    eval_fraction: float = Field(0.02, ge=0, lt=1, description="share of rows held out; 0: no validation")
+    eval_max_rows: int = Field(500, ge=0, description="cap on held-out rows")
+    eval_steps: int | None = Field(None, ge=1, description="eval loss every N steps; None: train/configs' value")
+    keep: Literal["best", "last"] = "best"  # the stage's adapter: lowest eval loss, or the final weights
+    save_minutes: float = Field(30, ge=0, description="a checkpoint every N minutes of training too; 0: off")
 
     @field_validator("micro_batch", "grad_accum")
     @classmethod

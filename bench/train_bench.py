@@ -110,7 +110,7 @@ def run_project(a, model_dir: Path) -> dict:
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the one JSON line only
         session = Session(cfg)
     session.reporter.enabled = False
-    tokenizer = M.load_tokenizer(cfg.model)
+    tokenizer, _ = M.load_tokenizer(cfg.model)
     model = M.with_adapter(M.load_base_model(cfg.model, cfg.method, session.choice), cfg)
     n_params = model.get_nb_trainable_parameters()[1]
     ids = _random_ids(a.batch * a.steps, a.seq, model.config.vocab_size)

@@ -13,25 +13,42 @@ from amigo_burst.config import load_config
 from amigo_burst.lifecycle.reconcile import Decision, decide
 from amigo_burst.lifecycle.worker import final_status
 from amigo_burst.state.records import Run
-from train.schema import EXIT_BAD_INPUT, EXIT_BUDGET
+from train.schema import EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_STOPPED
 
 REPO = Path(__file__).resolve().parents[1]
+RESUME = "`amigo-burst launch --stage 2 --resume` continues it"
 
 
 @pytest.mark.parametrize("rc, has_adapter, recorded, expect", [
     (0, True, "RUNNING", ("SUCCEEDED", "")),
     (0, False, "RUNNING", ("FAILED", "the last error")),  # exit 0 but no adapter: not a success
     (EXIT_BUDGET, True, "RUNNING", ("STOPPED", "budget")),
-    (-signal.SIGTERM, False, "RUNNING", ("STOPPED", "stopped by user")),
-    (128 + signal.SIGTERM, False, "RUNNING", ("STOPPED", "stopped by user")),
-    (130, False, "RUNNING", ("STOPPED", "stopped by user")),
+    (-signal.SIGTERM, False, "RUNNING", ("STOPPED", f"stopped by user: {RESUME} from its last checkpoint")),
+    (128 + signal.SIGTERM, False, "RUNNING", ("STOPPED", f"stopped by user: {RESUME} from its last checkpoint")),
+    (130, False, "RUNNING", ("STOPPED", f"stopped by user: {RESUME} from its last checkpoint")),
+    # the entrypoint caught SIGTERM and saved the step: it says so, and how to continue
+    (EXIT_STOPPED, True, "RUNNING", ("STOPPED", f"stopped at step 7 of 20, checkpoint saved: {RESUME}")),
+    (EXIT_STOPPED, True, "STOPPED", ("STOPPED", "stopped by user (amigo-burst down) at step 7 of 20, "
+                                                f"checkpoint saved: {RESUME}")),
     (EXIT_BAD_INPUT, False, "RUNNING", ("FAILED", "the last error")),
     (1, False, "STOPPED", ("STOPPED", "stopped by user (amigo-burst down)")),  # down's word stands
     (0, True, "STOPPED", ("SUCCEEDED", "")),  # finished before the stop landed: it succeeded
 ])
 def test_exit_code_to_run_status(rc, has_adapter, recorded, expect):
+    # metrics.json exists only where the entrypoint got to write it (a signal that killed it outright: none)
+    m = {"steps": 7, "total_steps": 20, "exit_reason": "stopped"} if rc == EXIT_STOPPED else {}
     assert final_status(rc, has_adapter=has_adapter, last_error="the last error", recorded=recorded,
-                        recorded_reason="stopped by user (amigo-burst down)") == expect
+                        recorded_reason="stopped by user (amigo-burst down)", stage=2, metrics=m) == expect
+
+
+@pytest.mark.parametrize("rc", [EXIT_STOPPED, -signal.SIGTERM, 128 + signal.SIGTERM])
+def test_a_preempted_run_says_preempted_and_how_to_continue(rc):
+    """A spot machine's SIGTERM: the entrypoint saved and wrote exit_reason "preempted" (also when the
+    shell around it died of the same signal, so the exit code is the signal's)."""
+    m = {"steps": 3, "total_steps": 9, "exit_reason": "preempted"}
+    assert final_status(rc, has_adapter=True, last_error="", recorded="RUNNING", recorded_reason=None,
+                        stage=4, metrics=m) == \
+        ("STOPPED", "preempted at step 3 of 9, checkpoint saved: `amigo-burst launch --stage 4 --resume` continues it")
 
 
 def test_a_failure_without_a_log_line_names_the_exit_code():

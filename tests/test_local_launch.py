@@ -127,3 +127,40 @@ def test_launch_cloud_auto_says_what_it_chose_and_why(tmp_path, tiny_model):
     assert "--cloud auto chose" in r.stdout and "cheapest" in r.stdout, r.stdout
     run_id = next(w for w in r.stdout.split() if w.startswith("s1-"))
     cli(project, "logs", run_id, "-f", check=True)
+
+
+def test_down_saves_a_checkpoint_and_launch_resume_continues_from_it(tmp_path, tiny_model):
+    """`amigo-burst down RUN` SIGTERMs the training process: it saves the step in flight, the run is STOPPED
+    with a reason that says where and how to continue, and `launch --stage 1 --resume` finishes it."""
+    import json as _json
+
+    from tests.helpers import wait_for
+
+    project = make_project(tmp_path / "p", tiny_model)
+    slow = {"AMIGO_FAULT_STEP_DELAY_S": "0.5"}  # 8 steps of >= 0.5 s: time to stop it half-way
+    r = cli(project, "launch", "--stage", "1", "--detach", env=slow, check=True)
+    run_id = next(w for w in r.stdout.split() if w.startswith("s1-local-"))
+    log = project / ".amigo" / "runs" / run_id / "train.log"
+
+    def progressed() -> bool:
+        steps = [_json.loads(ln.split(" ", 1)[1])["step"] for ln in (log.read_text() if log.is_file() else "")
+                 .splitlines() if ln.startswith("AMIGO_PROGRESS ")]
+        return bool(steps) and max(steps) >= 2
+
+    wait_for(progressed, "training past step 2", timeout=240)
+    cli(project, "down", run_id, check=True)
+    run = wait_for(lambda: next((x for x in runs_of(project) if x.id == run_id and x.ended), None),
+                   "the worker to record the stop", timeout=240)
+    m = run.metrics
+    assert run.status == "STOPPED" and m["exit_reason"] == "stopped" and m["stop_signal"] == "SIGTERM", run
+    step = m["steps"]
+    assert 2 <= step < 8
+    assert run.reason == (f"stopped by user (amigo-burst down) at step {step} of 8, checkpoint saved: "
+                          "`amigo-burst launch --stage 1 --resume` continues it")
+
+    r = cli(project, "launch", "--stage", "1", "--resume", check=True)
+    done = next(x for x in runs_of(project) if x.id == run_id)
+    assert done.status == "SUCCEEDED", r.stdout[-2000:]
+    m = done.metrics
+    assert m["resumed_from"].endswith(f"checkpoint-{step}") and m["steps"] == 8 and m["steps_this_run"] == 8 - step
+    assert m["eval_loss"]["final"] is not None  # validation ran and the record carries it

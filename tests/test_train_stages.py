@@ -27,10 +27,15 @@ def test_chain_1_to_5(tiny_model, tmp_path, capsys):
         assert m["gc_recompute_observed"] is True  # checkpointing really ran in the Trainer's path
         assert m["accelerants"]["attn_implementation"] == "sdpa" and m["accelerants"]["optim"] == "adamw_torch"
 
-        # one progress line per logging step (logging_steps=1), parseable, ending at the last step
+        # one progress line per logging step (logging_steps=1), parseable, ending at the last step;
+        # then the held-out evaluation's own line (eval_steps=4 > 3 steps: only the final one)
         lines = progress_lines(out)
-        assert [p["step"] for p in lines] == [1, 2, 3]
-        assert all(p["stage"] == stage and p["total"] == 3 and p["tokens_per_s"] >= 0 for p in lines)
+        train_lines = [p for p in lines if "eval_loss" not in p]
+        assert [p["step"] for p in train_lines] == [1, 2, 3]
+        assert all(p["stage"] == stage and p["total"] == 3 and p["tokens_per_s"] >= 0 for p in train_lines)
+        assert [(p["step"], p["eval_loss"]) for p in lines if "eval_loss" in p] == [(3, m["eval_loss"]["final"])]
+        assert m["eval_rows"] == 3 and m["train_rows"] + 3 in (30, 32)  # 10% of the sample rows, by hash
+        assert m["kept"] == {"which": "best", "step": 3, "eval_loss": m["eval_loss"]["best"]}
 
         # keep the last 2 checkpoints, complete ones
         ckpts = sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*"))
@@ -38,6 +43,10 @@ def test_chain_1_to_5(tiny_model, tmp_path, capsys):
 
         adapter = out / "adapter"
         assert (adapter / "adapter_config.json").is_file()
+        meta = json.loads((adapter / "amigo_adapter.json").read_text())  # how it was trained, for the next stage
+        assert meta["method"] == "lora" and meta["quantization"] is None and meta["stage"] == stage
+        assert meta["base"] == {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 1024}
+        assert not (out / "best").exists()  # a completed run's best adapter is adapter/ now
         assert not (adapter / "ref").exists()  # DPO's frozen reference copy is not shipped
         generate_with_adapter(tiny_model, adapter)
         prev = adapter
@@ -49,11 +58,13 @@ def test_chain_1_to_5(tiny_model, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_qlora_nf4_then_dpo(tiny_model, tmp_path):
-    """QLoRA: NF4 base (bitsandbytes on CPU), bf16 adapter; then a DPO stage on that adapter, also NF4."""
+    """QLoRA: NF4 base (bitsandbytes on CPU), fp32 adapter; then a DPO stage on that adapter, also NF4."""
     s1, s5 = tmp_path / "q1", tmp_path / "q5"
     assert run_inprocess(argv(1, tiny_model, s1, "--method", "qlora")) == 0
     assert metrics(s1)["method"] == "qlora"
-    assert run_inprocess(argv(5, tiny_model, s5, "--method", "qlora", "--adapter-from", str(s1 / "adapter"))) == 0
+    # no --method: a continued adapter's method (amigo_adapter.json) carries over
+    assert run_inprocess(argv(5, tiny_model, s5, "--adapter-from", str(s1 / "adapter"))) == 0
+    assert metrics(s5)["method"] == "qlora"
     assert metrics(s5)["last_loss"] is not None
     generate_with_adapter(tiny_model, s5 / "adapter", method="qlora")
 

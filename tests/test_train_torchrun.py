@@ -28,8 +28,11 @@ def test_torchrun_two_processes(tiny_model, tmp_path):
     assert len(m["rank_digests"]) == 2 and m["ranks_agree"] is True  # identical adapters on both ranks
     # rank 0 alone writes: one AMIGO_DONE line, one set of progress lines
     assert sum(ln.startswith("AMIGO_DONE ") for ln in p.stdout.splitlines()) == 1
-    steps = [json.loads(ln.split(" ", 1)[1])["step"] for ln in p.stdout.splitlines() if ln.startswith("AMIGO_PROGRESS")]
-    assert steps == [1, 2, 3]
-    # tokens per step double: 2 ranks × batch 2 × up to 64 tokens
+    lines = [json.loads(ln.split(" ", 1)[1]) for ln in p.stdout.splitlines() if ln.startswith("AMIGO_PROGRESS")]
+    assert [x["step"] for x in lines if "eval_loss" not in x] == [1, 2, 3]
+    # the held-out rows are evaluated across both ranks: one eval line, its loss in metrics.json
+    assert [(x["step"], x["eval_loss"]) for x in lines if "eval_loss" in x] == [(3, m["eval_loss"]["final"])]
+    assert m["kept"]["which"] == "best"
+    # tokens per step double: 2 ranks × batch 2 × rows of 64+ tokens
     assert m["tokens_seen"] > 3 * 2 * 64
     generate_with_adapter(tiny, out / "adapter")

@@ -1,7 +1,8 @@
 """`python -m train --stage N ...`: parse, dispatch to sft.py (stages 1-4) or dpo.py (stage 5).
 
 Exit codes: 0 done · 2 bad input (one line on stderr, nothing trained) · 3 stopped by
---max-runtime-s (checkpoint + adapter saved) · anything else: a crash (traceback).
+--max-runtime-s · 4 stopped by SIGTERM/SIGINT (3 and 4: checkpoint + adapter saved at the step
+boundary; --resume auto continues) · anything else: a crash (traceback).
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ from train.schema import EXIT_BAD_INPUT, TrainInputError
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     from train import config
 
+    # the session catches SIGTERM/SIGINT to stop at a step boundary; an in-process caller gets its own back
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         cfg = config.parse(argv)
         if cfg.spec.trainer == "dpo":
@@ -26,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainInputError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
+    finally:
+        for s, h in handlers.items():
+            if h is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(s, h)
 
 
 if __name__ == "__main__":

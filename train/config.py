@@ -20,7 +20,9 @@ class TrainConfig:
     stage: int = 1
     # inputs
     model: str = ""  # hub id or local dir
-    method: str = "lora"  # lora (bf16 base on GPU, fp32 on CPU) | qlora (NF4 base, bf16 compute)
+    # lora (bf16/fp16 base on GPU, fp32 on CPU) | qlora (NF4 base, bf16/fp16 compute) | auto: the method
+    # --adapter-from's amigo_adapter.json names (one method for the whole chain), else lora
+    method: str = "auto"
     data: str = ""  # .jsonl / .parquet with the stage's canonical fields, or a hub id
     data_split: str = "train"
     adapter_from: str = ""  # previous stage's adapter dir (stages 2-5)
@@ -47,9 +49,11 @@ class TrainConfig:
     per_device_train_batch_size: int = 1
     gradient_accumulation_steps: int = 8
     max_length: int = 2048
-    # Rows over max_length: keep_end drops the head of the prompt (old context) and keeps the whole answer;
-    # keep_start would cut the answer, or drop the row when no answer token survives.
-    truncation_mode: str = "keep_start"  # TRL's default; keep_end (used by the configs) is deprecated for TRL 2
+    # Rows over max_length are a last resort (the controller drops or trims them before training): keep_start
+    # cuts the end of the answer and TRL drops a row whose prompt alone fills max_length. keep_end is refused:
+    # it cuts the head of the prompt (a problem statement), lets a DPO pair see two different prompts, and
+    # goes away in TRL 2.
+    truncation_mode: str = "keep_start"
     gradient_checkpointing: bool = True
     assistant_only_loss: bool = True
     seed: int = 42
@@ -65,6 +69,13 @@ class TrainConfig:
     logging_steps: int = 10
     save_steps: int = 100
     save_total_limit: int = 2
+    # A checkpoint also every N minutes of training (0: off): a hard kill (no SIGTERM) loses at most that.
+    save_minutes: float = 30.0
+    # validation: a held-out split chosen by a hash of each row's content (stable across re-runs)
+    eval_fraction: float = 0.02  # of the rows; 0: no validation
+    eval_max_rows: int = 500  # cap on held-out rows (datasets under 10 rows hold none out)
+    eval_steps: int = 200  # eval loss every N optimizer steps, and at the end
+    keep: str = "best"  # best: adapter/ is the lowest-eval-loss one | last: the final weights
     extra: dict = field(default_factory=dict)  # free-form notes carried into metrics.json
 
     @property
@@ -137,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML of config keys (train/configs/stageN.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
     p.add_argument("--model", help="base model: hub id or local dir")
-    p.add_argument("--method", choices=["lora", "qlora"])
+    p.add_argument("--method", choices=["auto", "lora", "qlora"], help="auto: --adapter-from's method, else lora")
     p.add_argument("--data", help="dataset: .jsonl/.parquet path or hub id")
     p.add_argument("--adapter-from", help="previous stage's adapter dir")
     p.add_argument("--from-base", action="store_true", default=None, help="stage > 1: fresh adapter on the base")
@@ -180,8 +191,8 @@ def parse(argv: list[str] | None = None) -> TrainConfig:
 
 def check(cfg: TrainConfig) -> TrainConfig:
     """Cross-field checks that need no heavy imports (the dataset is validated in data.py)."""
-    if cfg.method not in ("lora", "qlora"):
-        raise TrainInputError(f"method must be lora or qlora, got {cfg.method!r}")
+    if cfg.method not in ("auto", "lora", "qlora"):
+        raise TrainInputError(f"method must be auto, lora or qlora, got {cfg.method!r}")
     if not cfg.model:
         raise TrainInputError("no base model: pass --model or set model in the config")
     if not cfg.data:
@@ -196,10 +207,22 @@ def check(cfg: TrainConfig) -> TrainConfig:
     if cfg.adapter_from:
         if not (Path(cfg.adapter_from) / "adapter_config.json").is_file():
             raise TrainInputError(f"{cfg.adapter_from}: not a PEFT adapter dir (no adapter_config.json)")
+    from train.preflight import chain_method
+
+    cfg.method = chain_method(cfg.method, cfg.adapter_from)  # one method for the whole chain of adapters
     if cfg.resume not in ("auto", "never") and not Path(cfg.resume).is_dir():
         raise TrainInputError(f"--resume {cfg.resume}: no such checkpoint dir")
-    if cfg.truncation_mode not in ("keep_start", "keep_end"):
-        raise TrainInputError(f"truncation_mode must be keep_start or keep_end, got {cfg.truncation_mode!r}")
+    if cfg.truncation_mode != "keep_start":
+        raise TrainInputError(
+            f"truncation_mode must be keep_start, got {cfg.truncation_mode!r} (keep_end cuts the head of the "
+            "prompt, gives a DPO pair two different prompts, and goes away in TRL 2)"
+        )
+    if not 0 <= cfg.eval_fraction < 1:
+        raise TrainInputError(f"eval_fraction must be >= 0 and < 1, got {cfg.eval_fraction}")
+    if cfg.eval_max_rows < 0 or cfg.eval_steps < 1 or cfg.save_minutes < 0:
+        raise TrainInputError("eval_max_rows and save_minutes must be >= 0, eval_steps >= 1")
+    if cfg.keep not in ("best", "last"):
+        raise TrainInputError(f"keep must be best or last, got {cfg.keep!r}")
     if cfg.report_to not in ("none", "tensorboard", "wandb"):
         raise TrainInputError(f"report_to must be none, tensorboard or wandb, got {cfg.report_to!r}")
     if cfg.max_runtime_s < 0:

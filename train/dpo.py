@@ -13,6 +13,7 @@ second base model (16 GB in bf16). Only the trained "default" adapter is saved t
 from __future__ import annotations
 
 from train.config import TrainConfig
+from train.schema import TrainInputError
 
 
 def build_dpo_config(cfg: TrainConfig, common: dict):
@@ -32,47 +33,66 @@ def build_dpo_config(cfg: TrainConfig, common: dict):
     )
 
 
-def build_trainer(cfg: TrainConfig, session, model, tokenizer, dataset):
+def build_trainer(cfg: TrainConfig, session, model, tokenizer, dataset, eval_dataset=None):
     from trl import DPOTrainer
 
     from train.callbacks import quiet
+    from train.model import upcast_trainable
 
-    return quiet(DPOTrainer(
+    trainer = quiet(DPOTrainer(
         model=model,
         ref_model=None,  # the frozen reference is an adapter copy, see the module docstring
-        args=build_dpo_config(cfg, session.training_kwargs()),
+        args=build_dpo_config(cfg, session.training_kwargs(evaluate=eval_dataset is not None)),
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         callbacks=session.callbacks(),
     ))
+    upcast_trainable(trainer.model)  # TRL made a QLoRA adapter bf16: back to fp32 before the optimizer exists
+    return trainer
 
 
 def run(cfg: TrainConfig) -> int:
-    from train import data
+    from train import data, preflight
     from train import model as M
     from train.session import Session
 
     # 1. Pairs first: a bad row fails before any model loads (exit 2 upstream).
     dataset = data.load_stage_dataset(cfg.data, cfg.spec, cfg.system_prompt, cfg.data_split)
 
-    # 2. Session: output dir, train.log, accelerant choice, store mirror.
-    session = Session(cfg)
-    session.reporter.line(f"amigo train: {len(dataset)} preference pairs from {cfg.data}")
+    # 2. Before any weights load: the stage-4 adapter fits the base, the chat template renders the pairs.
+    base_config = preflight.load_base_config(cfg.model)
+    notes = preflight.check_adapter_fits_base(cfg.adapter_from, cfg.model, base_config) if cfg.adapter_from else []
+    tokenizer, template_note = M.load_tokenizer(cfg.model)
+    preflight.check_template_renders(tokenizer, dataset, cfg.spec, cfg.model, assistant_only_loss=False)
 
-    # 3. Tokenizer, frozen base, policy adapter (stage 4's, trainable; fresh only with --from-base).
-    tokenizer = M.load_tokenizer(cfg.model)
+    # 3. Session (output dir, train.log, accelerant choice, store mirror, stop signals); held-out pairs.
+    session = Session(cfg, template_note, preflight.adapter_meta(cfg, base_config, template_note))
+    for note in notes:
+        session.reporter.line(f"amigo train: {note}")
+    session.reporter.line(f"amigo train: {len(dataset)} preference pairs from {cfg.data}")
+    train_pairs, eval_pairs = session.held_out(dataset)
+
+    # 4. Frozen base, policy adapter (stage 4's, trainable; fresh only with --from-base).
     base = M.load_base_model(cfg.model, cfg.method, session.choice)
     model = M.with_adapter(base, cfg)
     trainable, total = model.get_nb_trainable_parameters()
     session.reporter.line(f"amigo train: trainable params {trainable:,} / {total:,} ({100 * trainable / total:.2f}%)")
 
-    # 4. Trainer (it adds the frozen "ref" adapter and turns gradient checkpointing on in train mode).
-    trainer = build_trainer(cfg, session, model, tokenizer, dataset)
+    # 5. Trainer (it adds the frozen "ref" adapter and turns gradient checkpointing on in train mode).
+    #    keep_start truncation: chosen and rejected share one whole prompt (TRL tokenizes it once and
+    #    drops a pair whose prompt alone fills max_length); only the ends of long answers are cut.
+    trainer = build_trainer(cfg, session, model, tokenizer, train_pairs, eval_dataset=eval_pairs)
+    session.prepared(trainer, len(train_pairs), eval_pairs)
+    if len(trainer.train_dataset) == 0:
+        raise TrainInputError(f"{cfg.data}: no pair's prompt fits within max_length={cfg.max_length} "
+                              "(raise max_length, or shorten the prompts)")
 
-    # 5. Train, resuming from the newest complete checkpoint (local, else the store).
+    # 6. Train, resuming from the newest complete checkpoint (local, else the store).
     with trainer.args.main_process_first(local=True):
         resume = session.resume_checkpoint()
     trainer.train(resume_from_checkpoint=resume)
 
-    # 6. adapter/ (the "default" adapter only), metrics.json, AMIGO_DONE; exit 3 if the budget stopped us.
+    # 7. adapter/ (the "default" adapter, best by held-out DPO loss or last), metrics.json, AMIGO_DONE;
+    #    exit 3 if the budget stopped us, 4 if a stop signal did.
     return session.finish(trainer, tokenizer)

@@ -90,10 +90,11 @@ class Mirror:
         self.q.put((_snapshot(ckpt, self.staging / ckpt.name), name))
 
     def outputs(self) -> None:
-        """adapter/, metrics.json, train.log, tb/ as the run's `outputs` manifest (checkpoints excluded)."""
+        """adapter/, best/ (the best evaluated adapter while training), metrics.json, train.log, tb/ as the
+        run's `outputs` manifest (checkpoints excluded)."""
         snap = self.staging / f"outputs-{time.monotonic_ns()}"
         snap.mkdir(parents=True)
-        for item in ("adapter", "metrics.json", "train.log", "tb"):
+        for item in ("adapter", "best", "metrics.json", "train.log", "tb"):
             src = self.out_dir / item
             if src.is_dir():
                 _snapshot(src, snap / item)

@@ -16,34 +16,49 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from train.schema import TrainInputError
+
 
 def load_tokenizer(model_id: str):
+    """(tokenizer, note): note says why the fallback template replaced the base's, None when it did not.
+
+    Base checkpoints often ship no template, or one without {% generation %} markers (Mistral NeMo's):
+    TRL's assistant-only loss needs the markers, so both get ours. Every stage of a chain decides the
+    same way on the same base, so stage 5 sees the format stages 1-4 trained on.
+    """
     from transformers import AutoTokenizer
 
+    from train.preflight import template_note
     from train.template import fallback_template
 
-    tok = AutoTokenizer.from_pretrained(model_id)
+    try:
+        tok = AutoTokenizer.from_pretrained(model_id)
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:200]
+        raise TrainInputError(f"{model_id}: cannot load the tokenizer ({first})") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token  # the mask, not the id, decides what is padding
-    if not tok.chat_template:
-        # Base checkpoints often ship no template; ours marks assistant turns with {% generation %}.
+    note = template_note(tok.chat_template)
+    if note:
         tok.chat_template = fallback_template(tok.eos_token)
-    return tok
+    return tok, note
 
 
-def quantization_config(method: str):
+def quantization_config(method: str, choice: dict | None = None):
     if method != "qlora":
         return None
-    import torch
     from transformers import BitsAndBytesConfig
 
+    from train.accel import compute_dtype
+
     # NF4 + double quantization: 4 bits per weight + 8-bit absmax per 64-weight block, those absmax
-    # quantized again per 256 blocks: 4 + 8/64 + 32/(64·256) ≈ 4.127 bits per weight.
+    # quantized again per 256 blocks: 4 + 8/64 + 32/(64·256) ≈ 4.127 bits per weight. Dequantized to
+    # bf16 for the matmuls (fp16 below compute capability 8.0).
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_compute_dtype=compute_dtype(choice or {}),
     )
 
 
@@ -63,7 +78,7 @@ def load_base_model(model_id: str, method: str, choice: dict):
         model_id,
         dtype=model_dtype(method, choice),
         attn_implementation=choice["attn_implementation"],
-        quantization_config=quantization_config(method),
+        quantization_config=quantization_config(method, choice),
         **kwargs,
     )
     model.config.use_cache = False  # the KV cache is useless in training and conflicts with checkpointing
@@ -96,13 +111,34 @@ def with_adapter(base, cfg):
     return get_peft_model(base, lora_config(cfg))
 
 
+def upcast_trainable(model) -> int:
+    """Trainable (adapter) weights to fp32; returns how many tensors changed dtype.
+
+    TRL casts the adapter to bf16 when the base is quantized (sft_trainer.py / dpo_trainer.py, "QLoRA ...
+    converted to bf16"). bf16 keeps 8 significant bits: an update below 2^-9 of a weight rounds away. At
+    lr 5e-6 (stage 5) on weights of ~0.06, one Adam step of ~5e-6 is ~1e-4 of the weight, well under half
+    a bf16 step (2^-9 ≈ 2e-3): most elements never change. In fp32 (24 bits) every update lands. The
+    NF4 base still computes in bf16 (PEFT casts the layer input to the adapter's dtype and the output
+    back); the optimizer, built at train(), then keeps fp32 states too. Costs 2 extra bytes per
+    adapter parameter: 40M params → 80 MB.
+    """
+    import torch
+
+    changed = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+            changed += 1
+    return changed
+
+
 def enable_gradient_checkpointing(model) -> None:
-    """What the Trainer does with gradient_checkpointing=True, for loops that are not a Trainer.
+    """What the Trainer does with activation_checkpointing=True, for loops that are not a Trainer.
 
     use_reentrant=False: the non-reentrant variant works when no input requires grad and with
     frozen bases; enable_input_require_grads keeps the reentrant variant working too.
     """
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
     model.train()
 

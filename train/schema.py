@@ -13,6 +13,12 @@ from dataclasses import dataclass
 EXIT_OK = 0  # done: adapter/, metrics.json, AMIGO_DONE written
 EXIT_BAD_INPUT = 2  # a TrainInputError: one line on stderr, nothing trained
 EXIT_BUDGET = 3  # stopped by --max-runtime-s at a step boundary: checkpoint + adapter saved
+EXIT_STOPPED = 4  # SIGTERM/SIGINT (spot preemption, `amigo-burst down`): checkpoint + adapter saved at the
+#                   next step boundary; `--resume auto` (and `amigo-burst launch --stage N --resume`) continues
+
+# Written by the entrypoint beside adapter_config.json: how the adapter was trained (method, quantization,
+# the base's shape). The controller reads it to keep one method for a chain of stages.
+ADAPTER_META = "amigo_adapter.json"
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,33 @@
 """The run around the training loop that sft.py and dpo.py share.
 
-`Session`: the run's output dir, log (train/reporter.py), accelerant choice, resume point, common
-TrainingArguments, and the end of a run (adapter, metrics.json, AMIGO_DONE line, exit code).
+`Session`: the run's output dir, log (train/reporter.py), accelerant choice, stop signals, resume
+point, common TrainingArguments, and the end of a run (adapter, metrics.json, AMIGO_DONE, exit code).
 
-Exit codes: train/schema.py (EXIT_OK, EXIT_BAD_INPUT, EXIT_BUDGET).
+Exit codes: train/schema.py (EXIT_OK, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_STOPPED).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 
-from train.callbacks import BudgetCallback, MirrorCallback, ProgressCallback
+from train.callbacks import BestCallback, MirrorCallback, ProgressCallback, StopCallback
 from train.mirror import Mirror, complete_checkpoints, open_env_store, store_checkpoints
 from train.reporter import Reporter, rank, write_json_atomic
-from train.schema import EXIT_BUDGET, EXIT_OK
+from train.schema import EXIT_BUDGET, EXIT_OK, EXIT_STOPPED
 
-# --- the session --------------------------------------------------------------------------------
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 class Session:
     """One stage run: `python -m train` builds it, sft.py / dpo.py use it around their trainer."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, template_note: str | None = None, meta: dict | None = None):
         from train import accel
 
         self.t0 = time.monotonic()
@@ -35,33 +38,61 @@ class Session:
         self.reporter = Reporter(self.out)
         self.choice = accel.choose(cfg, cfg.spec.trainer)
         self.run_id = os.environ.get("AMIGO_RUN_ID") or "manual"
+        self.template_note, self.meta = template_note, meta
+        self.split: dict = {}
+        self.trainer_rows: dict = {}
         uri = os.environ.get("AMIGO_STORE_URI", "")
         self.mirror = (
             Mirror(uri, os.environ.get("AMIGO_STORE_ENDPOINT"), self.run_id, self.out, self.reporter)
             if uri and rank() == 0 else None
         )
         self.progress = ProgressCallback(self.reporter, cfg.stage)
-        self.budget = BudgetCallback(cfg.max_runtime_s, self.t0)
+        self.stop = StopCallback(cfg.max_runtime_s, self.t0, cfg.save_minutes, self.reporter)
+        self.best = BestCallback(self.out / "best" if cfg.keep == "best" else None, rank() == 0, self.reporter)
         self.resumed_from: str | None = None
+        self._handlers: dict = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._handlers[sig] = signal.signal(sig, self.stop.request_stop)
         if cfg.report_to == "tensorboard":
             os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(self.out / "tb"))
         self.reporter.line(
             f"amigo train: stage {cfg.stage} ({cfg.spec.name}, {cfg.spec.trainer}) method={cfg.method} "
             f"model={cfg.model} adapter_from={cfg.adapter_from or '-'} | {accel.describe(self.choice)}"
         )
+        if template_note:
+            self.reporter.line(f"amigo train: chat template: the fallback (train/template.py): {template_note}")
+
+    def restore_signals(self) -> None:
+        """The handlers from before the session (the Session is also used in-process: tests, bench)."""
+        for sig, handler in self._handlers.items():
+            signal.signal(sig, handler)
+        self._handlers = {}
+
+    def held_out(self, dataset):
+        """The stage's rows -> (train, eval or None), by content hash (train/heldout.py); logged."""
+        from train.heldout import split
+
+        train, evalset, self.split = split(dataset, self.cfg.eval_fraction, self.cfg.eval_max_rows)
+        self.reporter.line(
+            f"amigo train: {self.split['train_rows']} training rows, {self.split['eval_rows']} held out for "
+            f"validation (eval_fraction {self.cfg.eval_fraction}, at most {self.cfg.eval_max_rows})"
+        )
+        return train, evalset
 
     def callbacks(self) -> list:
-        cbs = [self.progress, self.budget]
+        cbs = [self.progress, self.stop, self.best]
         if self.mirror:
             cbs.append(MirrorCallback(self.mirror, self.ckpt_dir))
         return cbs
 
-    def training_kwargs(self) -> dict:
+    def training_kwargs(self, evaluate: bool = False) -> dict:
         """TrainingArguments shared by SFTConfig and DPOConfig."""
         c, ch = self.cfg, self.choice
         return dict(
             output_dir=str(self.ckpt_dir),  # checkpoints/checkpoint-<step>/
             per_device_train_batch_size=c.per_device_train_batch_size,
+            per_device_eval_batch_size=c.per_device_train_batch_size,
             gradient_accumulation_steps=c.gradient_accumulation_steps,
             learning_rate=c.learning_rate,
             lr_scheduler_type=c.lr_scheduler_type,
@@ -72,9 +103,10 @@ class Session:
             max_steps=c.max_steps,
             max_length=c.max_length,
             truncation_mode=c.truncation_mode,
-            gradient_checkpointing=c.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
+            activation_checkpointing=c.gradient_checkpointing,
+            activation_checkpointing_kwargs={"use_reentrant": False},
             bf16=ch["bf16"],
+            fp16=ch.get("fp16", False),  # with a GradScaler: fp16 gradients underflow without loss scaling
             optim=ch["optim"],
             use_liger_kernel=ch["liger"],
             logging_steps=c.logging_steps,
@@ -82,6 +114,10 @@ class Session:
             save_strategy="steps",
             save_steps=c.save_steps,
             save_total_limit=c.save_total_limit,
+            # eval loss every eval_steps and at the last step (the Trainer adds that one); best/ keeps the best
+            eval_strategy="steps" if evaluate else "no",
+            eval_steps=c.eval_steps,
+            prediction_loss_only=True,  # the loss only: no logits gathered across the eval set
             report_to=[] if c.report_to == "none" else [c.report_to],
             include_num_input_tokens_seen="non_padding",
             seed=c.seed,
@@ -89,6 +125,24 @@ class Session:
             ddp_find_unused_parameters=False,
             use_cpu=ch["device"] == "cpu",
         )
+
+    def prepared(self, trainer, rows_in: int, evalset) -> None:
+        """Log what the trainer kept of the rows: TRL drops a row whose prompt alone fills max_length."""
+        kept = len(trainer.train_dataset)
+        if self.choice.get("packing") and self.cfg.spec.trainer == "sft":  # rows are packed: count sequences
+            self.trainer_rows = {"train_rows_in": rows_in, "packed_sequences": kept}
+            return
+        self.trainer_rows = {"train_rows_in": rows_in, "train_rows_kept": kept}
+        if kept < rows_in:
+            self.reporter.line(f"amigo train: {rows_in - kept} of {rows_in} training rows dropped by the trainer: "
+                               f"no answer token within max_length={self.cfg.max_length}")
+        if evalset is not None and trainer.eval_dataset is not None:
+            self.trainer_rows["eval_rows_kept"] = len(trainer.eval_dataset)
+            if len(trainer.eval_dataset) == 0:
+                from transformers.trainer_utils import IntervalStrategy
+
+                trainer.args.eval_strategy = IntervalStrategy.NO  # nothing left to evaluate
+                self.reporter.line("amigo train: no held-out row fits max_length: validation is off for this run")
 
     def resume_checkpoint(self) -> str | None:
         """--resume auto: newest complete local checkpoint, else the newest one in the store."""
@@ -112,11 +166,28 @@ class Session:
                 store.get_dir(name, str(dest))
                 self.resumed_from = f"store:{name}"
                 self.reporter.line(f"amigo train: resuming from {name} (fetched from the store)")
+                self._fetch_best(store)
                 return str(dest)
         return None
 
+    def _fetch_best(self, store) -> None:
+        """best/ of the earlier attempt, from its mirrored outputs (a new machine has no local copy)."""
+        from train.storage import names
+
+        if self.cfg.keep != "best" or (self.out / "best" / "best.json").is_file():
+            return
+        tmp = self.out / ".outputs-earlier"
+        try:
+            store.get_dir(names.outputs(self.run_id), str(tmp))
+            if (tmp / "best" / "best.json").is_file():
+                os.replace(tmp / "best", self.out / "best")
+        except Exception as e:  # noqa: BLE001 - without it the best is chosen among this attempt's evals
+            self.reporter.line(f"amigo train: no earlier best adapter in the store ({e.__class__.__name__})")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def finish(self, trainer, tokenizer) -> int:
-        """Adapter + metrics.json + AMIGO_DONE; exit 0 (completed) or 3 (budget)."""
+        """Adapter + metrics.json + AMIGO_DONE; exit 0 (completed), 3 (budget) or 4 (stop signal)."""
         import torch
 
         from train.model import trainable_digest
@@ -131,16 +202,15 @@ class Session:
             gathered: list = [None] * world
             dist.all_gather_object(gathered, digests[0])
             digests = gathered
-        budget = self.budget.stopped
+        stopped = self.stop.stopped
+        reason = {"budget": "budget", "signal": "preempted" if os.environ.get("AMIGO_SPOT") == "1" else "stopped",
+                  None: "completed"}[stopped]
         if rank() == 0:
-            adapter = self.out / "adapter"
-            tmp = self.out / ".adapter.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(str(tmp), selected_adapters=["default"])  # not DPO's frozen "ref" copy
-            tokenizer.save_pretrained(str(tmp))
-            shutil.rmtree(adapter, ignore_errors=True)
-            os.replace(tmp, adapter)
-            metrics = self.metrics(state, world, digests, "budget" if budget else "completed", torch)
+            kept = self._save_adapter(model, tokenizer, state.global_step)
+            if stopped is None:
+                shutil.rmtree(self.out / "best", ignore_errors=True)  # in adapter/ now; kept only to resume
+            metrics = self.metrics(state, world, digests, reason, torch)
+            metrics["kept"] = kept
             write_json_atomic(self.out / "metrics.json", metrics)
             if self.mirror:
                 self.mirror.outputs()
@@ -150,7 +220,33 @@ class Session:
             self.reporter.event("AMIGO_DONE", metrics)
         if world > 1:
             dist.barrier()
-        return EXIT_BUDGET if budget else EXIT_OK
+        self.restore_signals()
+        return {"budget": EXIT_BUDGET, "signal": EXIT_STOPPED, None: EXIT_OK}[stopped]
+
+    def _save_adapter(self, model, tokenizer, step: int) -> dict:
+        """adapter/: the best evaluated adapter (keep=best) or the final weights, the tokenizer (with the
+        chat template trained on) and amigo_adapter.json; swapped in whole."""
+        from train.preflight import META
+
+        adapter, tmp = self.out / "adapter", self.out / ".adapter.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        best = self.best.best
+        if self.cfg.keep == "best" and best is not None and (self.out / "best" / "best.json").is_file():
+            tmp.mkdir(parents=True)
+            for name in ADAPTER_FILES:
+                shutil.copy2(self.out / "best" / name, tmp / name)
+            kept = {"which": "best", "step": best[0], "eval_loss": round(best[1], 4)}
+        else:
+            model.save_pretrained(str(tmp), selected_adapters=["default"])  # not DPO's frozen "ref" copy
+            kept = {"which": "last", "step": step, "eval_loss": None}
+        tokenizer.save_pretrained(str(tmp))
+        if self.meta is not None:
+            (tmp / META).write_text(json.dumps(self.meta, indent=2) + "\n", encoding="utf-8")
+        shutil.rmtree(adapter, ignore_errors=True)
+        os.replace(tmp, adapter)
+        self.reporter.line(f"amigo train: adapter/ is the {kept['which']} adapter"
+                           + (f" (step {kept['step']}, eval loss {kept['eval_loss']})" if kept["which"] == "best" else ""))
+        return kept
 
     def metrics(self, state, world: int, digests: list[str], exit_reason: str, torch) -> dict:
         import resource
@@ -168,7 +264,13 @@ class Session:
             "gpu_name": torch.cuda.get_device_name() if cuda else None,
             "gpu_mem_gib": round(torch.cuda.get_device_properties(0).total_memory / gib, 2) if cuda else None,
             "world_size": world, "steps": state.global_step, "total_steps": state.max_steps,
+            "per_device_train_batch_size": c.per_device_train_batch_size,
+            "gradient_accumulation_steps": c.gradient_accumulation_steps,
             **self.progress.summary(state),
+            "eval_loss": self.best.summary(),
+            "eval_rows": self.split.get("eval_rows", 0), "train_rows": self.split.get("train_rows"),
+            **self.trainer_rows,
+            "chat_template": f"fallback: {self.template_note}" if self.template_note else "base",
             "peak_mem_allocated_gib": round(torch.cuda.max_memory_allocated() / gib, 3) if cuda else None,
             "peak_mem_reserved_gib": round(torch.cuda.max_memory_reserved() / gib, 3) if cuda else None,
             # ru_maxrss is KiB on Linux
@@ -181,5 +283,6 @@ class Session:
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "peft": peft.__version__, "trl": trl.__version__},
             "exit_reason": exit_reason,
+            "stop_signal": self.stop.signal,
         }
         return m

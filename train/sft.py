@@ -2,9 +2,10 @@
 
     python -m train --stage 1 --config train/configs/stage1.yaml --model DIR --data rows.jsonl
 
-Top to bottom: validate + format the data, load tokenizer and base, attach the adapter (fresh
-for stage 1, the previous stage's for 2-4), build the trainer, train (resuming if a checkpoint
-exists), save. Loss is on the assistant turns only (`assistant_only_loss`): the prompt —
+Top to bottom: validate + format the data, check the base / adapter / chat template before any
+weights load, hold out the validation rows, load the base and attach the adapter (fresh for stage 1,
+the previous stage's for 2-4), build the trainer, train (resuming if a checkpoint exists), save the
+best adapter. Loss is on the assistant turns only (`assistant_only_loss`): the prompt —
 instructions, repository context, failing test output — is read, never imitated.
 """
 
@@ -31,57 +32,75 @@ def build_sft_config(cfg: TrainConfig, common: dict, choice: dict, assistant_onl
     )
 
 
-def build_trainer(cfg: TrainConfig, session, model, tokenizer, dataset, assistant_only_loss=None):
+def build_trainer(cfg: TrainConfig, session, model, tokenizer, dataset, assistant_only_loss=None,
+                  eval_dataset=None):
     """The trainer exactly as `python -m train` builds it; bench/train_bench.py reuses it."""
     from trl import SFTTrainer
 
-    args = build_sft_config(cfg, session.training_kwargs(), session.choice, assistant_only_loss)
     from train.callbacks import quiet
+    from train.model import upcast_trainable
 
-    return quiet(SFTTrainer(
+    common = session.training_kwargs(evaluate=eval_dataset is not None)
+    args = build_sft_config(cfg, common, session.choice, assistant_only_loss)
+    trainer = quiet(SFTTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         callbacks=session.callbacks(),
     ))
+    upcast_trainable(trainer.model)  # TRL made a QLoRA adapter bf16: back to fp32 before the optimizer exists
+    return trainer
 
 
 def run(cfg: TrainConfig) -> int:
-    from train import data
+    from train import data, preflight
     from train import model as M
     from train.session import Session
 
     # 1. Data first: a bad row fails in a second, before minutes of model loading (exit 2 upstream).
     dataset = data.load_stage_dataset(cfg.data, cfg.spec, cfg.system_prompt, cfg.data_split)
 
-    # 2. Session: output dir, train.log, accelerant choice (bf16, attention, packing, liger, optim), mirror.
-    session = Session(cfg)
-    session.reporter.line(f"amigo train: {len(dataset)} rows from {cfg.data}")
+    # 2. Before any weights load: the base's config.json against the previous adapter (layers, hidden
+    #    size, vocabulary), and the chat template (the fallback where the base's has no {% generation %}
+    #    markers) rendering this stage's rows. Each problem is one line, exit 2.
+    base_config = preflight.load_base_config(cfg.model)
+    notes = preflight.check_adapter_fits_base(cfg.adapter_from, cfg.model, base_config) if cfg.adapter_from else []
+    tokenizer, template_note = M.load_tokenizer(cfg.model)
+    preflight.check_template_renders(tokenizer, dataset, cfg.spec, cfg.model, cfg.assistant_only_loss)
 
-    # 3. Tokenizer and the frozen base (bf16/fp32 for LoRA, NF4 for QLoRA), then the adapter:
-    #    fresh LoRA for stage 1 (or --from-base), the previous stage's adapter loaded trainable otherwise.
-    tokenizer = M.load_tokenizer(cfg.model)
+    # 3. Session: output dir, train.log, accelerant choice (bf16/fp16, attention, packing, liger, optim), mirror,
+    #    stop signals. Then the held-out rows, chosen by content hash (the same ones on every re-run).
+    session = Session(cfg, template_note, preflight.adapter_meta(cfg, base_config, template_note))
+    for note in notes:
+        session.reporter.line(f"amigo train: {note}")
+    session.reporter.line(f"amigo train: {len(dataset)} rows from {cfg.data}")
+    train_rows, eval_rows = session.held_out(dataset)
+
+    # 4. The frozen base (bf16/fp16/fp32 for LoRA, NF4 for QLoRA), then the adapter: fresh LoRA for stage 1
+    #    (or --from-base), the previous stage's adapter loaded trainable otherwise.
     base = M.load_base_model(cfg.model, cfg.method, session.choice)
     model = M.with_adapter(base, cfg)
     trainable, total = model.get_nb_trainable_parameters()
     session.reporter.line(f"amigo train: trainable params {trainable:,} / {total:,} ({100 * trainable / total:.2f}%)")
 
-    # 4. Trainer. Gradient checkpointing (use_reentrant=False) is switched on by the Trainer, which
-    #    also puts the model in train mode — checkpointing is skipped in eval mode.
-    trainer = build_trainer(cfg, session, model, tokenizer, dataset)
+    # 5. Trainer (the adapter in fp32). Gradient checkpointing (use_reentrant=False) is switched on by the
+    #    Trainer, which also puts the model in train mode — checkpointing is skipped in eval mode.
+    trainer = build_trainer(cfg, session, model, tokenizer, train_rows, eval_dataset=eval_rows)
+    session.prepared(trainer, len(train_rows), eval_rows)
     if len(trainer.train_dataset) == 0:
         raise TrainInputError(
             f"{cfg.data}: no row keeps an assistant token within max_length={cfg.max_length} "
-            "(raise max_length or set truncation_mode=keep_end)"
+            "(raise max_length, or shorten the prompts)"
         )
 
-    # 5. Train, continuing from the newest complete checkpoint (local, else the store) with --resume auto.
+    # 6. Train, continuing from the newest complete checkpoint (local, else the store) with --resume auto.
     #    Local main process first: it fetches from the store, the other local ranks then find it on disk.
     with trainer.args.main_process_first(local=True):
         resume = session.resume_checkpoint()
     trainer.train(resume_from_checkpoint=resume)
 
-    # 6. A last checkpoint when the budget stopped us (the Trainer saved it at the stop step), then
-    #    adapter/ + metrics.json + AMIGO_DONE. Exit 3 if the budget ended the run.
+    # 7. adapter/ (the best evaluated one, or the last) + amigo_adapter.json + metrics.json + AMIGO_DONE.
+    #    Exit 3 if the budget ended the run, 4 if a stop signal did (a checkpoint of that step is saved).
     return session.finish(trainer, tokenizer)

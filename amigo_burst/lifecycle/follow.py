@@ -27,6 +27,14 @@ def parse_progress(line: str) -> dict | None:
         return None
 
 
+def progress_fields(p: dict) -> dict:
+    """The bar's fields from one AMIGO_PROGRESS line; `eval` shows the latest held-out loss, if any."""
+    loss, tps, ev = p.get("loss"), p.get("tokens_per_s"), p.get("eval_loss")
+    return {"stage": p.get("stage", "?"), "loss": f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
+            "tps": f"{tps:,.0f}" if isinstance(tps, (int, float)) else "-",
+            "eval": f" (eval {ev:.4f})" if isinstance(ev, (int, float)) else ""}
+
+
 def _lines(path: Path, pos: int) -> tuple[list[str], int]:
     if not path.is_file():
         return [], pos
@@ -47,9 +55,10 @@ def follow(cfg, run_id: str, console, follow_live: bool = True, poll_s: float = 
     run = runs.get(run_id)
     pos = 0
     bar = Progress(TextColumn("stage {task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]}  {task.fields[tps]} tok/s"), TimeRemainingColumn(),
+                   TextColumn("loss {task.fields[loss]}{task.fields[eval]}  {task.fields[tps]} tok/s"),
+                   TimeRemainingColumn(),
                    console=console, transient=False, disable=not follow_live)
-    task = None
+    task, last_eval = None, ""
     with bar:
         while True:
             lines, pos = _lines(log, pos)
@@ -59,8 +68,8 @@ def follow(cfg, run_id: str, console, follow_live: bool = True, poll_s: float = 
                     if not line.startswith("AMIGO_DONE"):
                         bar.console.print(escape(line), highlight=False)
                     continue
-                fields = {"stage": p.get("stage", "?"), "loss": f"{p.get('loss', float('nan')):.4f}",
-                          "tps": f"{p.get('tokens_per_s', 0):,.0f}"}
+                fields = progress_fields(p)
+                last_eval = fields["eval"] = fields["eval"] or last_eval  # eval lines come every eval_steps
                 if task is None:
                     task = bar.add_task("train", total=p.get("total") or None, **fields)
                 bar.update(task, completed=p.get("step", 0), total=p.get("total") or None, **fields)

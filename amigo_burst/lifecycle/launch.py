@@ -12,6 +12,8 @@ training; `amigo-burst logs RUN -f` reattaches.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from amigo_burst.state import ids, paths
 from amigo_burst.state.records import Run, RunStore, open_records
 from amigo_burst.state.store import open_from_config, store_uri
 from amigo_burst.targets import REPO_ROOT, Target, get_target
+from train.schema import ADAPTER_META
 from train.storage import ALWAYS_EXCLUDE
 from train.storage import names as manifest_names
 
@@ -110,7 +113,11 @@ def yaml_number(x: float | int) -> str:
 def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runtime_s: int,
                est: Cell | None = None) -> dict[str, str]:
     """The AMIGO_* overrides for the target YAML's envs (non-secret only: envs are not redacted).
-    With `auto` batch sizes, the plan cell's micro-batch and accumulation (per GPU) are handed over."""
+
+    micro_batch / grad_accum = "auto" run as the plan cell `est` sized them, per GPU (what was estimated
+    and checked against the budget is what trains); the train/configs YAML's values only without a plan
+    that fits.
+    """
     sc = cfg.stage(stage)
     base = cfg.resolve(cfg.model.base)
     sets = [
@@ -127,11 +134,18 @@ def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runti
         sets.append(f"per_device_train_batch_size={sc.micro_batch if sc.micro_batch != 'auto' else est.micro_batch}")
     if sc.grad_accum != "auto" or planned:
         sets.append(f"gradient_accumulation_steps={sc.grad_accum if sc.grad_accum != 'auto' else est.grad_accum}")
+    # validation and checkpoint cadence ([stages.N] in amigo.toml)
+    sets += [f"eval_fraction={yaml_number(sc.eval_fraction)}", f"eval_max_rows={sc.eval_max_rows}",
+             f"keep={sc.keep}", f"save_minutes={yaml_number(sc.save_minutes)}"]
+    if sc.eval_steps:
+        sets.append(f"eval_steps={sc.eval_steps}")
     if sc.max_steps:
         sets.append(f"max_steps={sc.max_steps}")
         if sc.max_steps <= 100:  # short runs: a progress line every step, not every 10th,
-            sets.append("logging_steps=1")  # and a checkpoint half-way (the YAML's 200 would be
-            sets.append(f"save_steps={max(1, sc.max_steps // 2)}")  # none: --resume needs one)
+            half = max(1, sc.max_steps // 2)  # and a checkpoint and an eval half-way (the YAML's 100-200
+            sets += ["logging_steps=1", f"save_steps={half}"]  # would be none: --resume needs one)
+            if not sc.eval_steps:
+                sets.append(f"eval_steps={half}")
     return {
         "AMIGO_RUN_ID": run_id,
         "AMIGO_STAGE": str(stage),
@@ -154,10 +168,43 @@ def planned_gpu(target: Target, est: Cell | None, override: str | None) -> str |
     return override or (est.launch_gpu if est is not None and not target.is_local else None)
 
 
-def choose_method(cfg: AmigoConfig, est: Cell | None) -> str:
+def adapter_method(adapter: Path | None) -> str | None:
+    """The method the previous adapter was trained with (its amigo_adapter.json), None if unrecorded."""
+    meta_file = adapter / ADAPTER_META if adapter is not None else None
+    if meta_file is None or not meta_file.is_file():
+        return None
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{meta_file}: unreadable ({e.__class__.__name__})") from None
+    method = meta.get("method") if isinstance(meta, dict) else None
+    return method if method in ("lora", "qlora") else None
+
+
+def choose_method(cfg: AmigoConfig, est: Cell | None, adapter: Path | None = None) -> str:
+    """One method for the whole chain: a stage continuing an adapter trains as that adapter was trained
+    (an NF4 base in one stage and a bf16 base in the next would change the model under the adapter).
+    An explicit different [model] method is refused; otherwise the plan's choice, else qlora."""
+    chained = adapter_method(adapter)
+    if chained:
+        if cfg.model.method not in ("auto", chained):
+            raise UserError(
+                f"[model] method = \"{cfg.model.method}\" but the adapter this stage continues was trained with "
+                f"{chained}: set method = \"{chained}\" or \"auto\" in amigo.toml, or start over with --from-base"
+            )
+        return chained
     if cfg.model.method != "auto":
         return cfg.model.method
     return est.method if est is not None and est.method in ("lora", "qlora") else "qlora"
+
+
+def same_batch(recorded: dict | None, est: Cell | None) -> Cell | None:
+    """A resumed run trains with the micro-batch x grad-accum it started with: its checkpoint counts
+    steps of that size (and calibration since then may size a new plan differently)."""
+    rec = recorded or {}
+    if est is None or not (isinstance(rec.get("micro_batch"), int) and isinstance(rec.get("grad_accum"), int)):
+        return est
+    return dataclasses.replace(est, micro_batch=rec["micro_batch"], grad_accum=rec["grad_accum"])
 
 
 def put_inputs(cfg: AmigoConfig, run_id: str, data: Path, adapter: Path | None) -> tuple[str, int, int]:
@@ -212,7 +259,10 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
                   + ("" if prepared.tokens_exact else " (estimated: no tokenizer)"))
 
     probe = opts.probe_steps is not None
-    est = planner.estimate_for_launch(cfg, spec.number, target, prepared.tokens, gpu=opts.gpu, max_usd=opts.max_usd,
+    # a continued adapter fixes the method: estimate (micro-batch, memory, cost) for that one
+    method = choose_method(cfg, None, adapter) if adapter_method(adapter) else None
+    ecfg = cfg if method is None else cfg.model_copy(update={"model": cfg.model.model_copy(update={"method": method})})
+    est = planner.estimate_for_launch(ecfg, spec.number, target, prepared.tokens, gpu=opts.gpu, max_usd=opts.max_usd,
                                       cpu_fallback=probe)
     budget = planner.budget_for(cfg, spec.number, max_usd=opts.max_usd)
     # a probe costs minutes, not the stage: only the fit is checked, and it is capped in time
@@ -221,6 +271,8 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     max_runtime = PROBE_MAX_RUNTIME_S if probe else planner.runtime_limit_s(budget, usd_h)
 
     resume_id = _resumable(runs, spec.number) if opts.resume else None
+    if resume_id:
+        est = same_batch(runs.get(resume_id).estimate, est)
     run_id = resume_id or ids.new_run_id(spec.number, target.alias)
     cluster = None if target.is_local else (opts.cluster or ids.cluster_name(run_id))
     run = Run(id=run_id, stage=spec.number, target=target.name, cluster=cluster, status="PENDING",
@@ -233,7 +285,9 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
         manifest, sent, skipped = put_inputs(cfg, run_id, prepared.path, adapter)
         console.print(f"store: {_mb(sent)} uploaded, {_mb(skipped)} already there ({cfg.store.url})")
         build_bundle(workdir)
-        envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est), max_runtime, est)
+        envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est, adapter), max_runtime, est)
+        if opts.spot:  # a SIGTERM there is a preemption: the entrypoint's exit_reason says so
+            envs["AMIGO_SPOT"] = "1"
         if adapter is None and spec.number > 1:  # --from-base: the entrypoint must be told, not guess
             envs["AMIGO_SET"] += " from_base=true"
         if probe:  # K steps, a progress line each, no checkpoint

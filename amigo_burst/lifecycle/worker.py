@@ -26,7 +26,7 @@ from amigo_burst.state import paths
 from amigo_burst.state.records import open_records, utc_now
 from amigo_burst.state.store import open_from_config
 from amigo_burst.targets import get_target
-from train.schema import EXIT_BUDGET
+from train.schema import EXIT_BUDGET, EXIT_STOPPED
 from train.storage import names as manifest_names
 
 SKY_PREFIX = re.compile(r"^\(\S+, pid=\d+\) ")  # SkyPilot prefixes each job line with "(task, pid=N) "
@@ -161,8 +161,11 @@ def _sky_rc(status: str, outputs: Path, sink=None) -> int:
     if status == "SUCCEEDED":
         return 0
     m = outputs / "metrics.json"
-    if m.is_file() and json.loads(m.read_text()).get("exit_reason") == "budget":
+    reason = json.loads(m.read_text()).get("exit_reason") if m.is_file() else None
+    if reason == "budget":
         return EXIT_BUDGET
+    if reason in ("stopped", "preempted"):  # SIGTERM: saved at a step boundary, resumable
+        return EXIT_STOPPED
     # (unless _final_status already said why: the cluster could no longer be asked)
     if status != "FAILED" and sink is not None and "can no longer be queried" not in sink.last_error:
         sink(f"error: the cluster's job ended {status} (cancelled there: scancel, preemption or an admin)")
@@ -192,19 +195,31 @@ STOP_CODES = (-signal.SIGTERM, 128 + signal.SIGTERM, 130)  # SIGTERM (as a signa
 
 
 def final_status(rc: int, *, has_adapter: bool, last_error: str, recorded: str,
-                 recorded_reason: str | None) -> tuple[str, str]:
+                 recorded_reason: str | None, stage: int | None = None,
+                 metrics: dict | None = None) -> tuple[str, str]:
     """(status, reason) of a run from how its target ended (pure: tests read it as a table).
 
-    rc 0 with an adapter -> SUCCEEDED; EXIT_BUDGET -> STOPPED "budget"; SIGTERM/Ctrl-C -> STOPPED;
-    anything else -> FAILED with the most telling log line. A run `down` already marked STOPPED
-    stays STOPPED: its word stands over the failure the stop itself caused.
+    rc 0 with an adapter -> SUCCEEDED; EXIT_BUDGET -> STOPPED "budget"; EXIT_STOPPED (the entrypoint
+    caught SIGTERM, saved the step's checkpoint) -> STOPPED, saying stopped or preempted, the step, and
+    the command that continues it; SIGTERM/Ctrl-C that killed it outright -> STOPPED; anything else ->
+    FAILED with the most telling log line. A run `down` already marked STOPPED stays STOPPED: its word
+    stands over the failure the stop itself caused.
     """
+    m = metrics or {}
+    if rc in STOP_CODES and m.get("exit_reason") in ("stopped", "preempted"):
+        rc = EXIT_STOPPED  # the shell around it died of the same signal; the entrypoint saved first
+    resume = f"`amigo-burst launch --stage {stage} --resume` continues it" if stage else "--resume continues it"
     if rc == 0 and has_adapter:
         status, reason = "SUCCEEDED", ""
     elif rc == EXIT_BUDGET:
         status, reason = "STOPPED", "budget"
+    elif rc == EXIT_STOPPED:
+        who = "preempted" if m.get("exit_reason") == "preempted" else (
+            recorded_reason if recorded == "STOPPED" and recorded_reason else "stopped")
+        step = f" at step {m['steps']} of {m['total_steps']}" if m.get("steps") is not None else ""
+        status, reason = "STOPPED", f"{who}{step}, checkpoint saved: {resume}"
     elif rc in STOP_CODES:
-        status, reason = "STOPPED", "stopped by user"
+        status, reason = "STOPPED", f"stopped by user: {resume} from its last checkpoint"
     else:
         status, reason = "FAILED", last_error or f"exit code {rc}"
     if recorded == "STOPPED" and status == "FAILED":
@@ -218,7 +233,7 @@ def finish(cfg, plan: LaunchPlan, rc: int, sink, runs) -> None:
     current = runs.get(plan.run_id)
     status, reason = final_status(rc, has_adapter=(d / "adapter" / "adapter_config.json").is_file(),
                                   last_error=sink.last_error, recorded=current.status,
-                                  recorded_reason=current.reason)
+                                  recorded_reason=current.reason, stage=current.stage, metrics=metrics)
     complete = all((d / "adapter" / f).is_file() for f in ("adapter_config.json", "adapter_model.safetensors"))
     runs.update(
         plan.run_id, status=status, reason=reason, ended=utc_now(), metrics=metrics,
@@ -226,6 +241,18 @@ def finish(cfg, plan: LaunchPlan, rc: int, sink, runs) -> None:
         downloaded=1 if complete and not (d / ".partial").exists() else 0,
         artifacts={**current.artifacts, "outputs": manifest_names.outputs(plan.run_id)},
     )
+
+
+def _collect(cfg, plan: LaunchPlan, sink, rc: int) -> None:
+    """Outputs back. A run killed by a signal may have saved its outputs first (the entrypoint's
+    SIGTERM path) or not (killed before training began): then there is nothing to bring back."""
+    if rc not in STOP_CODES:
+        collect_outputs(cfg, plan, sink)
+        return
+    try:
+        collect_outputs(cfg, plan, sink)
+    except Exception:  # noqa: BLE001 - stopped before any output: the stop stays the reason
+        pass
 
 
 def main(config_path: str, run_id: str, reattach_from_pid: int | None = None) -> int:
@@ -250,11 +277,11 @@ def main(config_path: str, run_id: str, reattach_from_pid: int | None = None) ->
             rc = run_local(cfg, plan, secrets, sink, runs)
         else:
             rc = run_sky(cfg, plan, secrets, sink, runs, job=runs.get(run_id).job_id if reattach_from_pid else None)
-        if rc in (0, EXIT_BUDGET):
-            collect_outputs(cfg, plan, sink)
+        if rc in (0, EXIT_BUDGET, EXIT_STOPPED) or rc in STOP_CODES:
+            _collect(cfg, plan, sink, rc)
     except Exception as e:  # noqa: BLE001 - whatever happened, the record must say so
         sink(f"error: {e.__class__.__name__}: {e}")
-        rc = rc if rc not in (0, EXIT_BUDGET) else 1
+        rc = rc if rc not in (0, EXIT_BUDGET, EXIT_STOPPED) else 1
     finally:
         finish(cfg, plan, rc, sink, runs)
     return 0
