@@ -192,8 +192,7 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
 
     with console.status(f"preparing stage {spec.number} ({spec.name}) dataset"):
         prepared = prepare_stage(cfg, spec, paths.prepared_dir(cfg.root), load_tokenizer(cfg))
-    console.print(f"dataset: {prepared.rows} rows, {prepared.tokens:,} tokens"
-                  + ("" if prepared.tokens_exact else " (estimated: no tokenizer)"))
+    console.print("dataset: " + data_line(prepared))
 
     est = planner.estimate_for_launch(cfg, spec.number, target, prepared.tokens)
     budget = planner.budget_for(cfg, spec.number, max_usd=opts.max_usd)
@@ -204,8 +203,10 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     resume_id = _resumable(runs, spec.number) if opts.resume else None
     run_id = resume_id or ids.new_run_id(spec.number, target.alias)
     cluster = None if target.is_local else ids.cluster_name(run_id)
+    artifacts = {"dataset": prepared.record(), **({"from_run": from_id} if from_id else {})}
     run = Run(id=run_id, stage=spec.number, target=target.name, cluster=cluster, status="PENDING",
-              usd_per_hour=usd_h, estimate=est.to_record() if est is not None else {}, pid=os.getpid())
+              usd_per_hour=usd_h, estimate=est.to_record() if est is not None else {}, pid=os.getpid(),
+              artifacts=artifacts)
     runs.claim_stage(spec.number, run, replace=bool(resume_id))
 
     try:
@@ -219,8 +220,6 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
             envs["AMIGO_SET"] += " from_base=true"
         transport = "store" if (target.is_local or cfg.store.url.startswith("s3://")) else "rsync"
         envs.update(_transport_envs(cfg, transport, manifest, workdir, prepared.path, adapter))
-        if from_id:
-            runs.update(run_id, artifacts={"from_run": from_id})
         write_plan(cfg.root, LaunchPlan(run_id, str(cfg.path), target.name, cluster, envs, str(workdir),
                                         transport, opts.spot, opts.keep, opts.gpu))
         runs.update(run_id, pid=spawn_worker(cfg, run_id))
@@ -234,6 +233,21 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
         console.print(f"follow it with: amigo-burst logs {run_id} -f")
         return runs.get(run_id)
     return follow(cfg, run_id, console)
+
+
+def data_line(prepared) -> str:
+    """rows used / read, what was dropped and why, tokens, the longest row against max_seq_len."""
+    t = prepared.tally
+    line = f"{t.used:,} rows of {t.read:,} read, {t.tokens:,} tokens"
+    if not t.exact:
+        line += " (estimated: no tokenizer, lengths not checked)"
+    elif t.max_len:
+        line += f", longest {t.longest:,} of max_seq_len {t.max_len:,}"
+    if t.dropped:
+        line += f"; dropped {t.dropped:,}: {t.reasons()}"
+    if t.trimmed[0]:
+        line += f"; context trimmed in {t.trimmed[0]:,} (first: {t.trimmed[1]})"
+    return line
 
 
 def _resumable(runs: RunStore, stage: int) -> str | None:
