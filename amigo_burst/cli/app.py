@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from amigo_burst.cli import info, plan, runs
+from amigo_burst.cli import info, plan, rehearse, runs
 from amigo_burst.cli.context import State
 from amigo_burst.errors import UserError
 
@@ -60,7 +60,7 @@ def _root(
 
 
 for fn in (info.stages, info.targets, info.doctor, plan.estimate, plan.plan, plan.report,
-           runs.launch, runs.logs, runs.status, runs.download, runs.down, runs.pipeline):
+           runs.launch, runs.logs, runs.status, runs.download, runs.down, runs.pipeline, rehearse.rehearse):
     app.command()(fn)
 config_app.command("check")(info.config_check)
 
