@@ -161,3 +161,21 @@ def write_hub(root: Path) -> Path:
     _jsonl(r / LOCAL_FILES["Vezora/Code-Preference-Pairs"], vezora_rows())
     _card(r / "README.md")
     return root
+
+
+def shipped_with_local_data(text: str, hub_root: Path) -> str:
+    """amigo.toml's text with only each stage's dataset *source* replaced (hub, subset, split,
+    data_files -> path of the local copy); columns, filters, max_rows and everything else stay."""
+    import re
+
+    def local(m: re.Match) -> str:
+        inner = m.group(1)
+        hub = re.search(r'hub = "([^"]+)"', inner).group(1)
+        for pattern in (r'hub = "[^"]+", ', r'subset = "[^"]+", ', r'split = "[^"]+", ', r'data_files = \[[^\]]*\], ',
+                        r'prepare = "[^"]+", '):
+            inner = re.sub(pattern, "", inner)
+        return f'dataset = {{ path = "{hub_root / hub / LOCAL_FILES[hub]}", {inner} }}'
+
+    out, n = re.subn(r"^dataset = \{ (.*) \}$", local, text, flags=re.M)
+    assert n == 5, f"expected five stage datasets in amigo.toml, rewrote {n}"
+    return out
