@@ -80,6 +80,7 @@ def test_standin_takes_the_base_family_and_its_tokenizer_when_it_can_be_had(tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # five real trainings: ~3 min on an idle 2-core machine, 14 min seen under load 9
 def test_shipped_amigo_toml_runs_all_five_stages_through_pipeline(tmp_path, tiny_model):
     """The real plan's settings (column maps, filters, seq lens, learning rates, the method choice) over
     real-shaped rows: every stage succeeds, continues the previous adapter, and records its data."""
@@ -105,6 +106,7 @@ def test_shipped_amigo_toml_runs_all_five_stages_through_pipeline(tmp_path, tiny
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_rehearse_runs_the_shipped_amigo_toml_over_the_hub(tmp_path):
     """The unmodified amigo.toml: hub ids -> rows over HTTP (a loading script passed by, a README's
     configs, a config+split pair), a stand-in Mistral, each target's YAML: exit 0 and the table."""
@@ -141,7 +143,8 @@ def test_rehearse_fails_a_stage_with_mostly_unusable_rows_in_one_line_and_still_
     """Stage 1 mapped to a column that is null in most rows: the stage fails before training, the
     reason is one line with counts and the first row; later stages' data are still checked; exit 1."""
     hub_root = write_hub(tmp_path / "hub")
-    text = shipped_with_local_data(SHIPPED, hub_root).replace('code = "solution"', 'code = "seed_code"')
+    text = shipped_with_local_data(SHIPPED, hub_root).replace('instruction = "problem", code = "solution"',
+                                                                       'instruction = "problem", code = "seed_code"')
     project = tmp_path / "proj"
     project.mkdir()
     (project / "amigo.toml").write_text(text)

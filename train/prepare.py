@@ -347,29 +347,49 @@ def summary(spec: StageSpec, t: Tally) -> str:
     return "; ".join(parts)
 
 
+def first_rows_sha(path: Path, n: int) -> str:
+    """sha256 of a prepared file's first n lines: the laptop's sample, if the source did not change."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for _, line in zip(range(n), f, strict=False):
+            h.update(line)
+    return h.hexdigest()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m train.prepare --stage N --source JSON --model M --max-length L --out FILE`: the target
-    prepares a hub dataset itself (amigo.toml dataset.prepare = "target", or "auto" on a cloud)."""
+    """`python -m train.prepare --stage N --job JSON --model M --out FILE`: the target prepares a hub
+    dataset itself (amigo.toml dataset.prepare = "target", or "auto" on a cloud target).
+
+    JSON: {"source": Source, "max_length": max_seq_len, "check": {"rows": K, "sha256": ...}}; check
+    (optional) is the laptop's sample: the first K rows here must hash the same, else the hub's data
+    changed since the launch checked it (said in the log, not fatal)."""
     p = argparse.ArgumentParser(prog="python -m train.prepare", description=main.__doc__.splitlines()[0])
     p.add_argument("--stage", required=True)
-    p.add_argument("--source", required=True, help="Source as JSON (the controller writes it)")
+    p.add_argument("--job", required=True, help="what to prepare, as JSON (the controller writes it)")
     p.add_argument("--model", required=True, help="base model whose tokenizer counts the tokens")
-    p.add_argument("--max-length", type=int, required=True)
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     try:
         spec = stage_spec(a.stage)
-        src = Source.from_json(a.source)
+        job = json.loads(a.job)
+        src = Source.from_json(json.dumps(job["source"]))
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".part")
-        tally, sha = prepare(spec, src, tmp, tokenizer=load_tokenizer(a.model), max_len=a.max_length)
+        tally, sha = prepare(spec, src, tmp, tokenizer=load_tokenizer(a.model), max_len=int(job["max_length"]))
         os.replace(tmp, out)
-    except (TrainInputError, ValueError) as e:
+    except (TrainInputError, ValueError, KeyError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
     print(summary(spec, tally), flush=True)
-    print("AMIGO_DATA " + json.dumps({**tally.to_dict(), "sha256": sha, "where": "target"}), flush=True)
+    info = {**tally.to_dict(), "sha256": sha, "where": "target"}
+    check = job.get("check") or {}
+    if check.get("rows"):
+        info["sample_matches"] = first_rows_sha(out, int(check["rows"])) == check.get("sha256")
+        if not info["sample_matches"]:
+            print(f"warning: the first {check['rows']} rows differ from the sample checked at launch "
+                  "(the hub's data changed since?)", flush=True)
+    print("AMIGO_DATA " + json.dumps(info), flush=True)
     return 0
 
 

@@ -12,6 +12,7 @@ training; `amigo-burst logs RUN -f` reattaches.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from amigo_burst.errors import UserError
 from amigo_burst.lifecycle.download import ensure_downloaded
 from amigo_burst.lifecycle.follow import follow
 from amigo_burst.lifecycle.handoff import LaunchPlan, spawn_worker, write_plan
-from amigo_burst.lifecycle.prepare import load_tokenizer, prepare_stage
+from amigo_burst.lifecycle.prepare import load_tokenizer, stage_data
 from amigo_burst.planning.matrix import Cell
 from amigo_burst.stages import get_stage
 from amigo_burst.state import ids, paths
@@ -144,17 +145,18 @@ def choose_method(cfg: AmigoConfig, est: Cell | None) -> str:
     return est.method if est is not None and est.method in ("lora", "qlora") else "qlora"
 
 
-def put_inputs(cfg: AmigoConfig, run_id: str, data: Path, adapter: Path | None) -> tuple[str, int, int]:
-    """Dataset + previous adapter -> store manifest inputs/<run>; train/ code -> code/<run>.
-    Returns (inputs manifest, bytes sent, bytes already there)."""
+def put_inputs(cfg: AmigoConfig, run_id: str, data: Path | None, adapter: Path | None) -> tuple[str, int, int]:
+    """Dataset (None: the target prepares it) + previous adapter -> store manifest inputs/<run>;
+    train/ code -> code/<run>. Returns (inputs manifest, bytes sent, bytes already there)."""
     staging = paths.work_dir(cfg.root, run_id) / "inputs-staging"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    try:  # a hard link: a multi-GB prepared dataset is not copied just to be hashed and uploaded
-        os.link(data, staging / "data.jsonl")
-    except OSError:  # another filesystem
-        shutil.copy2(data, staging / "data.jsonl")
+    if data is not None:
+        try:  # a hard link: a multi-GB prepared dataset is not copied just to be hashed and uploaded
+            os.link(data, staging / "data.jsonl")
+        except OSError:  # another filesystem
+            shutil.copy2(data, staging / "data.jsonl")
     if adapter is not None:
         shutil.copytree(adapter, staging / "adapter")
     store = open_from_config(cfg)
@@ -191,10 +193,10 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     open_from_config(cfg, bars=False).list_manifests("inputs/")  # reachable? a wrong bucket costs nothing yet
 
     with console.status(f"preparing stage {spec.number} ({spec.name}) dataset"):
-        prepared = prepare_stage(cfg, spec, paths.prepared_dir(cfg.root), load_tokenizer(cfg))
-    console.print("dataset: " + data_line(prepared))
+        data = stage_data(cfg, spec, target.is_local, paths.prepared_dir(cfg.root), load_tokenizer(cfg))
+    console.print("dataset: " + data.line())
 
-    est = planner.estimate_for_launch(cfg, spec.number, target, prepared.tokens)
+    est = planner.estimate_for_launch(cfg, spec.number, target, data.tokens)
     budget = planner.budget_for(cfg, spec.number, max_usd=opts.max_usd)
     check_estimate(spec.number, target, est, budget, opts.force)
     usd_h = est.usd_per_hour if est is not None else None
@@ -203,7 +205,7 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     resume_id = _resumable(runs, spec.number) if opts.resume else None
     run_id = resume_id or ids.new_run_id(spec.number, target.alias)
     cluster = None if target.is_local else ids.cluster_name(run_id)
-    artifacts = {"dataset": prepared.record(), **({"from_run": from_id} if from_id else {})}
+    artifacts = {"dataset": data.record(), **({"from_run": from_id} if from_id else {})}
     run = Run(id=run_id, stage=spec.number, target=target.name, cluster=cluster, status="PENDING",
               usd_per_hour=usd_h, estimate=est.to_record() if est is not None else {}, pid=os.getpid(),
               artifacts=artifacts)
@@ -212,14 +214,16 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     try:
         workdir = paths.work_dir(cfg.root, run_id)
         workdir.mkdir(parents=True, exist_ok=True)
-        manifest, sent, skipped = put_inputs(cfg, run_id, prepared.path, adapter)
+        manifest, sent, skipped = put_inputs(cfg, run_id, data.upload, adapter)
         console.print(f"store: {_mb(sent)} uploaded, {_mb(skipped)} already there ({cfg.store.url})")
         build_bundle(workdir)
         envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est), max_runtime)
         if adapter is None and spec.number > 1:  # --from-base: the entrypoint must be told, not guess
             envs["AMIGO_SET"] += " from_base=true"
         transport = "store" if (target.is_local or cfg.store.url.startswith("s3://")) else "rsync"
-        envs.update(_transport_envs(cfg, transport, manifest, workdir, prepared.path, adapter))
+        envs.update(_transport_envs(cfg, transport, manifest, workdir, data.upload, adapter))
+        if data.job is not None:  # the target fetches and prepares the hub dataset itself
+            envs["AMIGO_PREPARE"] = json.dumps({k: data.job[k] for k in ("source", "max_length", "check")})
         write_plan(cfg.root, LaunchPlan(run_id, str(cfg.path), target.name, cluster, envs, str(workdir),
                                         transport, opts.spot, opts.keep, opts.gpu))
         runs.update(run_id, pid=spawn_worker(cfg, run_id))
@@ -235,21 +239,6 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     return follow(cfg, run_id, console)
 
 
-def data_line(prepared) -> str:
-    """rows used / read, what was dropped and why, tokens, the longest row against max_seq_len."""
-    t = prepared.tally
-    line = f"{t.used:,} rows of {t.read:,} read, {t.tokens:,} tokens"
-    if not t.exact:
-        line += " (estimated: no tokenizer, lengths not checked)"
-    elif t.max_len:
-        line += f", longest {t.longest:,} of max_seq_len {t.max_len:,}"
-    if t.dropped:
-        line += f"; dropped {t.dropped:,}: {t.reasons()}"
-    if t.trimmed[0]:
-        line += f"; context trimmed in {t.trimmed[0]:,} (first: {t.trimmed[1]})"
-    return line
-
-
 def _resumable(runs: RunStore, stage: int) -> str | None:
     """The newest FAILED/STOPPED run of the stage (its checkpoints are reused), if any."""
     for status in ("FAILED", "STOPPED"):
@@ -259,14 +248,15 @@ def _resumable(runs: RunStore, stage: int) -> str | None:
     raise UserError(f"--resume: no FAILED or STOPPED stage {stage} run to resume")
 
 
-def _transport_envs(cfg, transport, manifest, workdir: Path, data: Path, adapter: Path | None) -> dict[str, str]:
+def _transport_envs(cfg, transport, manifest, workdir: Path, data: Path | None, adapter: Path | None) -> dict[str, str]:
     if transport == "store":
         envs = {"AMIGO_INPUTS": manifest, "AMIGO_STORE_URI": store_uri(cfg),
                 "AMIGO_STORE_ENDPOINT": cfg.store.endpoint_url or ""}
     else:  # rsync: the inputs travel inside the workdir
         inputs = workdir / "inputs"
         inputs.mkdir(exist_ok=True)
-        shutil.copy2(data, inputs / "data.jsonl")
+        if data is not None:
+            shutil.copy2(data, inputs / "data.jsonl")
         if adapter is not None:
             shutil.copytree(adapter, inputs / "adapter", dirs_exist_ok=True)
         envs = {"AMIGO_INPUTS": "", "AMIGO_STORE_URI": "", "AMIGO_STORE_ENDPOINT": ""}

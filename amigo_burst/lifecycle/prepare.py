@@ -17,10 +17,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from amigo_burst import planner
 from amigo_burst.config import AmigoConfig, DatasetConfig
 from amigo_burst.errors import UserError
 from train import prepare as shared
 from train.schema import StageSpec, TrainInputError
+
+SAMPLE_ROWS = 200  # rows a launch checks here when the target prepares a hub dataset itself
 
 
 @dataclass(frozen=True)
@@ -88,3 +91,72 @@ def load_tokenizer(cfg: AmigoConfig):
         return shared.load_tokenizer(str(base) if base.exists() else cfg.model.base)
     except Exception:  # noqa: BLE001 - no transformers, no network, gated model: fall back to an estimate
         return None
+
+
+@dataclass(frozen=True)
+class StageData:
+    """A launch's dataset: prepared here (the whole of it), or on the target (a sample checked here).
+
+    Where a hub dataset goes to a cloud target (dataset.prepare = "auto"), or always with "target",
+    the target fetches and prepares it itself with the same code and settings (train/prepare.py via
+    train/run.sh, AMIGO_PREPARE = `job`): stage 4's rows would otherwise cross the laptop's uplink
+    twice (hub -> laptop -> store -> cloud) while the GPU may already bill."""
+
+    where: str  # "here" | "target"
+    prepared: Prepared  # the dataset (here) or the checked sample (target)
+    tokens: int  # for the estimate: counted (here) or the sample's tokens per row x max_rows (target)
+    job: dict | None = None  # what the target prepares: AMIGO_PREPARE
+
+    @property
+    def upload(self) -> Path | None:
+        return self.prepared.path if self.where == "here" else None
+
+    def record(self) -> dict:
+        rec = self.prepared.record(self.where)
+        if self.job is not None:
+            rec["settings"] = self.job["settings_hash"]
+            rec["sample_rows"] = self.prepared.rows
+        return rec
+
+    def line(self) -> str:
+        t = self.prepared.tally
+        if self.where == "here":
+            line = f"{t.used:,} rows of {t.read:,} read, {t.tokens:,} tokens"
+        else:
+            src = self.job["source"]
+            files = f" {', '.join(src['data_files'])}" if src.get("data_files") else ""
+            cap = f"up to {src['max_rows']:,} rows" if src.get("max_rows") else "all rows"
+            line = (f"prepared on the target from the hub ({src['hub']}{files}, {cap}, ~{self.tokens:,} tokens); "
+                    f"checked here on a sample: {t.used:,} rows of {t.read:,} read")
+        if not t.exact:
+            line += " (estimated: no tokenizer, lengths not checked)"
+        elif t.max_len:
+            line += f", longest {t.longest:,} of max_seq_len {t.max_len:,}"
+        if t.dropped:
+            line += f"; dropped {t.dropped:,}: {t.reasons()}"
+        if t.trimmed[0]:
+            line += f"; context trimmed in {t.trimmed[0]:,} (first: {t.trimmed[1]})"
+        return line
+
+
+def prepared_on_target(cfg: AmigoConfig, stage: int, target_is_local: bool) -> bool:
+    ds = cfg.stage(stage).dataset
+    return bool(ds.hub) and (ds.prepare == "target" or (ds.prepare == "auto" and not target_is_local))
+
+
+def stage_data(cfg: AmigoConfig, spec: StageSpec, target_is_local: bool, out_dir: Path, tokenizer) -> StageData:
+    """The launch's dataset, prepared here or (a sample checked here) left to the target."""
+    if not prepared_on_target(cfg, spec.number, target_is_local):
+        p = prepare_stage(cfg, spec, out_dir, tokenizer)
+        return StageData("here", p, p.tokens)
+    sample = prepare_stage(cfg, spec, out_dir, tokenizer, limit=SAMPLE_ROWS)
+    sc = cfg.stage(spec.number)
+    if sc.dataset.max_rows:  # the sample's tokens per row x the rows the target will use
+        tokens = int(sample.tokens / max(sample.rows, 1) * sc.dataset.max_rows)
+    else:  # all rows of a hub dataset: how many, the sample cannot say
+        tokens = planner.stage_tokens(cfg, spec.number) or sample.tokens
+    job = {"source": json.loads(source_of(cfg, sc.dataset).to_json()), "max_length": sc.max_seq_len,
+           "settings_hash": settings_hash(cfg, spec.number),
+           # the target's first rows must be these (same code, same seed): a changed hub dataset shows
+           "check": {"rows": sample.rows, "sha256": sample.sha256} if sample.tally.exact else {}}
+    return StageData("target", sample, tokens, job)
