@@ -128,6 +128,12 @@ def test_rehearse_runs_the_shipped_amigo_toml_over_the_hub(tmp_path):
     assert rec["passed"] and rec["config_hash"] == config_hash(load_config(project / "amigo.toml"))
     assert [s["status"] for s in rec["stages"]] == ["passed"] * 5
     assert all(s["loss"]["steps"] == 2 for s in rec["stages"])
+    # stage 1 runs on the laptop: its data prepared here; 2-5 on clouds: fetched by the target's run.sh
+    assert [s["prepared"] for s in rec["stages"]] == ["here"] + ["target"] * 4
+    runs_dir = project / ".amigo" / "rehearsal" / "project" / ".amigo" / "runs"
+    for s in rec["stages"][1:]:
+        log = (runs_dir / s["run_id"] / "train.log").read_text()
+        assert '"where": "target"' in log and '"sample_matches": true' in log, s["stage"]
     # the rows came over HTTP, commitpackft through its data file (its loading script never fetched)
     got = {p for _, p in requests}
     assert "/datasets/bigcode/commitpackft/resolve/main/data/python/data.jsonl" in got

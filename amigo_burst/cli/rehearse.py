@@ -66,16 +66,19 @@ def render(con, passed: bool, results, facts: dict, log_path) -> None:
     con.print(f"stand-in: {m.get('family')} ({m.get('params', '?'):,} params), tokenizer {m.get('tokenizer')}"
               if isinstance(m.get("params"), int) else f"model: {m.get('path')}")
     t = Table(title=f"rehearsal: {facts['rows']} rows, {facts['steps']} steps a stage (config {facts['config_hash']})")
-    for col in ("stage", "target YAML", "rows read/used/dropped", "tokens", "longest/max", "loss", "adapter",
-                "result"):
+    for col in ("stage", "target YAML", "data", "rows read/used/dropped", "tokens", "longest/max", "loss",
+                "adapter", "result"):
         t.add_column(col, justify="right" if col in ("tokens", "longest/max") else "left")
     for r in results:
         rows = f"{r.rows.get('read', 0)}/{r.rows.get('used', 0)}/{r.rows.get('dropped', 0)}" if r.rows else "-"
         longest = f"{r.longest:,}/{r.max_seq_len:,}" if r.max_seq_len else "-"
         colour = {"passed": "green", "failed": "red"}.get(r.status, "yellow")
-        t.add_row(f"{r.stage} {r.name}", r.target, rows, f"{r.tokens:,}" if r.rows else "-", longest, _loss(r),
+        t.add_row(f"{r.stage} {r.name}", r.target, r.prepared or "-", rows, f"{r.tokens:,}" if r.rows else "-", longest, _loss(r),
                   _adapter(r, results), f"[{colour}]{r.status}[/{colour}]")
     con.print(t)
+    if any(r.prepared == "target" for r in results):
+        con.print("  data 'target': fetched and prepared by the target's own run (as on the cloud); "
+                  "rows checked here first")
     for r in results:
         for d in r.dropped:
             con.print(f"  stage {r.stage} dropped {d['count']}: {escape(d['reason'])} (first: {escape(d['first'])})")

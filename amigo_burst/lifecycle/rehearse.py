@@ -30,7 +30,7 @@ from amigo_burst.config import AmigoConfig, load_config
 from amigo_burst.errors import UserError
 from amigo_burst.lifecycle.follow import parse_progress
 from amigo_burst.lifecycle.launch import LaunchOptions, launch, resolve_target
-from amigo_burst.lifecycle.prepare import load_tokenizer, prepare_stage
+from amigo_burst.lifecycle.prepare import load_tokenizer, prepare_stage, prepared_on_target
 from amigo_burst.stages import get_stage
 from amigo_burst.state import paths
 from amigo_burst.targets import get_target
@@ -54,6 +54,7 @@ class StageResult:
     stage: int
     name: str
     target: str  # the configured target whose YAML ran
+    prepared: str = ""  # where the data was prepared: here, or target (a hub dataset the target fetches)
     status: str = "not run"  # passed | failed | not run
     reason: str = ""
     run_id: str | None = None
@@ -138,7 +139,8 @@ def stage_target(cfg: AmigoConfig, n: int) -> str:
 
 def write_project(cfg: AmigoConfig, project: Path, model: Path, opts: RehearseOptions) -> dict[int, str]:
     """The rehearsal project: amigo.toml with the stand-in, N rows, K steps, each stage on a local
-    copy of its target's YAML. Returns {stage: rehearsal target name}."""
+    copy of its target's YAML, its hub data prepared where the real launch will prepare it.
+    Returns {stage: rehearsal target name}."""
     (project / "sky").mkdir(parents=True)
     local_names = {}
     for n in sorted(cfg.stages):
@@ -157,6 +159,8 @@ def write_project(cfg: AmigoConfig, project: Path, model: Path, opts: RehearseOp
         ds = s["dataset"]
         if ds.get("path"):
             ds["path"] = str(cfg.resolve(ds["path"]))
+        if prepared_on_target(cfg, int(n), get_target(stage_target(cfg, int(n)), cfg.root).is_local):
+            ds["prepare"] = "target"  # as the real launch will: the target's run.sh fetches and prepares it
         ds["max_rows"] = opts.rows
         s["max_steps"] = opts.steps
         s["target"] = local_names[int(n)]
@@ -198,6 +202,7 @@ def losses(log: Path) -> dict:
 
 
 def _data_into(res: StageResult, data: dict) -> None:
+    res.prepared = data.get("where", "")
     res.rows = {k: data.get(k, 0) for k in ("read", "used", "dropped")}
     res.dropped = [{"reason": r, "count": c, "first": w}
                    for r, (c, w) in sorted({**data.get("unusable", {}), **data.get("filtered", {})}.items(),
