@@ -159,3 +159,25 @@ def test_broken_lines_are_unusable_rows_not_a_crash(tmp_path):
     assert p.rows == 3
     assert set(p.tally.unusable) == {"invalid JSON (Expecting value)", "not UTF-8"}
     assert p.tally.unusable["not UTF-8"][1].endswith("d.jsonl:5")
+
+
+@pytest.mark.slow
+def test_token_counts_are_what_trl_tokenizes(tmp_path, hub_root, tiny_model, tok):
+    """The lengths prepare checks against max_seq_len are the lengths SFTTrainer builds from the rows."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from train.formats import to_example
+
+    cfg = shipped(tmp_path, hub_root)
+    examples, expected = [], []
+    for n in (1, 2, 3, 4):
+        for r in rows(prepare_stage(cfg, get_stage(n), tmp_path / f"p{n}", tok))[:5]:
+            examples.append(to_example(get_stage(n), r))
+            expected.append(seq_lengths(tok, get_stage(n), r)[0])
+    args = SFTConfig(output_dir=str(tmp_path / "out"), max_length=None, packing=False, report_to="none",
+                     assistant_only_loss=True, use_cpu=True, dataset_num_proc=None)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args,
+                         train_dataset=Dataset.from_list(examples), processing_class=tok)
+    assert [len(x) for x in trainer.train_dataset["input_ids"]] == expected
