@@ -123,7 +123,7 @@ def test_rehearse_runs_the_shipped_amigo_toml_over_the_hub(tmp_path):
     assert out.count("passed") >= 6 and "rehearsal passed" in out
     assert "stand-in: mistral" in out and "vast" in out and "runpod" in out
     assert "field 'error' is empty" in out and "JetBrains-Research/mbpp_w_stacktraces[" in out
-    assert "from stage 4" in out
+    assert "← stage 4" in out
     rec = json.loads((project / ".amigo" / "rehearsal" / "rehearsal.json").read_text())
     assert rec["passed"] and rec["config_hash"] == config_hash(load_config(project / "amigo.toml"))
     assert [s["status"] for s in rec["stages"]] == ["passed"] * 5

@@ -47,7 +47,7 @@ def rehearse(
 def _loss(r) -> str:
     if not r.loss:
         return "-"
-    return f"{r.loss['before']:.3f} -> {r.loss['after']:.3f}"
+    return f"{r.loss['before']:.3f}→{r.loss['after']:.3f}"
 
 
 def _adapter(r, results) -> str:
@@ -55,20 +55,22 @@ def _adapter(r, results) -> str:
     if not r.adapter:
         return "-"
     prev = next((p for p in results if p.run_id and p.run_id == r.continues_from), None)
-    return f"from stage {prev.stage}" if prev else (f"from {r.continues_from}" if r.continues_from else "fresh")
+    return f"← stage {prev.stage}" if prev else (f"← {r.continues_from}" if r.continues_from else "fresh")
 
 
 def render(con, passed: bool, results, facts: dict, log_path) -> None:
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
     m = facts["model"]
     con.print(f"stand-in: {m.get('family')} ({m.get('params', '?'):,} params), tokenizer {m.get('tokenizer')}"
               if isinstance(m.get("params"), int) else f"model: {m.get('path')}")
-    t = Table(title=f"rehearsal: {facts['rows']} rows, {facts['steps']} steps a stage (config {facts['config_hash']})")
-    for col in ("stage", "target YAML", "data", "rows read/used/dropped", "tokens", "longest/max", "loss",
-                "adapter", "result"):
-        t.add_column(col, justify="right" if col in ("tokens", "longest/max") else "left")
+    t = Table(title=f"rehearsal: {facts['rows']} rows, {facts['steps']} steps a stage (config {facts['config_hash']})",
+              box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True)
+    # rows: read/used/dropped; data: prepared here or by the target; adapter: fresh or <- the stage it continued
+    for col in ("stage", "target", "data", "rows", "tokens", "longest/max", "loss", "adapter", "result"):
+        t.add_column(col, justify="right" if col in ("rows", "tokens", "longest/max") else "left")
     for r in results:
         rows = f"{r.rows.get('read', 0)}/{r.rows.get('used', 0)}/{r.rows.get('dropped', 0)}" if r.rows else "-"
         longest = f"{r.longest:,}/{r.max_seq_len:,}" if r.max_seq_len else "-"
@@ -76,9 +78,10 @@ def render(con, passed: bool, results, facts: dict, log_path) -> None:
         t.add_row(f"{r.stage} {r.name}", r.target, r.prepared or "-", rows, f"{r.tokens:,}" if r.rows else "-", longest, _loss(r),
                   _adapter(r, results), f"[{colour}]{r.status}[/{colour}]")
     con.print(t)
-    if any(r.prepared == "target" for r in results):
-        con.print("  data 'target': fetched and prepared by the target's own run (as on the cloud); "
-                  "rows checked here first")
+    con.print("  rows: read/used/dropped; tokens: as the trainer sees them (chat template included); "
+              "loss: first → last step")
+    con.print("  data: here = prepared on this machine; target = fetched and prepared by the target's run, "
+              "as on the cloud")
     for r in results:
         for d in r.dropped:
             con.print(f"  stage {r.stage} dropped {d['count']}: {escape(d['reason'])} (first: {escape(d['first'])})")
