@@ -78,10 +78,8 @@ def render(con, passed: bool, results, facts: dict, log_path) -> None:
         t.add_row(f"{r.stage} {r.name}", r.target, r.prepared or "-", rows, f"{r.tokens:,}" if r.rows else "-", longest, _loss(r),
                   _adapter(r, results), f"[{colour}]{r.status}[/{colour}]")
     con.print(t)
-    con.print("  rows: read/used/dropped; tokens: as the trainer sees them (chat template included); "
-              "loss: first → last step")
-    con.print("  data: here = prepared on this machine; target = fetched and prepared by the target's run, "
-              "as on the cloud")
+    con.print("  rows: read/used/dropped · tokens: as trained, chat template included · loss: first → last step")
+    con.print("  data: here = prepared on this machine, target = by the target's own run (as on the cloud)")
     for r in results:
         for d in r.dropped:
             con.print(f"  stage {r.stage} dropped {d['count']}: {escape(d['reason'])} (first: {escape(d['first'])})")
