@@ -55,9 +55,20 @@ class DatasetConfig(Strict):
     hub: str | None = None
     subset: str | None = None
     split: str = "train"
+    # files inside the hub repository (globs allowed), read by the packaged json/parquet/csv builder:
+    # the way to a dataset whose repository ships a loading script (`datasets` >= 4 refuses those)
+    data_files: list[str] | None = Field(None, min_length=1)
     # canonical field -> source column (only the ones that differ need naming)
     columns: dict[str, str] = Field(default_factory=dict)
-    max_rows: int | None = Field(None, ge=1)
+    max_rows: int | None = Field(None, ge=1)  # rows used at most, drawn by a seeded shuffle
+    seed: int = 0  # the shuffle's seed: the same rows every time
+    # keep only rows whose `license` column is one of these (lower case, e.g. "mit", "apache-2.0")
+    licenses: list[str] | None = Field(None, min_length=1)
+    # the stage fails when more than this fraction of the rows read is unusable (missing/empty field...)
+    max_bad_fraction: float = Field(0.5, ge=0, le=1)
+    # where a hub dataset is prepared: auto = on the target when it is a cloud (no laptop uplink in
+    # the way), here = on this machine, target = on the target always
+    prepare: Literal["auto", "here", "target"] = "auto"
     # for `plan` before anything is downloaded: average tokens per row (dataset card or a sample)
     tokens_per_row: int | None = Field(None, ge=1)
 
@@ -65,6 +76,12 @@ class DatasetConfig(Strict):
     def _one_source(self) -> DatasetConfig:
         if bool(self.path) == bool(self.hub):
             raise ValueError("give exactly one of 'path' or 'hub'")
+        if self.data_files and not self.hub:
+            raise ValueError("'data_files' names files of a hub dataset: it needs 'hub'")
+        if self.data_files and self.subset:
+            raise ValueError("give 'subset' or 'data_files', not both (data_files already pick the files)")
+        if self.prepare == "target" and not self.hub:
+            raise ValueError("prepare = \"target\" is for hub datasets (a local file is prepared here)")
         return self
 
 

@@ -222,28 +222,30 @@ def test_broken_sky_yaml(project, case):
 
 
 GOOD_ROW = {"instruction": "Write add(a, b).", "code": "def add(a, b):\n    return a + b"}
+# Each broken row appears twice after one good row: 2 of 3 rows unusable, more than the default
+# dataset.max_bad_fraction (0.5), so the launch refuses, naming the reason, its count and the first row.
 DATA_CASES = {
-    "invalid_json": (b'{"instruction": "x", "code": \n', ":2: invalid JSON"),
-    "missing_field": (json.dumps({"instruction": "x"}).encode() + b"\n", ":2: missing field 'code'"),
-    "empty_string": (json.dumps({"instruction": "x", "code": "  "}).encode() + b"\n", ":2: field 'code' is empty"),
-    "wrong_type": (json.dumps({"instruction": "x", "code": 7}).encode() + b"\n", ":2: field 'code' must be a string"),
-    "not_object": (b"[1, 2]\n", ":2: expected a JSON object"),
-    "huge_line": (b'{"instruction": "' + b"x" * (9 * 2**20) + b'", "code": "y"}\n', ":2: line is 9 MiB (limit 8 MiB)"),
-    "not_utf8": (b'{"instruction": "caf\xe9", "code": "y"}\n', ":2: not UTF-8"),
+    "invalid_json": (b'{"instruction": "x", "code": \n', "invalid JSON (Expecting value) x2"),
+    "missing_field": (json.dumps({"instruction": "x"}).encode() + b"\n", "missing field 'code' x2"),
+    "empty_string": (json.dumps({"instruction": "x", "code": "  "}).encode() + b"\n", "field 'code' is empty x2"),
+    "wrong_type": (json.dumps({"instruction": "x", "code": 7}).encode() + b"\n", "field 'code' must be a string, got int x2"),
+    "not_object": (b"[1, 2]\n", "expected a JSON object, got list x2"),
+    "huge_line": (b'{"instruction": "' + b"x" * (9 * 2**20) + b'", "code": "y"}\n', "line over 8 MiB (9 MiB) x2"),
+    "not_utf8": (b'{"instruction": "caf\xe9", "code": "y"}\n', "not UTF-8 x2"),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(DATA_CASES))
 def test_broken_dataset_file(project, case):
-    """A broken dataset row (invalid JSON, missing field, empty string, wrong type, huge line, non-UTF-8): `launch` names file:line, writes nothing."""
+    """Mostly broken dataset rows (invalid JSON, missing field, empty string, wrong type, huge line, non-UTF-8): `launch` names the reason, its count and the first file:line, writes nothing."""
     bad, expect = DATA_CASES[case]
     data = project.parent / f"data {case} ñ.jsonl"
-    data.write_bytes(json.dumps(GOOD_ROW).encode() + b"\n" + bad)
+    data.write_bytes(json.dumps(GOOD_ROW).encode() + b"\n" + bad + bad)
     toml = (project / "amigo.toml").read_text().replace(f"{REPO}/train/samples/stage1.jsonl", str(data))
     p = _variant(project, f"data {case}", toml)
     err = assert_refused(p, "launch", "--stage", "1", expect=expect)
-    assert str(data) in err
+    assert "2 of 3 rows unusable" in err and f"(first: {data}:2)" in err
     assert not (p / ".amigo").exists()
 
 

@@ -66,15 +66,27 @@ def test_row_validation(row, reason):
     assert (got is None) if reason is None else (reason in got)
 
 
-def test_prepare_names_file_line_and_field_and_leaves_nothing(tmp_path):
+def test_prepare_fails_past_half_unusable_naming_reason_count_and_first_row_and_leaves_nothing(tmp_path):
+    (tmp_path / "amigo.toml").write_text('[project]\nname = "x"\n[model]\nbase = "b"\narch = "tiny"\n'
+                                         '[stages.1]\ndataset = { path = "d.jsonl" }\n')
+    good = json.dumps({"instruction": "x", "code": "y"})
+    bad = json.dumps({"instruction": "x"})
+    (tmp_path / "d.jsonl").write_text(f"{good}\n{bad}\n{bad}\n")
+    cfg = load_config(tmp_path / "amigo.toml")
+    with pytest.raises(UserError, match=r"2 of 3 rows unusable .*missing field 'code' x2 \(first: .*d\.jsonl:2\)"):
+        prepare_stage(cfg, get_stage(1), tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_prepare_skips_and_counts_a_minority_of_unusable_rows(tmp_path):
     (tmp_path / "amigo.toml").write_text('[project]\nname = "x"\n[model]\nbase = "b"\narch = "tiny"\n'
                                          '[stages.1]\ndataset = { path = "d.jsonl" }\n')
     good = json.dumps({"instruction": "x", "code": "y"})
     (tmp_path / "d.jsonl").write_text(f"{good}\n{good}\n" + json.dumps({"instruction": "x"}) + "\n")
-    cfg = load_config(tmp_path / "amigo.toml")
-    with pytest.raises(UserError, match=r"d\.jsonl:3: missing field 'code'"):
-        prepare_stage(cfg, get_stage(1), tmp_path / "prepared")
-    assert not (tmp_path / "prepared").exists()
+    p = prepare_stage(load_config(tmp_path / "amigo.toml"), get_stage(1), tmp_path / "prepared")
+    assert (p.rows, p.tally.read, p.tally.dropped) == (2, 3, 1)
+    assert p.tally.unusable == {"missing field 'code'": [1, f"{tmp_path / 'd.jsonl'}:3"]}
+    assert len(p.path.read_text().splitlines()) == 2
 
 
 def test_fault_ledger_fails_a_test_that_lost_bytes():

@@ -1,11 +1,10 @@
-"""Stage datasets: read (JSONL, parquet or a hub id), validate every row, format for TRL.
+"""Stage datasets for the trainer: read the prepared rows, validate every one, format for TRL.
 
-Stages 1-4 become conversational `messages` (user turn = the task, assistant
-turn = what the model should write; SFT trains on the assistant turns only).
-Stage 5 becomes conversational `prompt` / `chosen` / `rejected` for DPO.
-
-Validation is all-or-nothing and runs before any model is loaded: the first bad
-row raises TrainInputError naming file:line and the field (exit 2 upstream).
+The rows come prepared (train/prepare.py: canonical fields, unusable rows skipped and counted,
+lengths checked against max_seq_len), so validation here is all-or-nothing and runs before any
+model is loaded: a bad row in a prepared file is a broken file, and the first one raises
+TrainInputError naming file:line and the field (exit 2 upstream). The formatting (conversations
+for SFT, preference pairs for DPO) is train/formats.py's.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from train.formats import to_example, to_messages, to_preference  # noqa: F401 - formatters live in formats.py
 from train.schema import StageSpec, TrainInputError, validate_row
 
 
@@ -74,54 +74,9 @@ def _read_hub(repo_id: str, spec: StageSpec, split: str) -> list[dict]:
     return [_check(f"{repo_id}[{split}]:row {i}", spec, row) for i, row in enumerate(ds)]
 
 
-# --- formatters: one canonical row -> one TRL example --------------------------------------------
-
-
-def _fence(code: str) -> str:
-    return f"```\n{code.strip()}\n```"
-
-
-def to_messages(spec: StageSpec, row: dict, system_prompt: str | None = None) -> list[dict]:
-    """Stages 1-4: the conversation SFT trains on (loss on the assistant turn only)."""
-    n = spec.number
-    if n == 1:
-        user, assistant = row["instruction"], _fence(row["code"])
-    elif n == 2:
-        user = f"Repository context:\n{row['context'].strip()}\n\nRequest: {row['request'].strip()}"
-        assistant = _fence(row["code"])
-    elif n == 3:
-        user = (
-            f"This code fails:\n{_fence(row['buggy_code'])}\n\nError output:\n{_fence(row['error'])}\n\n"
-            "Fix it and explain the bug."
-        )
-        assistant = _fence(row["fixed_code"])
-        if (row.get("explanation") or "").strip():
-            assistant += f"\n\n{row['explanation'].strip()}"
-    elif n == 4:
-        user = row["problem"]
-        assistant = f"{row['reasoning'].strip()}\n\nAnswer: {row['answer'].strip()}"
-    else:
-        raise ValueError(f"stage {n} is not an SFT stage")
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-
-
-def to_preference(row: dict, system_prompt: str | None = None) -> dict:
-    """Stage 5: conversational preference pair; TRL applies the chat template to each side."""
-    prompt = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    prompt.append({"role": "user", "content": row["prompt"]})
-    return {
-        "prompt": prompt,
-        "chosen": [{"role": "assistant", "content": _fence(row["chosen"])}],
-        "rejected": [{"role": "assistant", "content": _fence(row["rejected"])}],
-    }
-
-
 def load_stage_dataset(source: str, spec: StageSpec, system_prompt: str | None = None, split: str = "train"):
     """Validated rows -> a `datasets.Dataset` in the stage's TRL format."""
     from datasets import Dataset
 
     rows = read_rows(source, spec, split)
-    if spec.trainer == "dpo":
-        return Dataset.from_list([to_preference(r, system_prompt) for r in rows])
-    return Dataset.from_list([{"messages": to_messages(spec, r, system_prompt)} for r in rows])
+    return Dataset.from_list([to_example(spec, r, system_prompt) for r in rows])

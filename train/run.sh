@@ -33,6 +33,12 @@ if [ "${AMIGO_TASK:-train}" = "eval" ]; then
   exit 0
 fi
 
+# A hub dataset the controller left to this machine (amigo.toml dataset.prepare): fetched and prepared
+# here, with the controller's code and settings (train/prepare.py), not through the laptop's uplink.
+if [ -n "${AMIGO_PREPARE:-}" ]; then
+  "$PY" -m train.prepare --stage "$AMIGO_STAGE" --job "$AMIGO_PREPARE" --model "$AMIGO_BASE_MODEL" --out "$AMIGO_DATA"
+fi
+
 args=(--stage "$AMIGO_STAGE" --config "$AMIGO_TRAIN_CONFIG" --model "$AMIGO_BASE_MODEL"
       --method "$AMIGO_METHOD" --data "$AMIGO_DATA" --output-dir "$AMIGO_OUTPUT" --resume auto)
 [ -n "${AMIGO_ADAPTER_FROM:-}" ] && args+=(--adapter-from "$AMIGO_ADAPTER_FROM")

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from amigo_burst.cli import info, models, plan, probe, runs
+from amigo_burst.cli import info, models, plan, probe, rehearse, runs
 from amigo_burst.cli.context import State
 from amigo_burst.errors import UserError
 
@@ -60,7 +60,7 @@ def _root(
 
 
 for fn in (info.stages, info.targets, info.doctor, plan.estimate, plan.plan, plan.prices, plan.report, probe.probe,
-           runs.launch, runs.logs, runs.status, runs.download, runs.down, runs.pipeline):
+           runs.launch, runs.logs, runs.status, runs.download, runs.down, runs.pipeline, rehearse.rehearse):
     app.command()(fn)
 app.command("eval")(models.eval_)
 app.command("try")(models.try_)

@@ -1,4 +1,4 @@
-"""A run from launch to teardown: prepare, launch, worker, follow, reconcile, download, down, pipeline.
+"""A run from launch to teardown: prepare, launch, worker, follow, reconcile, download, down, pipeline, rehearse.
 
 Owns the order of things and the crash-safety rules: the dataset is validated before anything is
 written, the stage is claimed in one transaction, a detached worker is the only writer of a run's
@@ -14,6 +14,7 @@ May import the planner, planning, state, runners and the shared vocabulary; neve
     download.py   a run's outputs, verified, into .amigo/runs/<id> and optionally --to
     teardown.py   down: stop runs, tear down amigo- clusters
     pipeline.py   the stages in order on the targets of a plan
+    rehearse.py   the configured plan on a tiny stand-in, here, in a project of its own
     dryrun.py     plan --cloud: SkyPilot's optimizer on the launch a stage would make
     doctor.py     checks of this machine, SkyPilot's clouds and the store, each with its fix
 """

@@ -25,7 +25,7 @@ from amigo_burst.errors import UserError
 from amigo_burst.lifecycle.download import ensure_downloaded
 from amigo_burst.lifecycle.follow import follow
 from amigo_burst.lifecycle.handoff import LaunchPlan, spawn_worker, write_plan
-from amigo_burst.lifecycle.prepare import load_tokenizer, prepare_stage
+from amigo_burst.lifecycle.prepare import load_tokenizer, stage_data
 from amigo_burst.planning.matrix import Cell
 from amigo_burst.stages import get_stage
 from amigo_burst.state import ids, paths
@@ -207,17 +207,18 @@ def same_batch(recorded: dict | None, est: Cell | None) -> Cell | None:
     return dataclasses.replace(est, micro_batch=rec["micro_batch"], grad_accum=rec["grad_accum"])
 
 
-def put_inputs(cfg: AmigoConfig, run_id: str, data: Path, adapter: Path | None) -> tuple[str, int, int]:
-    """Dataset + previous adapter -> store manifest inputs/<run>; train/ code -> code/<run>.
-    Returns (inputs manifest, bytes sent, bytes already there)."""
+def put_inputs(cfg: AmigoConfig, run_id: str, data: Path | None, adapter: Path | None) -> tuple[str, int, int]:
+    """Dataset (None: the target prepares it) + previous adapter -> store manifest inputs/<run>;
+    train/ code -> code/<run>. Returns (inputs manifest, bytes sent, bytes already there)."""
     staging = paths.work_dir(cfg.root, run_id) / "inputs-staging"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    try:  # a hard link: a multi-GB prepared dataset is not copied just to be hashed and uploaded
-        os.link(data, staging / "data.jsonl")
-    except OSError:  # another filesystem
-        shutil.copy2(data, staging / "data.jsonl")
+    if data is not None:
+        try:  # a hard link: a multi-GB prepared dataset is not copied just to be hashed and uploaded
+            os.link(data, staging / "data.jsonl")
+        except OSError:  # another filesystem
+            shutil.copy2(data, staging / "data.jsonl")
     if adapter is not None:
         shutil.copytree(adapter, staging / "adapter")
     store = open_from_config(cfg)
@@ -254,15 +255,14 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     open_from_config(cfg, bars=False).list_manifests("inputs/")  # reachable? a wrong bucket costs nothing yet
 
     with console.status(f"preparing stage {spec.number} ({spec.name}) dataset"):
-        prepared = prepare_stage(cfg, spec, paths.prepared_dir(cfg.root), load_tokenizer(cfg))
-    console.print(f"dataset: {prepared.rows} rows, {prepared.tokens:,} tokens"
-                  + ("" if prepared.tokens_exact else " (estimated: no tokenizer)"))
+        data = stage_data(cfg, spec, target.is_local, paths.prepared_dir(cfg.root), load_tokenizer(cfg))
+    console.print("dataset: " + data.line())
 
     probe = opts.probe_steps is not None
     # a continued adapter fixes the method: estimate (micro-batch, memory, cost) for that one
     method = choose_method(cfg, None, adapter) if adapter_method(adapter) else None
     ecfg = cfg if method is None else cfg.model_copy(update={"model": cfg.model.model_copy(update={"method": method})})
-    est = planner.estimate_for_launch(ecfg, spec.number, target, prepared.tokens, gpu=opts.gpu, max_usd=opts.max_usd,
+    est = planner.estimate_for_launch(ecfg, spec.number, target, data.tokens, gpu=opts.gpu, max_usd=opts.max_usd,
                                       cpu_fallback=probe)
     budget = planner.budget_for(cfg, spec.number, max_usd=opts.max_usd)
     # a probe costs minutes, not the stage: only the fit is checked, and it is capped in time
@@ -275,14 +275,17 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
         est = same_batch(runs.get(resume_id).estimate, est)
     run_id = resume_id or ids.new_run_id(spec.number, target.alias)
     cluster = None if target.is_local else (opts.cluster or ids.cluster_name(run_id))
+    artifacts = {"dataset": data.record(), **({"from_run": from_id} if from_id else {}),
+                 **({"probe": True} if probe else {})}
     run = Run(id=run_id, stage=spec.number, target=target.name, cluster=cluster, status="PENDING",
-              usd_per_hour=usd_h, estimate=est.to_record() if est is not None else {}, pid=os.getpid())
+              usd_per_hour=usd_h, estimate=est.to_record() if est is not None else {}, pid=os.getpid(),
+              artifacts=artifacts)
     runs.claim_stage(spec.number, run, replace=bool(resume_id))
 
     try:
         workdir = paths.work_dir(cfg.root, run_id)
         workdir.mkdir(parents=True, exist_ok=True)
-        manifest, sent, skipped = put_inputs(cfg, run_id, prepared.path, adapter)
+        manifest, sent, skipped = put_inputs(cfg, run_id, data.upload, adapter)
         console.print(f"store: {_mb(sent)} uploaded, {_mb(skipped)} already there ({cfg.store.url})")
         build_bundle(workdir)
         envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est, adapter), max_runtime, est)
@@ -293,9 +296,9 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
         if probe:  # K steps, a progress line each, no checkpoint
             envs["AMIGO_SET"] += f" max_steps={opts.probe_steps} logging_steps=1 save_steps={10**6}"
         transport = "store" if (target.is_local or cfg.store.url.startswith("s3://")) else "rsync"
-        envs.update(_transport_envs(cfg, transport, manifest, workdir, prepared.path, adapter))
-        if from_id or probe:
-            runs.update(run_id, artifacts={**({"from_run": from_id} if from_id else {}), **({"probe": True} if probe else {})})
+        envs.update(_transport_envs(cfg, transport, manifest, workdir, data.upload, adapter))
+        if data.job is not None:  # the target fetches and prepares the hub dataset itself
+            envs["AMIGO_PREPARE"] = json.dumps({k: data.job[k] for k in ("source", "max_length", "check")})
         gpu = planned_gpu(target, est, opts.gpu)
         write_plan(cfg.root, LaunchPlan(run_id, str(cfg.path), target.name, cluster, envs, str(workdir),
                                         transport, opts.spot, opts.keep, gpu))
@@ -321,14 +324,15 @@ def _resumable(runs: RunStore, stage: int) -> str | None:
     raise UserError(f"--resume: no FAILED or STOPPED stage {stage} run to resume")
 
 
-def _transport_envs(cfg, transport, manifest, workdir: Path, data: Path, adapter: Path | None) -> dict[str, str]:
+def _transport_envs(cfg, transport, manifest, workdir: Path, data: Path | None, adapter: Path | None) -> dict[str, str]:
     if transport == "store":
         envs = {"AMIGO_INPUTS": manifest, "AMIGO_STORE_URI": store_uri(cfg),
                 "AMIGO_STORE_ENDPOINT": cfg.store.endpoint_url or ""}
     else:  # rsync: the inputs travel inside the workdir
         inputs = workdir / "inputs"
         inputs.mkdir(exist_ok=True)
-        shutil.copy2(data, inputs / "data.jsonl")
+        if data is not None:
+            shutil.copy2(data, inputs / "data.jsonl")
         if adapter is not None:
             shutil.copytree(adapter, inputs / "adapter", dirs_exist_ok=True)
         envs = {"AMIGO_INPUTS": "", "AMIGO_STORE_URI": "", "AMIGO_STORE_ENDPOINT": ""}

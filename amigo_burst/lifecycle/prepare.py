@@ -1,9 +1,11 @@
-"""Stage dataset preparation: source rows (JSONL, parquet or a hub dataset) -> canonical JSONL.
+"""Stage dataset preparation on this machine: amigo.toml's dataset -> canonical JSONL in .amigo/prepared/.
 
-Each row is mapped to the stage's canonical fields (train/schema.py) through
-the config's column map, validated, and written to `.amigo/prepared/`. The
-file name is the sha256 of its content, so an unchanged dataset produces the
-same file and the store uploads nothing for it the second time.
+The work is train/prepare.py's (shared with a target that prepares a hub dataset itself, so both
+make the same rows from the same settings): seeded shuffle under max_rows, column map, licence
+filter, unusable rows skipped and counted (the stage fails past dataset.max_bad_fraction), lengths
+checked with the base tokenizer and the chat formatting the trainer uses. Here: the config turned
+into a `Source`, errors turned into one-line UserErrors, and the file named by the sha256 of its
+content, so an unchanged dataset produces the same file and the store uploads nothing the second time.
 """
 
 from __future__ import annotations
@@ -15,111 +17,60 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from amigo_burst import planner
 from amigo_burst.config import AmigoConfig, DatasetConfig
 from amigo_burst.errors import UserError
-from train.schema import StageSpec, validate_row
+from train import prepare as shared
+from train.schema import StageSpec, TrainInputError
 
-MAX_LINE_BYTES = 8 * 2**20  # a single JSONL row above 8 MiB is a broken file, not a training example
+SAMPLE_ROWS = 200  # rows a launch checks here when the target prepares a hub dataset itself
 
 
 @dataclass(frozen=True)
 class Prepared:
     path: Path
     rows: int
-    tokens: int  # summed over the text fields of every row
+    tokens: int  # as the trainer sees them: chat template included (DPO: both sequences)
     tokens_exact: bool  # False: counted as bytes/4 because no tokenizer could be loaded
     sha256: str
+    tally: shared.Tally
+
+    def record(self, where: str = "here") -> dict:
+        """What the run record keeps about the data (artifacts.dataset)."""
+        return {"where": where, "sha256": self.sha256, **self.tally.to_dict()}
 
 
-def _iter_jsonl(path: Path):
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if len(raw) > MAX_LINE_BYTES:
-                raise UserError(f"{path}:{lineno}: line is {len(raw) / 2**20:.0f} MiB (limit 8 MiB)")
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise UserError(f"{path}:{lineno}: not UTF-8") from None
-            if not text.strip():
-                continue
-            try:
-                yield lineno, json.loads(text)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+def source_of(cfg: AmigoConfig, ds: DatasetConfig) -> shared.Source:
+    return shared.Source(
+        path=str(cfg.resolve(ds.path)) if ds.path else None, hub=ds.hub, subset=ds.subset, split=ds.split,
+        data_files=tuple(ds.data_files or ()), columns=dict(ds.columns), max_rows=ds.max_rows,
+        licenses=tuple(ds.licenses or ()), max_bad_fraction=ds.max_bad_fraction, seed=ds.seed)
 
 
-def _iter_parquet(path: Path):
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
-        raise UserError(f"{path}: not a readable parquet file ({e.__class__.__name__})") from None
-    yield from enumerate(table.to_pylist(), 1)
+def settings_hash(cfg: AmigoConfig, stage: int) -> str:
+    """The data settings of a stage (source, selection, max_seq_len, tokenizer): what makes its rows."""
+    src = source_of(cfg, cfg.stage(stage).dataset)
+    key = {"source": json.loads(src.to_json()), "max_seq_len": cfg.stage(stage).max_seq_len,
+           "tokenizer": cfg.model.base}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def _iter_hub(ds: DatasetConfig):
-    try:
-        from datasets import load_dataset
-
-        data = load_dataset(ds.hub, ds.subset, split=ds.split, streaming=True)
-    except Exception as e:  # noqa: BLE001 - network, auth, missing split...
-        raise UserError(f"dataset {ds.hub} ({ds.split}): cannot load: {str(e).splitlines()[0][:200]}") from None
-    yield from enumerate(data, 1)
-
-
-def source_rows(cfg: AmigoConfig, ds: DatasetConfig):
-    """(location, row) pairs from the configured source."""
-    if ds.hub:
-        for i, row in _iter_hub(ds):
-            yield f"{ds.hub}[{i}]", row
-        return
-    path = cfg.resolve(ds.path)
-    if not path.is_file():
-        raise UserError(f"dataset file not found: {path}")
-    it = _iter_parquet(path) if path.suffix == ".parquet" else _iter_jsonl(path)
-    for lineno, row in it:
-        yield f"{path}:{lineno}", row
-
-
-def to_canonical(spec: StageSpec, row: object, columns: dict[str, str]) -> object:
-    """Rename source columns to canonical fields; lists of strings (e.g. stack traces) are joined."""
-    if not isinstance(row, dict):
-        return row
-    out = {}
-    for field in spec.fields:
-        value = row.get(columns.get(field, field))
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            value = "\n".join(value)
-        if value is not None:
-            out[field] = value
-    return out
-
-
-def prepare_stage(cfg: AmigoConfig, spec: StageSpec, out_dir: Path, tokenizer=None) -> Prepared:
-    ds = cfg.stage(spec.number).dataset
+def prepare_stage(cfg: AmigoConfig, spec: StageSpec, out_dir: Path, tokenizer=None, *,
+                  limit: int | None = None) -> Prepared:
+    """Prepare the stage's rows into out_dir (limit: a sample of that many rows used)."""
+    sc = cfg.stage(spec.number)
+    src = source_of(cfg, sc.dataset)
     created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # removed again on bad input
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".prep-", suffix=".jsonl")
-    h = hashlib.sha256()
-    rows = tokens = 0
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for where, row in source_rows(cfg, ds):
-                canon = to_canonical(spec, row, ds.columns)
-                problem = validate_row(spec, canon)
-                if problem:
-                    raise UserError(f"{where}: {problem}")
-                line = json.dumps(canon, ensure_ascii=False) + "\n"
-                f.write(line)
-                h.update(line.encode())
-                rows += 1
-                tokens += count_tokens(tokenizer, [canon[k] for k in spec.fields if k in canon])
-                if ds.max_rows and rows >= ds.max_rows:
-                    break
-        if rows == 0:
-            raise UserError(f"stage {spec.number} dataset has no rows")
-        final = out_dir / f"stage{spec.number}-{h.hexdigest()[:16]}.jsonl"
+        try:
+            tally, sha = shared.prepare(spec, src, Path(tmp), tokenizer=tokenizer, max_len=sc.max_seq_len,
+                                        limit=limit, resolve=cfg.resolve)
+        except TrainInputError as e:
+            raise UserError(str(e)) from None
+        final = out_dir / f"stage{spec.number}-{sha[:16]}.jsonl"
         os.replace(tmp, final)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -129,22 +80,83 @@ def prepare_stage(cfg: AmigoConfig, spec: StageSpec, out_dir: Path, tokenizer=No
             except OSError:
                 break
         raise
-    return Prepared(final, rows, tokens, tokenizer is not None, h.hexdigest())
-
-
-def count_tokens(tokenizer, texts: list[str]) -> int:
-    if tokenizer is None:
-        return sum(len(t.encode()) for t in texts) // 4  # ~4 bytes per BPE token on English/code
-    return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    return Prepared(final, tally.used, tally.tokens, tally.exact, sha, tally)
 
 
 def load_tokenizer(cfg: AmigoConfig):
-    """The base model's tokenizer, offline-first; None (byte estimate) when it can't be had."""
+    """The base model's tokenizer with the chat template the trainer uses; None (byte estimate, no
+    length check) when it can't be had."""
     base = cfg.resolve(cfg.model.base)
-    source = str(base) if base.exists() else cfg.model.base
     try:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(source)
+        return shared.load_tokenizer(str(base) if base.exists() else cfg.model.base)
     except Exception:  # noqa: BLE001 - no transformers, no network, gated model: fall back to an estimate
         return None
+
+
+@dataclass(frozen=True)
+class StageData:
+    """A launch's dataset: prepared here (the whole of it), or on the target (a sample checked here).
+
+    Where a hub dataset goes to a cloud target (dataset.prepare = "auto"), or always with "target",
+    the target fetches and prepares it itself with the same code and settings (train/prepare.py via
+    train/run.sh, AMIGO_PREPARE = `job`): stage 4's rows would otherwise cross the laptop's uplink
+    twice (hub -> laptop -> store -> cloud) while the GPU may already bill."""
+
+    where: str  # "here" | "target"
+    prepared: Prepared  # the dataset (here) or the checked sample (target)
+    tokens: int  # for the estimate: counted (here) or the sample's tokens per row x max_rows (target)
+    job: dict | None = None  # what the target prepares: AMIGO_PREPARE
+
+    @property
+    def upload(self) -> Path | None:
+        return self.prepared.path if self.where == "here" else None
+
+    def record(self) -> dict:
+        rec = self.prepared.record(self.where)
+        if self.job is not None:
+            rec["settings"] = self.job["settings_hash"]
+            rec["sample_rows"] = self.prepared.rows
+        return rec
+
+    def line(self) -> str:
+        t = self.prepared.tally
+        if self.where == "here":
+            line = f"{t.used:,} rows of {t.read:,} read, {t.tokens:,} tokens"
+        else:
+            src = self.job["source"]
+            files = f" {', '.join(src['data_files'])}" if src.get("data_files") else ""
+            cap = f"up to {src['max_rows']:,} rows" if src.get("max_rows") else "all rows"
+            line = (f"prepared on the target from the hub ({src['hub']}{files}, {cap}, ~{self.tokens:,} tokens); "
+                    f"checked here on a sample: {t.used:,} rows of {t.read:,} read")
+        if not t.exact:
+            line += " (estimated: no tokenizer, lengths not checked)"
+        elif t.max_len:
+            line += f", longest {t.longest:,} of max_seq_len {t.max_len:,}"
+        if t.dropped:
+            line += f"; dropped {t.dropped:,}: {t.reasons()}"
+        if t.trimmed[0]:
+            line += f"; context trimmed in {t.trimmed[0]:,} (first: {t.trimmed[1]})"
+        return line
+
+
+def prepared_on_target(cfg: AmigoConfig, stage: int, target_is_local: bool) -> bool:
+    ds = cfg.stage(stage).dataset
+    return bool(ds.hub) and (ds.prepare == "target" or (ds.prepare == "auto" and not target_is_local))
+
+
+def stage_data(cfg: AmigoConfig, spec: StageSpec, target_is_local: bool, out_dir: Path, tokenizer) -> StageData:
+    """The launch's dataset, prepared here or (a sample checked here) left to the target."""
+    if not prepared_on_target(cfg, spec.number, target_is_local):
+        p = prepare_stage(cfg, spec, out_dir, tokenizer)
+        return StageData("here", p, p.tokens)
+    sample = prepare_stage(cfg, spec, out_dir, tokenizer, limit=SAMPLE_ROWS)
+    sc = cfg.stage(spec.number)
+    if sc.dataset.max_rows:  # the sample's tokens per row x the rows the target will use
+        tokens = int(sample.tokens / max(sample.rows, 1) * sc.dataset.max_rows)
+    else:  # all rows of a hub dataset: how many, the sample cannot say
+        tokens = planner.stage_tokens(cfg, spec.number) or sample.tokens
+    job = {"source": json.loads(source_of(cfg, sc.dataset).to_json()), "max_length": sc.max_seq_len,
+           "settings_hash": settings_hash(cfg, spec.number),
+           # the target's first rows must be these (same code, same seed): a changed hub dataset shows
+           "check": {"rows": sample.rows, "sha256": sample.sha256} if sample.tally.exact else {}}
+    return StageData("target", sample, tokens, job)

@@ -1,0 +1,302 @@
+"""`amigo-burst rehearse`: the whole configured plan, as configured, on a tiny stand-in, here, in minutes.
+
+Every stage runs with its real data source (N rows drawn by the seeded shuffle), its column map,
+filters and max_seq_len, its hyperparameters (K optimizer steps), the adapter of the stage before
+it, and its target's own YAML (`setup` and `run`) executed by the local runner: a cloud target's
+file is copied into the rehearsal as `local-<name>.yaml`, which the runner treats as this machine.
+The model is a stand-in: a tiny random-weight model of the base's family with the base's tokenizer
+when it is in the Hugging Face cache (train/tiny.py --like), else the built-in tokenizer.
+
+Nothing touches the project's own records or store: the rehearsal is a project of its own in
+.amigo/rehearsal/project/ (rebuilt each time). A rehearsal in which every stage passed is recorded
+against a hash of the config (rehearsal.json); `launch` and `pipeline` on a paid cloud warn when
+the current config has none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from amigo_burst.clouds import PRICED
+from amigo_burst.config import AmigoConfig, load_config
+from amigo_burst.errors import UserError
+from amigo_burst.lifecycle.follow import parse_progress
+from amigo_burst.lifecycle.launch import LaunchOptions, launch, resolve_target
+from amigo_burst.lifecycle.prepare import load_tokenizer, prepare_stage, prepared_on_target
+from amigo_burst.stages import get_stage
+from amigo_burst.state import paths
+from amigo_burst.targets import get_target
+
+COMMAND = "amigo-burst rehearse"
+
+
+@dataclass(kw_only=True, frozen=True)
+class RehearseOptions:
+    rows: int = 64  # rows per stage, drawn by the dataset's seeded shuffle
+    steps: int = 2  # optimizer steps per stage
+    model: str | None = None  # a model folder to use instead of the stand-in
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.steps < 1:
+            raise UserError("--rows and --steps must be >= 1")
+
+
+@dataclass
+class StageResult:
+    stage: int
+    name: str
+    target: str  # the configured target whose YAML ran
+    prepared: str = ""  # where the data was prepared: here, or target (a hub dataset the target fetches)
+    status: str = "not run"  # passed | failed | not run
+    reason: str = ""
+    run_id: str | None = None
+    rows: dict = field(default_factory=dict)  # read, used, dropped
+    dropped: list = field(default_factory=list)  # [{reason, count, first}]
+    trimmed: dict = field(default_factory=dict)  # {count, first}
+    tokens: int = 0
+    longest: int = 0
+    max_seq_len: int = 0
+    loss: dict = field(default_factory=dict)  # {before, after, steps}
+    adapter: str | None = None
+    continues_from: str | None = None  # the run whose adapter this stage started from
+    seconds: float = 0.0
+
+
+# --- where things live, and the record of a passed rehearsal ---------------------------------------
+
+
+def rehearsal_dir(root: Path) -> Path:
+    return paths.state_dir(root) / "rehearsal"
+
+
+def config_hash(cfg: AmigoConfig) -> str:
+    """What training depends on: model, LoRA, every stage's data source and hyperparameters. Not
+    budgets or target choice (those change where and how long, not whether it runs)."""
+    stages = {str(n): s.model_dump(mode="json", exclude={"target", "max_usd", "max_hours"})
+              for n, s in sorted(cfg.stages.items())}
+    doc = {"model": cfg.model.model_dump(mode="json"), "lora": cfg.lora.model_dump(mode="json"), "stages": stages}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def passed_record(cfg: AmigoConfig) -> dict | None:
+    """The recorded rehearsal that passed for this exact config, or None."""
+    p = rehearsal_dir(cfg.root) / "rehearsal.json"
+    try:
+        rec = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if rec.get("passed") and rec.get("config_hash") == config_hash(cfg) else None
+
+
+def unrehearsed_warning(cfg: AmigoConfig, target_names: list[str]) -> str | None:
+    """The warning `launch`/`pipeline` print before paying for a cloud with no passed rehearsal."""
+    paid = sorted({t.infra for t in (get_target(n, cfg.root) for n in target_names) if t.infra in PRICED})
+    if not paid or passed_record(cfg) is not None:
+        return None
+    return (f"no rehearsal passed for this amigo.toml (config {config_hash(cfg)}) before paying for "
+            f"{', '.join(paid)}: `{COMMAND}` runs every stage on a tiny stand-in here in a few minutes")
+
+
+# --- the rehearsal project ------------------------------------------------------------------------
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return json.dumps(v)  # 5e-06, 0.0002: valid TOML floats
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + " }"
+
+
+def toml_dump(doc: dict) -> str:
+    """The config as TOML: one [table] per section, [stages.N] per stage (values inline)."""
+    out = []
+    for section, body in doc.items():
+        tables = {f"stages.{n}": s for n, s in body.items()} if section == "stages" else {section: body}
+        for name, table in tables.items():
+            out.append(f"[{name}]")
+            out += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+            out.append("")
+    return "\n".join(out)
+
+
+def stage_target(cfg: AmigoConfig, n: int) -> str:
+    """The target `launch --stage N` uses: the stage's own, else [targets].cloud."""
+    return resolve_target(cfg, n, None).name
+
+
+def write_project(cfg: AmigoConfig, project: Path, model: Path, opts: RehearseOptions) -> dict[int, str]:
+    """The rehearsal project: amigo.toml with the stand-in, N rows, K steps, each stage on a local
+    copy of its target's YAML, its hub data prepared where the real launch will prepare it.
+    Returns {stage: rehearsal target name}."""
+    (project / "sky").mkdir(parents=True)
+    local_names = {}
+    for n in sorted(cfg.stages):
+        t = get_target(stage_target(cfg, n), cfg.root)
+        name = t.name if t.is_local else f"local-{t.name}"
+        shutil.copyfile(t.path, project / "sky" / f"{name}.yaml")
+        local_names[n] = name
+    doc = cfg.model_dump(mode="json", exclude_none=True)
+    doc["model"]["base"] = str(model)
+    arch = cfg.resolve(cfg.model.arch)
+    if arch.exists():  # a path to a config.json, relative to the real project
+        doc["model"]["arch"] = str(arch)
+    doc["store"] = {"url": "file://.amigo/store"}
+    doc["targets"] = {"cloud": local_names[max(local_names)], "local": local_names[min(local_names)]}
+    for n, s in doc["stages"].items():
+        ds = s["dataset"]
+        if ds.get("path"):
+            ds["path"] = str(cfg.resolve(ds["path"]))
+        if prepared_on_target(cfg, int(n), get_target(stage_target(cfg, int(n)), cfg.root).is_local):
+            ds["prepare"] = "target"  # as the real launch will: the target's run.sh fetches and prepares it
+        ds["max_rows"] = opts.rows
+        s["max_steps"] = opts.steps
+        s["target"] = local_names[int(n)]
+    (project / "amigo.toml").write_text(f"# amigo-burst rehearse of {cfg.path}\n" + toml_dump(doc))
+    return local_names
+
+
+def standin(cfg: AmigoConfig, console) -> tuple[Path, dict]:
+    """The stand-in model, built once per (base, arch) into .amigo/rehearsal/standin-<hash>/."""
+    base = cfg.resolve(cfg.model.base)
+    like = str(base) if base.exists() else cfg.model.base
+    key = hashlib.sha256(f"{like}|{cfg.model.arch}".encode()).hexdigest()[:12]
+    out = rehearsal_dir(cfg.root) / f"standin-{key}"
+    if not (out / "standin.json").is_file():
+        console.print(f"building the stand-in for {like} (tiny, random weights)")
+        shutil.rmtree(out, ignore_errors=True)
+        r = subprocess.run([sys.executable, "-m", "train.tiny", "--out", str(out), "--like", like,
+                            "--family-hint", cfg.model.arch], capture_output=True, text=True)
+        if r.returncode != 0:
+            last = (r.stderr.strip().splitlines() or ["exit code " + str(r.returncode)])[-1]
+            raise UserError(f"could not build the stand-in model: {last[:300]}")
+    return out, json.loads((out / "standin.json").read_text())
+
+
+# --- running it -----------------------------------------------------------------------------------
+
+
+def losses(log: Path) -> dict:
+    """First and last logged training loss of a run (AMIGO_PROGRESS lines of its train.log)."""
+    points = []
+    if log.is_file():
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            p = parse_progress(line)
+            if p and isinstance(p.get("loss"), (int, float)):
+                points.append(p)
+    if not points:
+        return {}
+    return {"before": points[0]["loss"], "after": points[-1]["loss"], "steps": points[-1].get("step")}
+
+
+def _data_into(res: StageResult, data: dict) -> None:
+    res.prepared = data.get("where", "")
+    res.rows = {k: data.get(k, 0) for k in ("read", "used", "dropped")}
+    res.dropped = [{"reason": r, "count": c, "first": w}
+                   for r, (c, w) in sorted({**data.get("unusable", {}), **data.get("filtered", {})}.items(),
+                                           key=lambda kv: -kv[1][0])]
+    count, first = data.get("trimmed") or [0, ""]
+    res.trimmed = {"count": count, "first": first} if count else {}
+    res.tokens, res.longest, res.max_seq_len = data.get("tokens", 0), data.get("longest", 0), data.get("max_len", 0)
+
+
+def _judge(res: StageResult, run, previous: str | None, d: Path) -> None:
+    """passed: SUCCEEDED, an adapter written, started from the previous stage's, the loss finite."""
+    res.loss = losses(d / "train.log")
+    adapter = d / "adapter" / "adapter_model.safetensors"
+    res.adapter = str(adapter.parent) if adapter.is_file() else None
+    res.continues_from = run.artifacts.get("from_run")
+    problems = []
+    if run.status != "SUCCEEDED":
+        problems.append(f"{run.status}: {run.reason or 'no reason recorded'}")
+    if res.adapter is None:
+        problems.append("no adapter written")
+    if previous and res.continues_from != previous:
+        problems.append(f"did not continue from {previous}")
+    if not res.loss or not all(math.isfinite(res.loss[k]) for k in ("before", "after")):
+        problems.append("no finite training loss logged")
+    res.status, res.reason = ("failed", "; ".join(problems)) if problems else ("passed", "")
+
+
+def run_stage(rcfg: AmigoConfig, n: int, local_target: str, shown: str, previous: str | None,
+              log_console) -> StageResult:
+    """Launch stage n of the rehearsal project (estimate refusals forced past: the stand-in is tiny)."""
+    res = StageResult(stage=n, name=get_stage(n).name, target=shown)
+    t0 = time.monotonic()
+    try:
+        run = launch(rcfg, LaunchOptions(stage=n, cloud=local_target, force=True), log_console)
+    except UserError as e:
+        res.status, res.reason = "failed", str(e)
+        res.seconds = time.monotonic() - t0
+        return res
+    res.run_id = run.id
+    _data_into(res, run.artifacts.get("dataset", {}))
+    _judge(res, run, previous, paths.run_dir(rcfg.root, run.id))
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def check_data_only(rcfg: AmigoConfig, n: int, res: StageResult, tokenizer) -> None:
+    """A stage after a failed one cannot train (no adapter to continue): its data is still checked."""
+    try:
+        p = prepare_stage(rcfg, get_stage(n), paths.prepared_dir(rcfg.root), tokenizer)
+        _data_into(res, p.record())
+        res.reason = "not trained: an earlier stage failed (its data was checked)"
+    except UserError as e:
+        res.status, res.reason = "failed", str(e)
+
+
+def rehearse(cfg: AmigoConfig, opts: RehearseOptions, console, log_console) -> tuple[bool, list[StageResult], dict]:
+    """Run the rehearsal; returns (passed, per-stage results, facts for the report)."""
+    d = rehearsal_dir(cfg.root)
+    project = d / "project"
+    if opts.model:
+        model = Path(opts.model).expanduser().resolve()
+        if not (model / "config.json").is_file():
+            raise UserError(f"--model {opts.model}: not a model folder (no config.json)")
+        info = {"like": cfg.model.base, "family": "given", "tokenizer": "the model's own", "path": str(model)}
+    else:
+        model, info = standin(cfg, console)
+        info = {**info, "path": str(model)}
+    shutil.rmtree(project, ignore_errors=True)  # a fresh project: records and store of this rehearsal only
+    names = write_project(cfg, project, model, opts)
+    rcfg = load_config(project / "amigo.toml")
+    results, previous, failed = [], None, False
+    for n in sorted(cfg.stages):
+        if failed:
+            res = StageResult(stage=n, name=get_stage(n).name, target=stage_target(cfg, n))
+            check_data_only(rcfg, n, res, load_tokenizer(rcfg))
+        else:
+            console.print(f"stage {n} ({get_stage(n).name}): {opts.rows} rows, {opts.steps} steps, "
+                          f"{stage_target(cfg, n)}'s YAML through the local runner ...")
+            res = run_stage(rcfg, n, names[n], stage_target(cfg, n), previous, log_console)
+            failed = res.status != "passed"
+            previous = res.run_id
+        results.append(res)
+    passed = all(r.status == "passed" for r in results)
+    facts = {"config_hash": config_hash(cfg), "model": info, "rows": opts.rows, "steps": opts.steps,
+             "project": str(project)}
+    _record(cfg, passed, results, facts)
+    return passed, results, facts
+
+
+def _record(cfg: AmigoConfig, passed: bool, results: list[StageResult], facts: dict) -> None:
+    """rehearsal.json: the last rehearsal (passed or not) against the config hash it ran."""
+    p = rehearsal_dir(cfg.root) / "rehearsal.json"
+    doc = {"passed": passed, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **facts,
+           "stages": [asdict(r) for r in results]}
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(p)

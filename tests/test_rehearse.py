@@ -1,0 +1,166 @@
+"""The shipped amigo.toml, end to end on the tiny stand-in: `pipeline` over local real-shaped copies of
+its five datasets, `rehearse` over a loopback dataset hub, and what a failing rehearsal says.
+
+Real parts: the `amigo-burst` CLI as a subprocess, detached workers, the target YAMLs' setup and run
+through the local runner, TRL training of a tiny random-weight model, the file:// store, SQLite, and
+for the hub path `datasets` / huggingface_hub talking HTTP to tests/hub_server.py on 127.0.0.1.
+Only the shipped file's dataset *sources* (and, for `pipeline`, the base model) are replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from amigo_burst.config import load_config
+from amigo_burst.lifecycle.rehearse import config_hash, toml_dump, unrehearsed_warning
+from tests.dataset_shapes import shipped_with_local_data, write_hub
+from tests.helpers import cli, invoke, runs_of
+from tests.hub_server import FakeHub
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = (REPO / "amigo.toml").read_text()
+
+
+def hub_env(hub: FakeHub, tmp: Path) -> dict:
+    return {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+# --- fast: the record, the warning, the project file ------------------------------------------------
+
+
+def test_warning_before_a_paid_cloud_until_a_rehearsal_passed_for_this_config(tmp_path):
+    (tmp_path / "amigo.toml").write_text(SHIPPED)
+    cfg = load_config(tmp_path / "amigo.toml")
+    w = unrehearsed_warning(cfg, ["vast"])
+    assert w and "amigo-burst rehearse" in w and config_hash(cfg) in w and "vast" in w
+    assert unrehearsed_warning(cfg, ["local"]) is None, "the laptop costs nothing: no warning"
+    r = invoke("--config", str(tmp_path / "amigo.toml"), "launch", "--stage", "2", "--cloud", "vast")
+    assert "warning: no rehearsal passed" in r.output and "amigo-burst rehearse" in r.output
+    assert r.exit_code == 2 and "no stage 1 run succeeded" in r.output, "a warning, not a refusal"
+
+    record = tmp_path / ".amigo" / "rehearsal" / "rehearsal.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"passed": True, "config_hash": config_hash(cfg)}))
+    assert unrehearsed_warning(cfg, ["vast"]) is None
+    r = invoke("--config", str(tmp_path / "amigo.toml"), "pipeline", "--stages", "2")
+    assert "no stage 1 run succeeded" in r.output and "warning: no rehearsal" not in r.output
+
+    # a change to what trains (a learning rate) needs a new rehearsal; a budget does not
+    (tmp_path / "amigo.toml").write_text(SHIPPED.replace("max_usd = 25", "max_usd = 30"))
+    assert unrehearsed_warning(load_config(tmp_path / "amigo.toml"), ["vast"]) is None
+    (tmp_path / "amigo.toml").write_text(SHIPPED.replace("learning_rate = 1e-4", "learning_rate = 2e-4", 1))
+    assert unrehearsed_warning(load_config(tmp_path / "amigo.toml"), ["runpod"])
+
+
+def test_the_rehearsal_config_reads_back_as_the_same_plan(tmp_path):
+    (tmp_path / "amigo.toml").write_text(SHIPPED)
+    cfg = load_config(tmp_path / "amigo.toml")
+    (tmp_path / "copy.toml").write_text(toml_dump(cfg.model_dump(mode="json", exclude_none=True)))
+    again = load_config(tmp_path / "copy.toml")
+    assert again.model_dump(exclude={"path"}) == cfg.model_dump(exclude={"path"})
+    assert again.stages[5].learning_rate == 5e-6
+
+
+def test_standin_takes_the_base_family_and_its_tokenizer_when_it_can_be_had(tmp_path, tiny_model):
+    from train.tiny import write_standin
+
+    own = write_standin(tmp_path / "a", str(tiny_model))  # a local base: its config and tokenizer are here
+    assert own["family"] == "llama" and "cached" in own["tokenizer"]
+    hinted = write_standin(tmp_path / "b", "mistralai/Mistral-Nemo-Base-2407", "mistral-nemo-12b")
+    assert hinted["family"] == "mistral" and hinted["tokenizer"].startswith("built-in")
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert cfg["model_type"] == "mistral" and cfg["num_hidden_layers"] == 2
+
+
+# --- slow: the shipped plan, end to end -----------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # five real trainings: ~3 min on an idle 2-core machine, 14 min seen under load 9
+def test_shipped_amigo_toml_runs_all_five_stages_through_pipeline(tmp_path, tiny_model):
+    """The real plan's settings (column maps, filters, seq lens, learning rates, the method choice) over
+    real-shaped rows: every stage succeeds, continues the previous adapter, and records its data."""
+    hub_root = write_hub(tmp_path / "hub")
+    text = shipped_with_local_data(SHIPPED, hub_root).replace(
+        'base = "mistralai/Mistral-Nemo-Base-2407"', f'base = "{tiny_model}"')
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "amigo.toml").write_text(text)
+    r = cli(project, "pipeline", "--plan", "local", "--force", timeout=1500)
+    runs = runs_of(project)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert [(x.stage, x.status) for x in runs] == [(n, "SUCCEEDED") for n in range(1, 6)]
+    for prev, cur in zip(runs, runs[1:], strict=False):
+        assert cur.artifacts["from_run"] == prev.id
+    data = {x.stage: x.artifacts["dataset"] for x in runs}
+    assert data[1]["unusable"] == {"missing field 'code'": [1, data[1]["unusable"]["missing field 'code'"][1]]}
+    assert data[2]["filtered"]["licence not in dataset.licenses"][0] == 8 and data[2]["trimmed"][0] == 1
+    assert data[3]["unusable"]["field 'error' is empty"][0] == 16 and data[3]["used"] == 24
+    assert data[4]["filtered"]["over max_seq_len 8192"][0] == 1
+    assert data[5]["unusable"]["missing field 'rejected'"][0] == 1
+    assert "rows of" in r.stdout and "dropped" in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_rehearse_runs_the_shipped_amigo_toml_over_the_hub(tmp_path):
+    """The unmodified amigo.toml: hub ids -> rows over HTTP (a loading script passed by, a README's
+    configs, a config+split pair), a stand-in Mistral, each target's YAML: exit 0 and the table."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "amigo.toml").write_text(SHIPPED)
+    with FakeHub(write_hub(tmp_path / "hub")) as hub:
+        r = cli(project, "rehearse", "--rows", "16", "--steps", "2", env=hub_env(hub, tmp_path), timeout=1500)
+        requests = list(hub.requests)
+    assert r.returncode == 0, (r.stdout[-4000:], r.stderr[-3000:])
+    out = r.stdout
+    for line in ("1 nl2code", "2 context", "3 debugging", "4 reasoning", "5 preference"):
+        assert line in out
+    assert out.count("passed") >= 6 and "rehearsal passed" in out
+    assert "stand-in: mistral" in out and "vast" in out and "runpod" in out
+    assert "field 'error' is empty" in out and "JetBrains-Research/mbpp_w_stacktraces[" in out
+    assert "← stage 4" in out
+    rec = json.loads((project / ".amigo" / "rehearsal" / "rehearsal.json").read_text())
+    assert rec["passed"] and rec["config_hash"] == config_hash(load_config(project / "amigo.toml"))
+    assert [s["status"] for s in rec["stages"]] == ["passed"] * 5
+    assert all(s["loss"]["steps"] == 2 for s in rec["stages"])
+    # stage 1 runs on the laptop: its data prepared here; 2-5 on clouds: fetched by the target's run.sh
+    assert [s["prepared"] for s in rec["stages"]] == ["here"] + ["target"] * 4
+    runs_dir = project / ".amigo" / "rehearsal" / "project" / ".amigo" / "runs"
+    for s in rec["stages"][1:]:
+        log = (runs_dir / s["run_id"] / "train.log").read_text()
+        assert '"where": "target"' in log and '"sample_matches": true' in log, s["stage"]
+    # the rows came over HTTP, commitpackft through its data file (its loading script never fetched)
+    got = {p for _, p in requests}
+    assert "/datasets/bigcode/commitpackft/resolve/main/data/python/data.jsonl" in got
+    assert not any(p.endswith("commitpackft.py") and "resolve" in p and "GET" == m for m, p in requests)
+    assert any("nvidia/OpenCodeReasoning" in p and "split_0/" in p for p in got)
+    # the project's own records and store are untouched
+    assert not (project / ".amigo" / "state.db").exists() and not (project / ".amigo" / "store").exists()
+    assert os.path.isdir(project / ".amigo" / "rehearsal" / "project" / ".amigo" / "runs")
+
+
+@pytest.mark.slow
+def test_rehearse_fails_a_stage_with_mostly_unusable_rows_in_one_line_and_still_checks_the_rest(tmp_path):
+    """Stage 1 mapped to a column that is null in most rows: the stage fails before training, the
+    reason is one line with counts and the first row; later stages' data are still checked; exit 1."""
+    hub_root = write_hub(tmp_path / "hub")
+    text = shipped_with_local_data(SHIPPED, hub_root).replace('instruction = "problem", code = "solution"',
+                                                                       'instruction = "problem", code = "seed_code"')
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "amigo.toml").write_text(text)
+    r = cli(project, "rehearse", "--rows", "8", "--json", timeout=900)
+    assert r.returncode == 1, (r.stdout[-3000:], r.stderr[-3000:])
+    doc = json.loads(r.stdout)
+    assert set(doc) >= {"passed", "config_hash", "model", "rows", "steps", "project", "log", "stages"}
+    first = doc["stages"][0]
+    assert first["status"] == "failed" and "\n" not in first["reason"]
+    assert "40 of 40 rows unusable" in first["reason"] and "missing field 'code' x40 (first: " in first["reason"]
+    assert [s["status"] for s in doc["stages"][1:]] == ["not run"] * 4
+    assert doc["stages"][2]["rows"]["used"] == 8 and doc["stages"][2]["dropped"][0]["reason"] == "field 'error' is empty"
+    assert not doc["passed"] and not (project / ".amigo" / "state.db").exists()
