@@ -264,7 +264,7 @@ def load_tokenizer(model_id: str):
     """The tokenizer exactly as the trainer loads it (pad token, fallback chat template)."""
     from train.model import load_tokenizer as trainer_tokenizer
 
-    tok = trainer_tokenizer(model_id)
+    tok, _template_note = trainer_tokenizer(model_id)  # (tokenizer, which chat template it got)
     tok.model_max_length = sys.maxsize  # we measure long rows on purpose: no "longer than maximum" warning
     return tok
 

@@ -89,6 +89,8 @@ def load_tokenizer(cfg: AmigoConfig):
     base = cfg.resolve(cfg.model.base)
     try:
         return shared.load_tokenizer(str(base) if base.exists() else cfg.model.base)
+    except (AttributeError, TypeError, NameError):  # our bug, not a missing tokenizer: never hide it
+        raise
     except Exception:  # noqa: BLE001 - no transformers, no network, gated model: fall back to an estimate
         return None
 
