@@ -181,3 +181,17 @@ def test_token_counts_are_what_trl_tokenizes(tmp_path, hub_root, tiny_model, tok
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args,
                          train_dataset=Dataset.from_list(examples), processing_class=tok)
     assert [len(x) for x in trainer.train_dataset["input_ids"]] == expected
+
+
+def test_a_launch_counts_tokens_with_the_base_tokenizer_not_a_byte_estimate(tmp_path, tiny_model):
+    """The controller's loader falls back to a byte estimate only when the tokenizer cannot be had: a
+    local base folder always gives the real tokenizer (a bug in the loader once made every launch
+    estimate silently, without the length checks)."""
+    from amigo_burst.lifecycle.prepare import load_tokenizer as controller_tokenizer
+    from tests.helpers import make_project
+
+    cfg = load_config(make_project(tmp_path / "p", tiny_model) / "amigo.toml")
+    tok = controller_tokenizer(cfg)
+    assert tok is not None and tok.chat_template
+    p = prepare_stage(cfg, get_stage(1), tmp_path / "prep", tok)
+    assert p.tokens_exact and p.tally.exact
