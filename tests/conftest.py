@@ -79,11 +79,12 @@ _NOT_TESTS = ("__pycache__/", ".pytest_cache/")
 
 
 def _repo_status() -> set[str] | None:
-    r = subprocess.run(["git", "status", "--porcelain=v1", "--untracked-files=all", "--ignored", "-z"], cwd=REPO,
-                       capture_output=True, text=True)
+    r = subprocess.run(["git", "status", "--porcelain=v1", "--untracked-files=all", "--ignored", "-z"],
+                       cwd=REPO, capture_output=True, text=True)
     if r.returncode != 0:  # not a git checkout (a mutation copy, an sdist): nothing to compare against
         return None
-    return {e for e in r.stdout.split("\0") if e and not any(x in e for x in _NOT_TESTS) and not e.endswith(".pyc")}
+    entries = r.stdout.split("\0")
+    return {e for e in entries if e and not any(x in e for x in _NOT_TESTS) and not e.endswith(".pyc")}
 
 
 def pytest_sessionstart(session):
@@ -106,4 +107,6 @@ def pytest_sessionfinish(session, exitstatus):
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-pytest_plugins = ["faults_summary", "tests.sky_fixtures"]  # the fault summary line; SkyPilot homes (catalogs, API server, Slurm)
+# the fault ledger and summary line; SkyPilot homes (catalogs, API server, Slurm); pytester (test_guards
+# runs the ledger plugin in a throwaway session)
+pytest_plugins = ["faults_summary", "tests.sky_fixtures", "pytester"]
