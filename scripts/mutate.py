@@ -11,8 +11,8 @@ suite itself) and the tests that must catch it. For each: the repository's files
 untracked-not-ignored: your uncommitted work included) are copied into a temp folder, the edit is
 applied there — never in place — and the named tests run against the copy (PYTHONPATH=the copy,
 with this interpreter). A test failure means "caught"; all passing means "survived". An entry whose
-snippet is not found exactly once in its file (the code moved on) is "stale", never "caught": update
-the entry. Before the mutations, the named tests run once on an unmutated copy (the baseline): a
+snippet is not found exactly once in its file, nor in any of its alternatives (the code moved on),
+is "stale", never "caught": update the entry. Before the mutations, the named tests run once on an unmutated copy (the baseline): a
 test that already fails would catch everything and prove nothing.
 
 Exit code: 0 every mutation caught; 1 one survived, errored or timed out (or the baseline failed);
@@ -37,12 +37,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Mutant:
-    name: str  # what breaks, as a short slug
+    name: str  # what breaks, in a few words
     path: str  # the file edited, relative to the repository
     find: str  # a short source snippet that must occur exactly once in it
     replace: str
     tests: tuple[str, ...]  # pytest node ids / files that must catch it
     slow: bool = False  # its tests train a model or run subprocess pipelines
+    # the same break where the code may live instead (moved to another module, rewritten by a
+    # concurrent change): (path, find, replace); the first that matches exactly once is applied
+    alt: tuple[tuple[str, str, str], ...] = ()
+
+    def edits(self) -> tuple[tuple[str, str, str], ...]:
+        return ((self.path, self.find, self.replace), *self.alt)
 
 
 G = "tests/test_guards.py::"
@@ -70,8 +76,11 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("outputs lost: the adapter deleted after the fetch", "amigo_burst/lifecycle/download.py",
            "        open_from_config(cfg).get_dir(manifest_names.outputs(run_id), dest)\n    return dest",
            "        open_from_config(cfg).get_dir(manifest_names.outputs(run_id), dest)\n"
-           '    (adapter / "adapter_model.safetensors").unlink(missing_ok=True)\n    return dest',
-           ("tests/test_faults.py::test_corrupted_store_object_is_refused_and_good_copy_untouched",), slow=True),
+           '    (dest / "adapter" / "adapter_model.safetensors").unlink(missing_ok=True)\n    return dest',
+           ("tests/test_faults.py::test_corrupted_store_object_is_refused_and_good_copy_untouched",), slow=True,
+           alt=(("amigo_burst/lifecycle/download.py", "        store.get_dir(name, dest)\n    return dest",
+                 "        store.get_dir(name, dest)\n"
+                 '    (dest / "adapter" / "adapter_model.safetensors").unlink(missing_ok=True)\n    return dest'),)),
     # --- training learns ---
     Mutant("training at learning rate 0", "train/session.py",
            "learning_rate=c.learning_rate,", "learning_rate=0.0,",
@@ -79,13 +88,16 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- budgets ---
     Mutant("--max-usd refusal off", "amigo_burst/lifecycle/launch.py",
            "if budget.usd and est.usd and est.usd > budget.usd:", "if False:",
-           (B + "test_over_max_usd_is_refused_before_anything_is_launched",)),
+           (B + "test_over_max_usd_is_refused_before_anything_is_launched",),
+           alt=(("amigo_burst/lifecycle/preflight.py", "if budget.usd and est.usd and est.usd > budget.usd:",
+                 "if False:"),)),
     Mutant("stage max_usd ignored", "amigo_burst/planner.py",
            "usd = max_usd if max_usd is not None else sc.max_usd", "usd = max_usd",
            (B + "test_over_the_stages_max_usd_is_refused_before_anything_is_launched",)),
     Mutant("--force ignored", "amigo_burst/lifecycle/launch.py",
            "if est is None or force:", "if est is None:",
-           (B + "test_force_or_a_larger_command_line_budget_goes_ahead_with_the_time_limit",)),
+           (B + "test_force_or_a_larger_command_line_budget_goes_ahead_with_the_time_limit",),
+           alt=(("amigo_burst/lifecycle/preflight.py", "if est is None or force:", "if est is None:"),)),
     Mutant("dollars -> seconds: minutes for hours", "amigo_burst/planner.py",
            "int(budget.usd / usd_per_hour * 3600 * BUDGET_SHARE_FOR_TRAINING)",
            "int(budget.usd / usd_per_hour * 60 * BUDGET_SHARE_FOR_TRAINING)",
@@ -151,10 +163,11 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("row validation off", "train/schema.py",
            '    """Return None for a good row, else a short reason naming the field."""\n',
            '    """Return None for a good row, else a short reason naming the field."""\n    return None\n',
-           (G + "test_row_validation", G + "test_prepare_names_file_line_and_field_and_leaves_nothing")),
+           (G + "test_row_validation",)),
+    # the whole file: its prepare tests are being reshaped (unusable rows skipped and counted)
     Mutant("prepare skips row validation", "amigo_burst/lifecycle/prepare.py",
-           "problem = validate_row(spec, canon)", "problem = None",
-           (G + "test_prepare_names_file_line_and_field_and_leaves_nothing",)),
+           "problem = validate_row(spec, canon)", "problem = None", ("tests/test_guards.py",),
+           alt=(("train/prepare.py", "reason = validate_row(spec, row)", "reason = None"),)),
     Mutant("the entrypoint skips row validation", "train/data.py",
            "reason = validate_row(spec, row)", "reason = None",
            ("tests/test_train_badinput.py::test_bad_row_names_file_line_and_field",)),
@@ -177,17 +190,21 @@ def make_copy(root: Path, files: list[str]) -> Path:
     return dest
 
 
-def apply(copy: Path, m: Mutant) -> str | None:
-    """Edit the copy; None, or why the entry is stale."""
-    p = copy / m.path
-    if not p.is_file():
-        return f"{m.path} is gone"
-    text = p.read_text(encoding="utf-8")
-    n = text.count(m.find)
-    if n != 1:
-        return f"snippet found {n} times in {m.path}"
-    p.write_text(text.replace(m.find, m.replace), encoding="utf-8")
-    return None
+def apply(copy: Path, m: Mutant) -> tuple[str | None, str]:
+    """Edit the copy: (the file edited, ""), or (None, why the entry is stale)."""
+    why = []
+    for path, find, replace in m.edits():
+        p = copy / path
+        if not p.is_file():
+            why.append(f"{path} is gone")
+            continue
+        text = p.read_text(encoding="utf-8")
+        n = text.count(find)
+        if n == 1:
+            p.write_text(text.replace(find, replace), encoding="utf-8")
+            return path, ""
+        why.append(f"snippet found {n} times in {path}")
+    return None, "; ".join(why)
 
 
 def run_tests(copy: Path, tests: list[str], timeout_s: int) -> tuple[int | None, str]:
@@ -209,18 +226,19 @@ class Result:
     outcome: str  # caught | survived | stale | error | timeout
     seconds: float
     detail: str = ""
+    path: str = ""  # the file the edit went into
 
 
 def check(m: Mutant, files: list[str], timeout_s: int, keep: bool) -> Result:
     t0 = time.monotonic()
     copy = make_copy(REPO, files)
     try:
-        why = apply(copy, m)
-        if why:
-            return Result(m, "stale", 0.0, why)
+        path, why = apply(copy, m)
+        if path is None:
+            return Result(m, "stale", 0.0, why, m.path)
         rc, tail = run_tests(copy, list(m.tests), timeout_s)
         outcome = {None: "timeout", 0: "survived", 1: "caught"}.get(rc, "error")
-        return Result(m, outcome, time.monotonic() - t0, "" if outcome == "caught" else tail)
+        return Result(m, outcome, time.monotonic() - t0, "" if outcome == "caught" else tail, path)
     finally:
         if not keep:
             shutil.rmtree(copy, ignore_errors=True)
@@ -228,11 +246,11 @@ def check(m: Mutant, files: list[str], timeout_s: int, keep: bool) -> Result:
 
 def table(results: list[Result]) -> str:
     w = max(len(r.mutant.name) for r in results)
-    f = max(len(r.mutant.path) for r in results)
+    f = max(len(r.path) for r in results)
     lines = [f"{'mutation':<{w}}  {'file':<{f}}  {'result':<8}  {'time':>6}  caught by"]
     for r in results:
         tests = ", ".join(t.replace("tests/", "").split("::")[-1] for t in r.mutant.tests)
-        lines.append(f"{r.mutant.name:<{w}}  {r.mutant.path:<{f}}  {r.outcome:<8}  {r.seconds:5.0f}s  {tests}")
+        lines.append(f"{r.mutant.name:<{w}}  {r.path:<{f}}  {r.outcome:<8}  {r.seconds:5.0f}s  {tests}")
     return "\n".join(lines)
 
 
