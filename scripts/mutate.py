@@ -22,8 +22,10 @@ Exit code: 0 every mutation caught; 1 one survived, errored or timed out (or the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -264,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=int, default=900, help="seconds per mutation's tests (default 900)")
     ap.add_argument("--keep", action="store_true", help="keep the temp copies (for a look at a survivor)")
     a = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # cleanup (finally) on kill too
 
     chosen = [m for m in MUTANTS if (not a.only or any(o.lower() in m.name.lower() for o in a.only))
               and not (a.fast and m.slow)]
@@ -291,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"baseline: passed ({time.monotonic() - t0:.0f}s)", flush=True)
 
     results: list[Result] = []
-    with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-        for r in pool.map(lambda m: check(m, files, a.timeout, a.keep), chosen):
+    one = lambda m: check(m, files, a.timeout, a.keep)  # noqa: E731
+    with ThreadPoolExecutor(max_workers=a.jobs) if a.jobs > 1 else contextlib.nullcontext() as pool:
+        # one at a time in this thread: Ctrl-C / SIGTERM stops the tests and removes the copy
+        for r in (pool.map(one, chosen) if pool is not None else map(one, chosen)):
             results.append(r)
             print(f"{r.outcome:<8} {r.seconds:5.0f}s  {r.mutant.name}", flush=True)
             if r.outcome not in ("caught", "stale"):
