@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest
 # optional extras installed into .venv; `make test` adds export (llama-cpp-python: builds llama.cpp, minutes, once)
 AMIGO_EXTRAS ?= train,dev
 
-.PHONY: venv demo test test-fast test-e2e lint bench-cli bench-demo clean
+.PHONY: venv demo test test-fast test-e2e test-gpu mutate lint bench-cli bench-demo clean
 
 venv:
 	@AMIGO_EXTRAS=$(AMIGO_EXTRAS) scripts/install.sh
@@ -29,8 +29,17 @@ test-fast: venv
 test-e2e: venv
 	$(PYTEST) -m e2e tests
 
+## the CUDA-only tests (tests/test_gpu.py: bitsandbytes CUDA NF4, GPU memory counters); fail without a GPU
+test-gpu: venv
+	$(PYTEST) -m gpu tests
+
+## mutation check of the tests: one small edit at a time in a temp copy, the tests that must catch it
+## (scripts/mutate.py; MUTATE_ARGS="--fast" skips the two that train, "--only NAME" picks entries)
+mutate: venv
+	$(PY) scripts/mutate.py $(MUTATE_ARGS)
+
 lint: venv
-	$(VENV)/bin/ruff check amigo_burst train tests bench
+	$(VENV)/bin/ruff check amigo_burst train tests bench scripts
 
 bench-cli: venv
 	$(PY) bench/cli_startup.py

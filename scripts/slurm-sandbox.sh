@@ -5,6 +5,8 @@
 #   as root on Debian 12; needs only the Debian archive and PyPI (no internet beyond).
 #   usage:  scripts/slurm-sandbox.sh up  [SKY_HOME]   # idempotent; prints the infra name
 #           scripts/slurm-sandbox.sh down              # stops what `up` started
+#           scripts/slurm-sandbox.sh status            # exit 0 when its daemons are up (tests use it
+#                                                      # to leave the machine as they found it)
 #
 # After `up`, with HOME=SKY_HOME (default: $HOME):
 #   sky check slurm                  -> "Slurm: enabled", cluster "amigo"
@@ -89,7 +91,10 @@ munge_up() {
   [ -s /etc/munge/munge.key ] || dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null
   chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge
   chmod 400 /etc/munge/munge.key
-  alive /run/munge/munged.pid || su -s /bin/sh munge -c /usr/sbin/munged
+  if ! alive /run/munge/munged.pid; then
+    su -s /bin/sh munge -c /usr/sbin/munged
+    touch "$STATE/munge.started-by-up"  # `down` stops munged only when `up` started it
+  fi
 }
 
 slurm_up() {
@@ -193,11 +198,24 @@ down() {
   for f in "$STATE/sshd.pid" "$STATE/slurmd.pid" "$STATE/slurmctld.pid"; do
     alive "$f" && kill "$(cat "$f")"
   done
+  if [ -f "$STATE/munge.started-by-up" ]; then
+    alive /run/munge/munged.pid && kill "$(cat /run/munge/munged.pid)"
+    rm -f "$STATE/munge.started-by-up"
+  fi
   return 0
+}
+
+status() {
+  local f
+  for f in "$STATE/slurmctld.pid" "$STATE/slurmd.pid" "$STATE/sshd.pid"; do
+    alive "$f" || { echo "down"; return 1; }
+  done
+  echo "up"
 }
 
 case "${1:-}" in
   up) shift; up "$@" ;;
   down) down ;;
-  *) echo "usage: $0 up [SKY_HOME] | down" >&2; exit 2 ;;
+  status) status ;;
+  *) echo "usage: $0 up [SKY_HOME] | down | status" >&2; exit 2 ;;
 esac

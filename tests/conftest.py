@@ -13,7 +13,7 @@ import pytest
 from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from tests.helpers import free_port, wait_http
+from tests.helpers import wait_http, wait_port_in_log
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,17 +42,18 @@ def aws_test_env() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def moto_server(aws_test_env, tmp_path_factory) -> Iterator[str]:
-    """A real S3 HTTP endpoint: `python -m moto.server` on 127.0.0.1:<free port>. Yields its URL.
+    """A real S3 HTTP endpoint: `python -m moto.server` on 127.0.0.1, on a port it binds itself (port
+    0, read back from its startup line: no window in which another process can take it). Yields its URL.
 
     One server per session: use a fresh bucket per test (uuid names) to stay independent.
     """
-    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
                                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
-    url = f"http://127.0.0.1:{port}"
     try:
+        port = wait_port_in_log(log, r"Running on http://127\.0\.0\.1:(\d+)", proc)
+        url = f"http://127.0.0.1:{port}"
         wait_http(url + "/moto-api/", proc=proc)
         yield url
     finally:
@@ -70,4 +71,42 @@ settings.register_profile("amigo", database=None)
 settings.load_profile("amigo")
 set_hypothesis_home_dir(tempfile.mkdtemp(prefix="amigo-hypothesis-"))
 
-pytest_plugins = ["faults_summary", "tests.sky_fixtures"]  # the fault summary line; SkyPilot homes (catalogs, API server, Slurm)
+# --- nothing written into the repository -------------------------------------------------------------
+# Tests write only under temp dirs. The repository's `git status` (ignored files included) is taken
+# when the session starts and compared when it ends: a file a test session added or changed there
+# fails the run, named. Python's bytecode caches and pytest's own cache are not the tests' doing.
+_NOT_TESTS = ("__pycache__/", ".pytest_cache/")
+
+
+def _repo_status() -> set[str] | None:
+    r = subprocess.run(["git", "status", "--porcelain=v1", "--untracked-files=all", "--ignored", "-z"],
+                       cwd=REPO, capture_output=True, text=True)
+    if r.returncode != 0:  # not a git checkout (a mutation copy, an sdist): nothing to compare against
+        return None
+    entries = r.stdout.split("\0")
+    return {e for e in entries if e and not any(x in e for x in _NOT_TESTS) and not e.endswith(".pyc")}
+
+
+def pytest_sessionstart(session):
+    session.config._amigo_repo_status = _repo_status()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_amigo_repo_status", None)
+    after = _repo_status() if before is not None else None
+    if before is None or after is None or after <= before:
+        return
+    new = sorted(after - before)
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    msg = f"the test session wrote into the repository ({REPO}): " + ", ".join(new[:10])
+    if tr is not None:
+        tr.ensure_newline()
+        tr.write_line(msg, red=True)
+    else:
+        print(msg, file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# the fault ledger and summary line; SkyPilot homes (catalogs, API server, Slurm); pytester (test_guards
+# runs the ledger plugin in a throwaway session)
+pytest_plugins = ["faults_summary", "tests.sky_fixtures", "pytester"]

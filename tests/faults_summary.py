@@ -1,20 +1,30 @@
-"""pytest plugin: the one summary line of the fault-injection suite (issue 7).
+"""pytest plugin: the fault ledger and the one summary line of the fault-injection suite (issue 7).
 
-A test that breaks something on purpose takes the `faults` fixture and says so:
+A test that breaks something on purpose is marked `faults`, takes the `faults` fixture and says so:
 
+    @pytest.mark.faults
     def test_x(faults):
-        faults.inject("SIGKILL the training process")   # one fault injected
+        faults.inject("SIGKILL the training process")      # one fault injected
         ...
-        faults.lost(bytes_missing)                      # artifact bytes that did not survive: > 0 fails the test
+        faults.lost(manifest_lost(manifest, local_dir))     # bytes the manifest names that are not
+                                                            # here, whole: > 0 fails the test
 
-A fault counts as survived when its test passes. At the end of the session:
+What counts as lost is always measured against a manifest (the store's record of what a run
+produced: relative path -> sha256 and size): `manifest_lost` for a local copy, `store_lost` for the
+objects of every manifest in a store. A test that injects a fault and never measures fails, and so
+does a `faults`-marked test that does not take the ledger.
+
+A fault counts as survived when its test passes, and a test with a loss cannot pass, so the line at
+the end of the session is computed from those assertions:
 
     faults: 9 injected, 9 survived, 0 bytes of artifacts lost
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -24,12 +34,11 @@ class Ledger:
     nodeid: str
     injected: list[str] = field(default_factory=list)
     lost_bytes: int = 0
+    checked: bool = False  # lost() was called at least once
     passed: bool = False
 
     def inject(self, what: str) -> None:
         self.injected.append(what)
-
-    checked: bool = False
 
     def lost(self, nbytes: int) -> None:
         """Record what the test measured as lost, and fail it if anything was: a loss is never 'survived'."""
@@ -38,6 +47,55 @@ class Ledger:
         assert nbytes == 0, f"{nbytes} bytes of artifacts lost"
 
 
+# --- measuring a loss against a manifest ------------------------------------------------------------
+def manifest_lost(manifest: dict, local: Path, prefix: str = "", skip: tuple[str, ...] = ()) -> int:
+    """Bytes of the files MANIFEST names (only those under PREFIX, taken relative to it; not SKIP)
+    that are missing under LOCAL or whose sha256 differs."""
+    from train.storage import sha256_file
+
+    assert manifest is not None, "no manifest to compare against"
+    lost = 0
+    for rel, e in manifest["files"].items():
+        if rel in skip or not rel.startswith(prefix):
+            continue
+        p = Path(local) / rel[len(prefix):]
+        if not p.is_file() or sha256_file(p) != e["sha256"]:
+            lost += e["size"]
+    return lost
+
+
+class _HashingSink:
+    def __init__(self):
+        self.h, self.n = hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.h.update(data)
+        self.n += len(data)
+        return len(data)
+
+
+def store_lost(store) -> int:
+    """Bytes of every manifest in STORE whose object is missing, short or does not hash to its name
+    (each object read back in full through the backend, counted once per manifest entry)."""
+    from train.storage import StoreError
+
+    whole: dict[str, bool] = {}
+    lost = 0
+    for name in store.list_manifests(""):
+        for e in store.read_manifest(name)["files"].values():
+            sha = e["sha256"]
+            if sha not in whole:
+                sink = _HashingSink()
+                try:
+                    store._read_object(sha, 0, sink, lambda _n: None)  # the backend's raw read: no verify
+                    whole[sha] = sink.h.hexdigest() == sha and sink.n == e["size"]
+                except StoreError:
+                    whole[sha] = False
+            lost += 0 if whole[sha] else e["size"]
+    return lost
+
+
+# --- the fixture and the summary ------------------------------------------------------------------
 _LEDGERS: dict[str, Ledger] = {}
 
 
@@ -49,6 +107,12 @@ def faults(request):
     yield ledger
     if ledger.injected and not ledger.checked:
         pytest.fail(f"{request.node.nodeid} injected {ledger.injected} but never checked what was lost")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("faults") is not None and "faults" not in getattr(item, "fixturenames", ()):
+        pytest.fail(f"{item.nodeid} is marked `faults` but does not take the `faults` ledger "
+                    "(inject what it breaks, then faults.lost(...) measured against a manifest)")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -87,11 +87,50 @@ def wait_for(pred, what: str, timeout: float = 120, proc: subprocess.Popen | Non
         time.sleep(poll)
 
 
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago (another process can still take it first)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_PORT_CLAIMS: list = []  # lock files held open: a claimed port stays this process's until it exits
+
+
+def reserved_port() -> int:
+    """A port on 127.0.0.1 for a server that cannot bind port 0 itself and report it (SkyPilot's API
+    server, a proxy that must come back on the same port), safe from the race of "free a moment ago":
+
+    - it lies below the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range), so no
+      other process is handed it by a bind to port 0 or an outgoing connection;
+    - an flock on /tmp/amigo-test-port-<port>.lock, held until this process exits, keeps two test
+      sessions on this machine (several helpers, CI jobs) from picking the same one;
+    - it was free when claimed (a bind succeeds).
+    """
+    import fcntl
+    import random
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(500):
+        port = random.randrange(20000, min(low, 32768))
+        f = open(f"/tmp/amigo-test-port-{port}.lock", "w")  # noqa: SIM115 - held for the process's life
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            f.close()
+            continue
+        _PORT_CLAIMS.append(f)
+        return port
+    raise AssertionError("no free port below the ephemeral range")
+
+
+def wait_port_in_log(log: Path, pattern: str, proc: subprocess.Popen, timeout_s: float = 30.0) -> int:
+    """The port a server bound itself (port 0) and printed: the first match of PATTERN's group 1 in LOG."""
+    import re
+
+    def found():
+        m = re.search(pattern, log.read_text(errors="replace")) if log.is_file() else None
+        return int(m.group(1)) if m else None
+
+    return wait_for(found, f"{pattern!r} in {log}", timeout=timeout_s, proc=proc, poll=0.05)
 
 
 def wait_http(url: str, timeout_s: float = 30.0, proc: subprocess.Popen | None = None) -> None:

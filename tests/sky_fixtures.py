@@ -3,8 +3,9 @@
 Fixtures (register with `pytest_plugins = ["tests.sky_fixtures"]`):
   sky_catalog_home   function  temp HOME with ~/.sky/catalogs/v8/{runpod,vast,lambda,common}
                                CSVs (rows: CATALOG_ROWS); SkyPilot (imported or not) reads them.
-  sky_api_home       session   temp HOME + SKYPILOT_API_SERVER_LOCAL_PORT on a free port; the API
-                               server the SDK starts there is stopped by pid afterwards.
+  sky_api_home       session   temp HOME + SKYPILOT_API_SERVER_LOCAL_PORT on a reserved port
+                               (helpers.reserved_port); the API server the SDK starts there is
+                               stopped by pid afterwards.
   slurm_sky_home     session   sky_api_home plus `scripts/slurm-sandbox.sh up HOME` and
                                `sky check slurm`: real launches on the loopback Slurm cluster.
 
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import reserved_port
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG_VERSION = "v8"
@@ -217,7 +218,7 @@ def reset_sky_caches() -> None:
 @contextlib.contextmanager
 def isolated_sky_api(home: Path) -> Iterator[int]:
     """HOME and SKYPILOT_API_SERVER_LOCAL_PORT for this process (and servers it starts); yields the port."""
-    port = free_port()
+    port = reserved_port()
     home.mkdir(parents=True, exist_ok=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HOME", str(home))
@@ -237,6 +238,18 @@ def sky_api_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield home
 
 
+def cluster_autostop(cluster: str) -> tuple[int, bool]:
+    """(idle minutes, tear down rather than stop) as SkyPilot recorded them for CLUSTER (sky.status's
+    `autostop` and `to_down`; -1 minutes: no autostop)."""
+    from sky.utils import common
+
+    import sky
+
+    recs = sky.get(sky.status(cluster_names=[cluster], refresh=common.StatusRefreshMode.NONE))
+    assert len(recs) == 1, f"{cluster}: {len(recs)} status records"
+    return recs[0]["autostop"], bool(recs[0]["to_down"])
+
+
 def sky_cli(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`sky ARGS` from the venv, in HOME (inherits SKYPILOT_API_SERVER_LOCAL_PORT)."""
     sky_bin = Path(sys.executable).with_name("sky")
@@ -248,19 +261,22 @@ def sky_cli(home: Path, *args: str, timeout: float = 300) -> subprocess.Complete
 def slurm_sky_home(sky_api_home: Path) -> Iterator[Path]:
     """The loopback Slurm cluster up and enabled in SkyPilot, under sky_api_home.
 
-    Needs root on Debian 12 (installs slurm, munge, sshd on first use). The sandbox
-    daemons stay up afterwards (`scripts/slurm-sandbox.sh down` stops them): a second
-    session reuses them.
+    Needs root on Debian 12 (installs slurm, munge, sshd on first use). The machine is left as the
+    session found it: a sandbox that was up stays up (another session may be using it), one this
+    session brought up is brought down again (`scripts/slurm-sandbox.sh down`).
     """
+    script = REPO / "scripts" / "slurm-sandbox.sh"
+    was_up = subprocess.run(["bash", str(script), "status"], capture_output=True, text=True).returncode == 0
     t0 = time.monotonic()
-    up = subprocess.run(
-        ["bash", str(REPO / "scripts" / "slurm-sandbox.sh"), "up", str(sky_api_home)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert up.returncode == 0, f"slurm sandbox up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
-    check = sky_cli(sky_api_home, "check", "slurm")
-    assert check.returncode == 0 and "Slurm: enabled" in check.stdout, check.stdout + check.stderr
-    print(f"\n[slurm_sky_home] sandbox up + sky check slurm: {time.monotonic() - t0:.1f}s")
-    yield sky_api_home
+    try:
+        up = subprocess.run(["bash", str(script), "up", str(sky_api_home)], capture_output=True, text=True,
+                            timeout=900)
+        assert up.returncode == 0, f"slurm sandbox up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+        check = sky_cli(sky_api_home, "check", "slurm")
+        assert check.returncode == 0 and "Slurm: enabled" in check.stdout, check.stdout + check.stderr
+        print(f"\n[slurm_sky_home] sandbox up + sky check slurm: {time.monotonic() - t0:.1f}s"
+              + ("" if was_up else " (brought up here: down again at the end)"))
+        yield sky_api_home
+    finally:
+        if not was_up:
+            subprocess.run(["bash", str(script), "down"], capture_output=True, text=True, timeout=60)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from faults_summary import manifest_lost, store_lost
 
 from tests.helpers import cli, cli_argv, make_project, wait_for
 
@@ -92,33 +93,19 @@ def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def bytes_lost(expected: dict[str, bytes], got_root: Path) -> int:
-    """Bytes of EXPECTED files (relpath -> content) missing or different under GOT_ROOT."""
-    lost = 0
-    for rel, data in expected.items():
-        p = got_root / rel
-        if not p.is_file() or p.read_bytes() != data:
-            lost += len(data)
-    return lost
+def project_store(project: Path):
+    from train.storage import open_store
+
+    return open_store(f"file://{project}/.amigo/store")
 
 
 def outputs_lost(project: Path, run_id: str, local: Path | None = None, prefix: str = "") -> int:
     """Bytes the store's outputs manifest of RUN_ID records that are not, verified, under LOCAL
     (default: the run's folder); with PREFIX, only those files, relative to it. train.log is the
     worker's own (it also holds setup's output), so it is not compared."""
-    from train.storage import open_store, sha256_file
-
-    m = open_store(f"file://{project}/.amigo/store").read_manifest(f"runs/{run_id}/outputs")
+    m = project_store(project).read_manifest(f"runs/{run_id}/outputs")
     assert m is not None, f"no outputs manifest for {run_id}"
-    local = local or run_dir(project, run_id)
-    lost = 0
-    for rel, e in m["files"].items():
-        if rel == "train.log" or not rel.startswith(prefix):
-            continue
-        p = local / rel[len(prefix):]
-        if not p.is_file() or sha256_file(p) != e["sha256"]:
-            lost += e["size"]
-    return lost
+    return manifest_lost(m, local or run_dir(project, run_id), prefix, skip=("train.log",))
 
 
 def adapter_tensors(adapter: Path) -> dict:
@@ -265,8 +252,9 @@ def test_s3_endpoint_outage_mid_upload_retries_and_completes(moto_server, tiny_m
     keys = st.list_object_keys()
     stored = {k.rsplit("/", 1)[1] for k in keys}
     assert len(keys) == len(stored), "duplicate objects"
+    # every manifest's objects present and whole (read back, hashed): the ledger's measure
+    faults.lost(store_lost(st))
     missing = set(referenced) - stored
-    faults.lost(sum(referenced[s] for s in missing))
     assert not missing, f"manifests name objects the store lacks: {sorted(missing)[:3]}"
     # Objects no manifest names are earlier versions of runs/<id>/outputs (re-mirrored at every
     # checkpoint; the store keeps them, as content-addressed stores do until a GC): each must still be
@@ -307,7 +295,7 @@ def test_corrupted_store_object_is_refused_and_good_copy_untouched(reference, tm
         r = run_cli(project, "download", run.id, "--to", str(good))
         one_line_error(r, "sha256 mismatch", sha, "adapter/adapter_model.safetensors")
         assert not (run_dir(project, run.id) / "adapter" / "adapter_model.safetensors").exists()
-    faults.lost(bytes_lost(before, good))
+    faults.lost(outputs_lost(project, run.id, good, prefix="adapter/"))  # the good copy, against the manifest
     assert tree(good) == before, "the previous good copy is untouched"
     assert not runs(project).get(run.id).downloaded, "the record no longer claims the outputs are here"
 
@@ -356,7 +344,8 @@ def test_disk_full_during_download_is_clean(reference, tmp_path, tmpfs, faults):
 
     subprocess.run(["mount", "-o", "remount,size=4m", str(local)], check=True)  # space freed
     ok(run_cli(project, "download", run.id, "--to", str(tmp_path / "final")))
-    faults.lost(bytes_lost(expected, local / "adapter") + bytes_lost(expected, tmp_path / "final"))
+    faults.lost(outputs_lost(project, run.id)  # the run's folder (on the tmpfs) and --to, against the manifest
+                + outputs_lost(project, run.id, tmp_path / "final", prefix="adapter/"))
     assert tree(local / "adapter") == expected == tree(tmp_path / "final")
     assert runs(project).get(run.id).downloaded
 

@@ -14,23 +14,35 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
+from faults_summary import manifest_lost, store_lost
 
+from amigo_burst.lifecycle.handoff import AUTOSTOP_IDLE_MIN
 from tests.helpers import cli, runs_of, wait_for
+from tests.sky_fixtures import cluster_autostop
 from tests.test_cloud_e2e import assert_no_leak, slurm_project
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
 
-def slow_slurm_project(root: Path, tiny: Path, delay_s: float) -> Path:
-    project = slurm_project(root, tiny)
+def slow_slurm_project(root: Path, tiny: Path, delay_s: float, store_url: str | None = None,
+                       endpoint: str | None = None) -> Path:
+    project = slurm_project(root, tiny, store_url, endpoint)
     y = project / "sky" / "slurm.yaml"
     text = y.read_text()
     assert "envs:\n" in text
     y.write_text(text.replace("envs:\n", f"envs:\n  AMIGO_FAULT_STEP_DELAY_S: {delay_s}\n", 1))
     return project
+
+
+def project_store(project: Path):
+    """The project's file:// store: the inputs/ and code/ manifests of every launch (rsync transport)."""
+    from train.storage import open_store
+
+    return open_store(f"file://{project}/.amigo/store")
 
 
 def flat(text: str) -> str:
@@ -61,7 +73,10 @@ def launch_until_training(project: Path):
     run = runs_of(project)[-1]
     log = project / ".amigo" / "runs" / run.id / "train.log"
     wait_for(lambda: log.is_file() and "AMIGO_PROGRESS" in log.read_text(), "training on the cluster", 900)
-    return runs_of(project)[-1], log
+    run = runs_of(project)[-1]
+    # what `amigo-burst launch` made SkyPilot record: idle minutes, then tear down (not stop)
+    assert cluster_autostop(run.cluster) == (AUTOSTOP_IDLE_MIN, True)
+    return run, log
 
 
 def test_scancel_of_the_cluster_job_fails_the_run_and_tears_down(slurm_sky_home, tiny_model, tmp_path, faults):
@@ -82,7 +97,8 @@ def test_scancel_of_the_cluster_job_fails_the_run_and_tears_down(slurm_sky_home,
     assert f"down --cluster {run.cluster}" not in flat(st.stdout), st.stdout
     assert run.cluster not in cluster_names(), "the cluster is torn down"
     assert not slurm_jobs_of(run.cluster), "nothing left in the Slurm queue"
-    faults.lost(0 if (project / ".amigo" / "runs" / run.id / "train.log").is_file() else 1)
+    assert (project / ".amigo" / "runs" / run.id / "train.log").is_file(), "the run's log stays"
+    faults.lost(store_lost(project_store(project)))  # what the launch stored, whole after the cancel
     assert_no_leak(project, slurm_sky_home)
 
 
@@ -120,12 +136,23 @@ def test_controller_killed_after_provisioning_status_finds_and_records_cluster(s
     assert run.cluster not in cluster_names()
     final = cli(project, "status", timeout=300)
     assert f"down --cluster {run.cluster}" not in flat(final.stdout), final.stdout
-    faults.lost(0)
+    faults.lost(store_lost(project_store(project)))
 
 
-def test_worker_killed_mid_cloud_run_logs_f_reattaches(slurm_sky_home, tiny_model, tmp_path, faults):
-    """The worker that follows a cloud job dies (laptop slept): `logs -f` starts a new one that reattaches to the running job, brings the adapter back, tears down."""
-    project = slow_slurm_project(tmp_path / "p", tiny_model, 1.0)
+def test_worker_killed_mid_cloud_run_logs_f_reattaches(slurm_sky_home, tiny_model, moto_server, tmp_path, faults):
+    """The worker that follows a cloud job dies (laptop slept): `logs -f` starts a new one that reattaches to the running job, brings the adapter back, tears down.
+
+    On the S3 transport (moto's server), so what came back is compared with the outputs manifest
+    the job wrote to the store."""
+    import boto3
+
+    from train.storage import open_store
+
+    bucket = f"amigo-faults-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket=bucket)
+    project = slow_slurm_project(tmp_path / "p", tiny_model, 1.0, f"s3://{bucket}/runs", moto_server)
+    with (project / ".env").open("a") as f:
+        f.write("AWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY=testing\n")
     run, log = launch_until_training(project)
     assert run.job_id is not None
     faults.inject("SIGKILL of the worker following a cloud job")
@@ -139,4 +166,7 @@ def test_worker_killed_mid_cloud_run_logs_f_reattaches(slurm_sky_home, tiny_mode
     assert "reattached to job" in log.read_text()
     assert (project / ".amigo" / "runs" / run.id / "adapter" / "adapter_model.safetensors").is_file()
     assert run.cluster not in cluster_names(), "cluster torn down"
-    faults.lost(0 if (project / ".amigo" / "runs" / run.id / "adapter" / "adapter_model.safetensors").is_file() else 1)
+    st = open_store(f"s3://{bucket}/runs", moto_server)
+    outputs = st.read_manifest(f"runs/{run.id}/outputs")
+    assert "adapter/adapter_model.safetensors" in outputs["files"]
+    faults.lost(manifest_lost(outputs, project / ".amigo" / "runs" / run.id, skip=("train.log",)) + store_lost(st))

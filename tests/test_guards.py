@@ -95,3 +95,52 @@ def test_fault_ledger_fails_a_test_that_lost_bytes():
     with pytest.raises(AssertionError, match="54750 bytes"):
         ledger.lost(54750)
     assert ledger.lost_bytes == 54750 and ledger.checked
+
+
+def test_the_fault_summary_line_is_computed_from_the_ledgers_assertions(pytester):
+    """The plugin itself, in a throwaway session: a loss fails its test and is not 'survived', a fault
+    never measured fails at teardown, a `faults` test without the ledger fails, and the summary line
+    adds up what the assertions saw."""
+    pytester.makeconftest((REPO / "tests" / "faults_summary.py").read_text())
+    pytester.makeini("[pytest]\nmarkers =\n    faults: fault injection\n")
+    pytester.makepyfile(test_inner='''
+        import pytest
+
+        @pytest.mark.faults
+        def test_nothing_lost(faults):
+            faults.inject("a")
+            faults.lost(0)
+
+        @pytest.mark.faults
+        def test_bytes_lost(faults):
+            faults.inject("b")
+            faults.lost(54750)
+
+        @pytest.mark.faults
+        def test_never_measured(faults):
+            faults.inject("c")
+
+        @pytest.mark.faults
+        def test_without_the_ledger():
+            pass
+    ''')
+    r = pytester.runpytest("-p", "no:cacheprovider")
+    r.assert_outcomes(passed=2, failed=1, errors=2)  # never_measured: its call passes, its teardown fails
+    for line in ("*AssertionError: 54750 bytes of artifacts lost",
+                 "*test_never_measured injected * but never checked what was lost",
+                 "*test_without_the_ledger is marked `faults` but does not take the `faults` ledger*",
+                 "faults: 3 injected, 1 survived, 54750 bytes of artifacts lost"):
+        r.stdout.fnmatch_lines([line])  # each anywhere in the output
+
+
+def test_the_worker_log_redacts_secrets(tmp_path):
+    """What a job prints reaches train.log (the file `logs` shows and the store keeps) masked."""
+    from amigo_burst.lifecycle.worker import LogSink
+
+    sink = LogSink(tmp_path / "train.log", {"HF_TOKEN": "hf_abcdefghijklmnop"})
+    sink("(task, pid=12) login with hf_abcdefghijklmnop ok")
+    sink("error: bad token hf_abcdefghijklmnop")
+    sink.f.close()
+    text = (tmp_path / "train.log").read_text()
+    assert "hf_abcdefghijklmnop" not in text and text.count(MASK) == 2 and "login with" in text
+    assert "hf_abcdefghijklmnop" not in sink.last_error and MASK in sink.last_error

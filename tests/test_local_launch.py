@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, make_project, runs_of
+from tests.helpers import cli, make_project, runs_of, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -101,13 +101,21 @@ def test_stage_without_previous_adapter_names_missing_stage(tmp_path, tiny_model
 
 
 def test_logs_follow_on_running_run_and_status_while_writing(tmp_path, tiny_model):
+    """`status` while the worker writes to the DB and the log shows the run RUNNING (the run is held
+    at 0.5 s a step and the test waits until the record says so: no either-or); `logs -f` then follows
+    it to SUCCEEDED."""
     project = make_project(tmp_path / "p", tiny_model)
-    r = cli(project, "launch", "--stage", "1", "--detach", check=True)
+    slow = {"AMIGO_FAULT_STEP_DELAY_S": "0.5"}  # 8 steps: ~4 s of training still ahead when status runs
+    r = cli(project, "launch", "--stage", "1", "--detach", env=slow, check=True)
     run_id = next(w for w in r.stdout.split() if w.startswith("s1-local-"))
-    st = cli(project, "status", check=True)  # while the worker writes to the DB and the log
-    assert run_id in st.stdout and ("RUNNING" in st.stdout or "PENDING" in st.stdout or "SUCCEEDED" in st.stdout)
+    log = project / ".amigo" / "runs" / run_id / "train.log"
+    wait_for(lambda: runs_of(project)[0].status == "RUNNING" and log.is_file() and "AMIGO_PROGRESS" in log.read_text(),
+             "the run to be training", timeout=180)
+    st = cli(project, "status", check=True)
+    row = next(ln for ln in st.stdout.splitlines() if run_id in ln)
+    assert "RUNNING" in row, st.stdout
     f = cli(project, "logs", run_id, "-f", check=True)
-    assert "SUCCEEDED" in f.stdout
+    assert f"{run_id}: SUCCEEDED" in f.stdout, f.stdout[-2000:]
     assert runs_of(project)[0].status == "SUCCEEDED"
 
 

@@ -95,7 +95,17 @@ def test_wal_mode_and_schema_version(runs):
     assert set(cols) == {"id", "stage", "target", "cluster", "status", "reason", "started", "ended", "usd_per_hour",
                          "tokens_per_s", "peak_vram_gib", "estimate", "artifacts", "metrics", "pid", "downloaded",
                          "child_pid", "job_id"}
-    RunStore(runs.path)  # reopening an up-to-date file migrates nothing and keeps rows
+
+    # reopening an up-to-date file migrates nothing and keeps rows
+    runs.claim_stage(1, Run(id="s1-local-20260101-000000-abcd", stage=1, target="local", status="SUCCEEDED"))
+    before = runs.list()
+    again = RunStore(runs.path)
+    assert again.list() == before and [r.id for r in before] == ["s1-local-20260101-000000-abcd"]
+    db = sqlite3.connect(runs.path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        db.close()
 
 
 @pytest.mark.badinput

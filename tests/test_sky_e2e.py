@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from amigo_burst.lifecycle.handoff import AUTOSTOP_IDLE_MIN
 from amigo_burst.runners import sky as sky_runner
 from amigo_burst.state.ids import CLUSTER_PREFIX
+from tests.sky_fixtures import cluster_autostop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
@@ -50,12 +52,14 @@ def _launch(cluster: str, workdir: Path, run_id: str) -> tuple[int, list[str], f
     )
     lines: list[str] = []
     t0 = time.monotonic()
-    job_id = sky_runner.launch(task, cluster, idle_minutes=10, keep=False, on_line=lines.append)
+    job_id = sky_runner.launch(task, cluster, idle_minutes=AUTOSTOP_IDLE_MIN, keep=False, on_line=lines.append)
     return job_id, lines, time.monotonic() - t0
 
 
 @pytest.fixture(scope="module")
 def hello(slurm_sky_home, tmp_path_factory):
+    """One cluster for the module's tests, in any order; `down` at the end must remove it (checked
+    here, for this cluster only: other sessions' clusters on the machine are none of our business)."""
     cluster = f"{CLUSTER_PREFIX}e2e-{uuid.uuid4().hex[:6]}"
     workdir = _bundle(tmp_path_factory.mktemp("bundle-ok"), RUN_OK)
     try:
@@ -66,6 +70,7 @@ def hello(slurm_sky_home, tmp_path_factory):
         t0 = time.monotonic()
         sky_runner.down(cluster)
         print(f"\n[e2e] teardown of {cluster}: {time.monotonic() - t0:.1f}s")
+    assert cluster not in {c["name"] for c in sky_runner.our_clusters(CLUSTER_PREFIX)}, f"{cluster} still listed"
 
 
 def test_launch_streams_the_jobs_log_line_by_line(hello):
@@ -107,14 +112,18 @@ def test_a_failing_run_is_reported_failed(hello, tmp_path):
     assert sky_runner.tail(hello["cluster"], job_id, follow=False, on_line=lambda _: None) != 0
 
 
-def test_our_clusters_lists_it_until_down(hello):
-    """Last: tears the module's cluster down."""
+def test_our_clusters_lists_it(hello):
     names = {c["name"]: c for c in sky_runner.our_clusters(CLUSTER_PREFIX)}
     assert names[hello["cluster"]]["status"] == "UP" and names[hello["cluster"]]["launched_at"] > 0
-    t0 = time.monotonic()
-    sky_runner.down(hello["cluster"])
-    print(f"\n[e2e] down: {time.monotonic() - t0:.1f}s")
-    assert sky_runner.our_clusters(CLUSTER_PREFIX) == []
+
+
+def test_skypilot_recorded_autostop_with_teardown(hello):
+    """What SkyPilot itself recorded for the cluster (sky.status): our idle minutes, and down (not stop)."""
+    assert cluster_autostop(hello["cluster"]) == (AUTOSTOP_IDLE_MIN, True)
+
+
+def test_down_of_a_cluster_that_is_gone_is_fine(slurm_sky_home):
+    sky_runner.down(f"{CLUSTER_PREFIX}e2e-never-{uuid.uuid4().hex[:6]}")
 
 
 def test_doctor_sees_slurm_and_names_the_fix_for_the_rest(slurm_sky_home):

@@ -17,9 +17,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from faults_summary import manifest_lost, store_lost
 
 from amigo_burst.errors import UserError
-from tests.helpers import free_port
+from tests.helpers import reserved_port
 from train import storage
 from train.storage import FileStore, S3Store, StoreError, open_store
 
@@ -153,7 +154,7 @@ def test_put_file_and_missing_manifest(store, tmp_path):
 
 # --- integrity, resume, disk full ------------------------------------------------------------------
 @pytest.mark.faults
-def test_corrupted_object_is_refused_and_previous_copy_untouched(store, tmp_path):
+def test_corrupted_object_is_refused_and_previous_copy_untouched(store, tmp_path, faults):
     v1, v2 = os.urandom(40_000), os.urandom(40_000)
     src = make_tree(tmp_path / "src", {"adapter.bin": v1, "keep.txt": b"k"})
     store.put_dir(src, "v1")
@@ -161,6 +162,7 @@ def test_corrupted_object_is_refused_and_previous_copy_untouched(store, tmp_path
     store.get_dir("v1", dest)
     (src / "adapter.bin").write_bytes(v2)
     store.put_dir(src, "v2")
+    faults.inject("one bit flipped in a stored object")
     overwrite_object(store, sha(v2), v2[:-1] + bytes([v2[-1] ^ 1]))  # one flipped bit, same size
 
     with pytest.raises(StoreError) as e:
@@ -170,15 +172,17 @@ def test_corrupted_object_is_refused_and_previous_copy_untouched(store, tmp_path
     assert "sha256 mismatch" in msg and sha(v2) in msg and "v2" in msg and "adapter.bin" in msg and "\n" not in msg
     assert (dest / "adapter.bin").read_bytes() == v1
     assert not (dest / ".partial").exists() or not any((dest / ".partial").iterdir())
+    faults.lost(manifest_lost(store.read_manifest("v1"), dest))  # the previous copy, whole
 
 
 @pytest.mark.faults
-def test_interrupted_download_resumes_from_partial(store, tmp_path):
+def test_interrupted_download_resumes_from_partial(store, tmp_path, faults):
     data = os.urandom(3_000_000)
     store.put_dir(make_tree(tmp_path / "src", {"model.safetensors": data}), "m")
     dest = tmp_path / "dest"
     partial = dest / ".partial" / sha(data)
     partial.parent.mkdir(parents=True)
+    faults.inject("a download interrupted after 1,234,567 bytes")
     partial.write_bytes(data[:1_234_567])  # what an interrupted download left behind
     seen = []
 
@@ -188,20 +192,23 @@ def test_interrupted_download_resumes_from_partial(store, tmp_path):
     assert t.bytes_received == len(data) - 1_234_567 and t.bytes_skipped == 1_234_567
     assert sum(d for d, _ in seen) == t.bytes_received and seen[0] == (0, t.bytes_received)
     assert not partial.exists()
+    faults.lost(manifest_lost(store.read_manifest("m"), dest))
 
 
 @pytest.mark.faults
-def test_garbage_partial_is_discarded_and_download_restarts(store, tmp_path):
+def test_garbage_partial_is_discarded_and_download_restarts(store, tmp_path, faults):
     data = os.urandom(200_000)
     store.put_dir(make_tree(tmp_path / "src", {"a.bin": data}), "m")
     partial = tmp_path / "dest" / ".partial" / sha(data)
     partial.parent.mkdir(parents=True)
+    faults.inject("a .partial that is not a prefix of the object")
     partial.write_bytes(b"\0" * 50_000)  # not a prefix of the object
 
     t = store.get_dir("m", tmp_path / "dest")
 
     assert (tmp_path / "dest" / "a.bin").read_bytes() == data
     assert t.bytes_received == 150_000 + 200_000  # the useless resume, then a full fetch
+    faults.lost(manifest_lost(store.read_manifest("m"), tmp_path / "dest"))
 
 
 @pytest.fixture
@@ -220,7 +227,7 @@ def tiny_fs(tmp_path):
 
 
 @pytest.mark.faults
-def test_disk_full_while_downloading(store, tmp_path, tiny_fs, monkeypatch):
+def test_disk_full_while_downloading(store, tmp_path, tiny_fs, monkeypatch, faults):
     """Real ENOSPC from a 64 KiB tmpfs when mount works (root); otherwise simulated by a
     monkeypatched object read that writes a little and then raises OSError(ENOSPC)."""
     files = {"big.bin": os.urandom(200_000), "small.txt": b"new"}
@@ -232,6 +239,7 @@ def test_disk_full_while_downloading(store, tmp_path, tiny_fs, monkeypatch):
             out.write(b"x" * 1000)
             raise OSError(errno.ENOSPC, "No space left on device")
         monkeypatch.setattr(type(store), "_read_object", full)
+    faults.inject("ENOSPC while downloading")
 
     with pytest.raises(StoreError, match=f"disk full while writing {dest / 'big.bin'}$"):
         store.get_dir("m", dest)
@@ -239,19 +247,28 @@ def test_disk_full_while_downloading(store, tmp_path, tiny_fs, monkeypatch):
     assert (dest / "small.txt").read_bytes() == b"old"
     assert not (dest / "big.bin").exists()
     assert not (dest / ".partial").exists() or not any((dest / ".partial").iterdir())
+    monkeypatch.undo()  # the backend's real read again: the store itself lost nothing
+    faults.lost(store_lost(store))
 
 
 @pytest.mark.faults
-def test_disk_full_in_file_store_writes_no_manifest(tmp_path, tiny_fs):
-    """Real ENOSPC: a file:// store on a 64 KiB tmpfs (skipped only where mount is refused)."""
+def test_disk_full_in_file_store_writes_no_manifest(tmp_path, tiny_fs, faults):
+    """Real ENOSPC: a file:// store on a 64 KiB tmpfs (skipped only where mount is refused); once
+    space is freed the same put completes and every object reads back whole."""
     if tiny_fs is None:
         pytest.skip("mount -t tmpfs refused here")
     st = open_store(f"file://{tiny_fs}/store")
     src = make_tree(tmp_path / "src", {"a.txt": b"a", "big.bin": os.urandom(200_000)})
+    faults.inject("ENOSPC in the store while uploading")
     with pytest.raises(StoreError, match="disk full while writing .*/objects/"):
         st.put_dir(src, "m")
     assert st.read_manifest("m") is None
     assert not [p for p in (tiny_fs / "store").rglob(".tmp-*")]
+
+    subprocess.run(["mount", "-o", "remount,size=4m", str(tiny_fs)], check=True)  # space freed
+    st.put_dir(src, "m")
+    st.get_dir("m", tmp_path / "back")
+    faults.lost(store_lost(st) + manifest_lost(st.read_manifest("m"), tmp_path / "back"))
 
 
 # --- s3 specifics: outage, missing bucket ----------------------------------------------------------
@@ -259,11 +276,14 @@ class FlakyEndpoint:
     """A TCP proxy in front of moto, throttled upstream, that can go away and come back.
 
     stop(): the listener closes and every live connection is cut (RST/EOF mid-request), so new
-    connections are refused; start() listens again on the same port.
+    connections are refused; start() listens again on the same port. That port comes from
+    helpers.reserved_port (below the kernel's ephemeral range, claimed by a lock): nothing else on
+    the machine is handed it while the endpoint is "gone". The byte counters are updated by one
+    pump thread per connection, so under self.lock.
     """
 
     def __init__(self, upstream_port: int, bytes_per_s: float):
-        self.port, self.upstream, self.rate = free_port(), upstream_port, bytes_per_s
+        self.port, self.upstream, self.rate = reserved_port(), upstream_port, bytes_per_s
         self.up_bytes = 0
         self.cut_mid_transfer = 0
         self.conns: list[tuple[socket.socket, socket.socket, list[int]]] = []
@@ -313,8 +333,9 @@ class FlakyEndpoint:
         try:
             while data := src.recv(65536):
                 if upstream:
-                    entry[2][0] += len(data)
-                    self.up_bytes += len(data)
+                    with self.lock:
+                        entry[2][0] += len(data)
+                        self.up_bytes += len(data)
                     time.sleep(len(data) / self.rate)
                 dst.sendall(data)
         except OSError:
@@ -332,7 +353,7 @@ class FlakyEndpoint:
 
 @pytest.mark.faults
 @pytest.mark.slow
-def test_endpoint_outage_mid_upload_completes_without_duplicates(moto_server, tmp_path, monkeypatch):
+def test_endpoint_outage_mid_upload_completes_without_duplicates(moto_server, tmp_path, monkeypatch, faults):
     monkeypatch.setenv("AMIGO_STORE_RETRY_S", "120")
     bucket = new_bucket(moto_server)
     proxy = FlakyEndpoint(int(moto_server.rsplit(":", 1)[1]), bytes_per_s=16e6)  # 40 MB: ~2.5 s of upload
@@ -349,6 +370,7 @@ def test_endpoint_outage_mid_upload_completes_without_duplicates(moto_server, tm
     while proxy.up_bytes < 12_000_000 and worker.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert worker.is_alive(), "upload finished before the outage: nothing was tested"
+    faults.inject("S3 endpoint gone mid-upload (connections cut, then refused for 2 s)")
     proxy.stop()
     time.sleep(2.0)  # endpoint gone: connections refused
     proxy.start()
@@ -362,8 +384,10 @@ def test_endpoint_outage_mid_upload_completes_without_duplicates(moto_server, tm
     assert not boto_client(moto_server).list_multipart_uploads(Bucket=bucket).get("Uploads")
     proxy.stop()
     dest = tmp_path / "dest"
-    open_store(f"s3://{bucket}/p", moto_server).get_dir("runs/r/outputs", dest)
+    direct = open_store(f"s3://{bucket}/p", moto_server)  # the proxy is gone: straight to the endpoint
+    direct.get_dir("runs/r/outputs", dest)
     assert tree_bytes(dest) == files
+    faults.lost(store_lost(direct) + manifest_lost(m, dest))
 
 
 @pytest.mark.badinput
@@ -408,15 +432,37 @@ def test_relative_file_uri_resolves_against_cwd(tmp_path, monkeypatch):
     assert st.uri == f"file://{tmp_path}/.amigo/store"
 
 
+def _io_counters() -> dict[str, int]:
+    """This process's read/write syscalls and bytes so far (Linux /proc/self/io: rchar, wchar, syscr, syscw)."""
+    return {k: int(v) for k, v in (ln.split(": ") for ln in Path("/proc/self/io").read_text().splitlines())}
+
+
 @pytest.mark.slow
-def test_put_50mb_to_file_store_is_fast(tmp_path):
-    src = make_tree(tmp_path / "src", {f"part-{i}.bin": os.urandom(10_000_000) for i in range(5)})
+def test_put_50mb_to_file_store_reads_twice_and_writes_once_in_big_chunks(tmp_path):
+    """What makes a 50 MB put fast, counted instead of timed (a wall-clock bound fails on a busy
+    2-core machine and passes a quadratic copy on a fast one): each byte is read twice (hashed, then
+    copied while hashed again) and written once, in chunks of 256 KiB (hashlib.file_digest) and
+    CHUNK (4 MiB), so a few hundred read syscalls, not one per small block. A second put of the
+    unchanged files reads each byte once (the hash) and writes only the manifest."""
+    size = 50_000_000
+    src = make_tree(tmp_path / "src", {f"part-{i}.bin": os.urandom(size // 5) for i in range(5)})
     st = open_store(f"file://{tmp_path}/store")
-    t0 = time.perf_counter()
+
+    before = _io_counters()
     t = st.put_dir(src, "big")
-    elapsed = time.perf_counter() - t0
-    print(f"put_dir 50 MB to file://: {elapsed:.2f} s")
-    assert t.bytes_sent == 50_000_000 and elapsed < 2.0
+    d = {k: v - before[k] for k, v in _io_counters().items()}
+    assert t.bytes_sent == size
+    assert 2 * size <= d["rchar"] <= 2 * size * 1.02, d
+    assert size <= d["wchar"] <= size * 1.02, d
+    # 50 MB: 191 hash reads of 256 KiB + 12 copy reads of 4 MiB, and per file a few more (EOF)
+    assert d["syscr"] <= size / 2**18 + size / storage.core.CHUNK + 100, d
+    assert d["syscw"] <= size / storage.core.CHUNK + 100, d
+
+    before = _io_counters()
+    again = st.put_dir(src, "big")
+    d = {k: v - before[k] for k, v in _io_counters().items()}
+    assert (again.bytes_sent, again.bytes_skipped) == (0, size)
+    assert size <= d["rchar"] <= size * 1.02 and d["wchar"] < 100_000, d
 
 
 # --- CLI: python -m train.storage ------------------------------------------------------------------

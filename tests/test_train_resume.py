@@ -112,3 +112,57 @@ def test_resume_auto_takes_the_newest_of_several_complete_checkpoints(tiny_model
     assert run_inprocess(again) == 0
     m = metrics(out)
     assert m["resumed_from"].endswith("checkpoint-6") and m["steps"] == 8 and m["steps_this_run"] == 2
+
+
+# --- the resume point, fast: which of several complete checkpoints `--resume auto` takes ------------
+def _session(out, monkeypatch, store_uri: str = "", run_id: str = "s1-local-20260101-000000-abcd"):
+    from train.config import TrainConfig
+    from train.session import Session
+
+    monkeypatch.setenv("AMIGO_RUN_ID", run_id)
+    if store_uri:
+        monkeypatch.setenv("AMIGO_STORE_URI", store_uri)
+    else:
+        monkeypatch.delenv("AMIGO_STORE_URI", raising=False)
+    monkeypatch.delenv("AMIGO_STORE_ENDPOINT", raising=False)
+    return Session(TrainConfig(stage=1, model="m", data="d", output_dir=str(out), resume="auto"))
+
+
+def _checkpoint(root, step: int, complete: bool = True):
+    d = root / f"checkpoint-{step}"
+    d.mkdir(parents=True)
+    (d / "adapter_model.safetensors").write_bytes(b"w" * step)
+    if complete:  # the Trainer writes trainer_state.json last
+        (d / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
+    return d
+
+
+def test_resume_auto_takes_the_newest_complete_local_checkpoint(tmp_path, monkeypatch):
+    """Checkpoints 2, 4 and 10 complete, 12 cut off mid-save: checkpoint-10 (by step, not by name:
+    "checkpoint-10" < "checkpoint-4" as text)."""
+    out = tmp_path / "out"
+    for step in (4, 10, 2):
+        _checkpoint(out / "checkpoints", step)
+    _checkpoint(out / "checkpoints", 12, complete=False)
+    s = _session(out, monkeypatch)
+    assert s.resume_checkpoint() == str(out / "checkpoints" / "checkpoint-10") == s.resumed_from
+
+
+def test_resume_auto_fetches_the_newest_checkpoint_from_the_store(tmp_path, monkeypatch):
+    """No local checkpoint (a fresh machine after preemption): the newest mirrored one is fetched."""
+    from train.storage import names, open_store
+
+    run_id = "s1-local-20260101-000000-abcd"
+    store = open_store(f"file://{tmp_path}/store")
+    for step in (2, 10, 4):
+        store.put_dir(_checkpoint(tmp_path / "mirrored", step), names.checkpoint(run_id, f"checkpoint-{step}"))
+    out = tmp_path / "out"
+    s = _session(out, monkeypatch, f"file://{tmp_path}/store", run_id)
+    try:
+        got = s.resume_checkpoint()
+    finally:
+        if s.mirror:
+            s.mirror.close()
+    assert got == str(out / "checkpoints" / "checkpoint-10")
+    assert s.resumed_from == f"store:{names.checkpoint(run_id, 'checkpoint-10')}"
+    assert (out / "checkpoints" / "checkpoint-10" / "adapter_model.safetensors").read_bytes() == b"w" * 10

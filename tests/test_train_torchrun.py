@@ -10,15 +10,15 @@ import sys
 import pytest
 from train_helpers import REPO, argv, generate_with_adapter, metrics
 
-from tests.helpers import free_port
-
 
 @pytest.mark.slow
 def test_torchrun_two_processes(tiny_model, tmp_path):
     tiny = tiny_model
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), "-m", "train", *argv(1, tiny, out)]
+    # --standalone: the rendezvous store binds port 0 itself (no port picked here that another
+    # process could take before torchrun binds it)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "train", *argv(1, tiny, out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]

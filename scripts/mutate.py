@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""Mutation check of the test suite: does each guarded behaviour have a test that fails when it breaks?
+
+    .venv/bin/python scripts/mutate.py             # every mutation (make mutate)
+    .venv/bin/python scripts/mutate.py --fast      # only those whose tests are fast (no training)
+    .venv/bin/python scripts/mutate.py --only resume --only budget   # names containing these
+    .venv/bin/python scripts/mutate.py --list      # the table of mutations, nothing run
+
+Each entry below is one small edit to the code (production code, and the fault ledger of the test
+suite itself) and the tests that must catch it. For each: the repository's files (tracked and
+untracked-not-ignored: your uncommitted work included) are copied into a temp folder, the edit is
+applied there — never in place — and the named tests run against the copy (PYTHONPATH=the copy,
+with this interpreter). A test failure means "caught"; all passing means "survived". An entry whose
+snippet is not found exactly once in its file, nor in any of its alternatives (the code moved on),
+is "stale", never "caught": update the entry. Before the mutations, the named tests run once on an unmutated copy (the baseline): a
+test that already fails would catch everything and prove nothing.
+
+Exit code: 0 every mutation caught; 1 one survived, errored or timed out (or the baseline failed);
+3 the only problem is a stale entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str  # what breaks, in a few words
+    path: str  # the file edited, relative to the repository
+    find: str  # a short source snippet that must occur exactly once in it
+    replace: str
+    tests: tuple[str, ...]  # pytest node ids / files that must catch it
+    slow: bool = False  # its tests train a model or run subprocess pipelines
+    # the same break where the code may live instead (moved to another module, rewritten by a
+    # concurrent change): (path, find, replace); the first that matches exactly once is applied
+    alt: tuple[tuple[str, str, str], ...] = ()
+
+    def edits(self) -> tuple[tuple[str, str, str], ...]:
+        return ((self.path, self.find, self.replace), *self.alt)
+
+
+G = "tests/test_guards.py::"
+B = "tests/test_budget.py::"
+P = "tests/test_sky_paid_clouds.py::"
+R = "tests/test_train_resume.py::"
+S = "tests/test_storage.py::"
+
+MUTANTS: tuple[Mutant, ...] = (
+    # --- the fault ledger (tests/faults_summary.py) and artifacts lost ---
+    Mutant("ledger: a loss passes", "tests/faults_summary.py",
+           'assert nbytes == 0, f"{nbytes} bytes of artifacts lost"', "assert True",
+           (G + "test_fault_ledger_fails_a_test_that_lost_bytes",
+            G + "test_the_fault_summary_line_is_computed_from_the_ledgers_assertions")),
+    Mutant("ledger: a fault never measured passes", "tests/faults_summary.py",
+           "if ledger.injected and not ledger.checked:", "if False:",
+           (G + "test_the_fault_summary_line_is_computed_from_the_ledgers_assertions",)),
+    Mutant("ledger: a failed fault test counted as survived", "tests/faults_summary.py",
+           "ledger.passed = report.passed", "ledger.passed = True",
+           (G + "test_the_fault_summary_line_is_computed_from_the_ledgers_assertions",)),
+    Mutant("outputs lost: a verified download never placed", "train/storage/core.py",
+           "os.replace(part, target)", "part.unlink()",
+           (S + "test_interrupted_download_resumes_from_partial[file]",
+            S + "test_garbage_partial_is_discarded_and_download_restarts[file]")),
+    Mutant("outputs lost: the adapter deleted after the fetch", "amigo_burst/lifecycle/download.py",
+           "        open_from_config(cfg).get_dir(manifest_names.outputs(run_id), dest)\n    return dest",
+           "        open_from_config(cfg).get_dir(manifest_names.outputs(run_id), dest)\n"
+           '    (dest / "adapter" / "adapter_model.safetensors").unlink(missing_ok=True)\n    return dest',
+           ("tests/test_faults.py::test_corrupted_store_object_is_refused_and_good_copy_untouched",), slow=True,
+           alt=(("amigo_burst/lifecycle/download.py", "        store.get_dir(name, dest)\n    return dest",
+                 "        store.get_dir(name, dest)\n"
+                 '    (dest / "adapter" / "adapter_model.safetensors").unlink(missing_ok=True)\n    return dest'),)),
+    # --- training learns ---
+    Mutant("training at learning rate 0", "train/session.py",
+           "learning_rate=c.learning_rate,", "learning_rate=0.0,",
+           ("tests/test_train_learning.py",), slow=True),
+    # --- budgets ---
+    Mutant("--max-usd refusal off", "amigo_burst/lifecycle/launch.py",
+           "if budget.usd and est.usd and est.usd > budget.usd:", "if False:",
+           (B + "test_over_max_usd_is_refused_before_anything_is_launched",),
+           alt=(("amigo_burst/lifecycle/preflight.py", "if budget.usd and est.usd and est.usd > budget.usd:",
+                 "if False:"),)),
+    Mutant("stage max_usd ignored", "amigo_burst/planner.py",
+           "usd = max_usd if max_usd is not None else sc.max_usd", "usd = max_usd",
+           (B + "test_over_the_stages_max_usd_is_refused_before_anything_is_launched",)),
+    Mutant("--force ignored", "amigo_burst/lifecycle/launch.py",
+           "if est is None or force:", "if est is None:",
+           (B + "test_force_or_a_larger_command_line_budget_goes_ahead_with_the_time_limit",),
+           alt=(("amigo_burst/lifecycle/preflight.py", "if est is None or force:", "if est is None:"),)),
+    Mutant("dollars -> seconds: minutes for hours", "amigo_burst/planner.py",
+           "int(budget.usd / usd_per_hour * 3600 * BUDGET_SHARE_FOR_TRAINING)",
+           "int(budget.usd / usd_per_hour * 60 * BUDGET_SHARE_FOR_TRAINING)",
+           (B + "test_runtime_limit_at_known_prices",)),
+    Mutant("time limit never handed to the run", "amigo_burst/lifecycle/launch.py",
+           '"AMIGO_MAX_RUNTIME_S": str(max_runtime_s),', '"AMIGO_MAX_RUNTIME_S": "0",',
+           (B + "test_force_or_a_larger_command_line_budget_goes_ahead_with_the_time_limit",)),
+    Mutant("run.sh drops --max-runtime-s", "train/run.sh",
+           '[ "${AMIGO_MAX_RUNTIME_S:-0}" != "0" ] && args+=(--max-runtime-s "$AMIGO_MAX_RUNTIME_S")', "true",
+           (B + "test_the_time_limit_reaches_the_entrypoint_as_max_runtime_s",)),
+    # --- autostop and teardown on paid clouds ---
+    Mutant("autostop: no idle minutes to SkyPilot", "amigo_burst/runners/sky.py",
+           "idle_minutes_to_autostop=idle_minutes", "idle_minutes_to_autostop=None",
+           (P + "test_worker_launches_with_autostop_and_down_then_tears_down",)),
+    Mutant("autostop: the worker passes no idle minutes", "amigo_burst/lifecycle/worker.py",
+           "idle_minutes=AUTOSTOP_IDLE_MIN", "idle_minutes=-1",
+           (P + "test_worker_launches_with_autostop_and_down_then_tears_down",)),
+    Mutant("autostop stops instead of down=True", "amigo_burst/runners/sky.py",
+           "down = not keep or (c is not None and not c.can_stop)", "down = False",
+           (P + "test_worker_launches_with_autostop_and_down_then_tears_down",)),
+    Mutant("--keep on a cloud that cannot stop: no down", "amigo_burst/runners/sky.py",
+           "down = not keep or (c is not None and not c.can_stop)", "down = not keep",
+           (P + "test_keep_leaves_the_cluster_up_but_never_without_autostop",)),
+    Mutant("worker never tears down", "amigo_burst/lifecycle/worker.py",
+           "skyr.down(plan.cluster)", "pass",
+           (P + "test_worker_launches_with_autostop_and_down_then_tears_down",)),
+    Mutant("worker tears down only when nothing went wrong", "amigo_burst/lifecycle/worker.py",
+           "    finally:\n        if not plan.keep:",
+           "    finally:\n        if not plan.keep and sys.exc_info()[0] is None:",
+           (P + "test_worker_tears_down_when_the_run_fails",)),
+    # --- resume takes the newest checkpoint ---
+    Mutant("resume: oldest local checkpoint", "train/session.py",
+           "self.resumed_from = str(local[-1][1])", "self.resumed_from = str(local[0][1])",
+           (R + "test_resume_auto_takes_the_newest_complete_local_checkpoint",)),
+    Mutant("resume: oldest checkpoint in the store", "train/session.py",
+           "step, name = remote[-1]", "step, name = remote[0]",
+           (R + "test_resume_auto_fetches_the_newest_checkpoint_from_the_store",)),
+    Mutant("resume: checkpoints ordered by name, not step", "train/mirror.py",
+           "found.append((int(m.group(1)), d))\n    return sorted(found)",
+           "found.append((int(m.group(1)), d))\n    return sorted(found, key=lambda x: x[1].name)",
+           (R + "test_resume_auto_takes_the_newest_complete_local_checkpoint",)),
+    # --- the estimator's fit check ---
+    Mutant("fit check: no allocator margin", "amigo_burst/planning/estimate.py",
+           "peak = alloc * (1 + ALLOCATOR_MARGIN) + gpu.context_gib", "peak = alloc + gpu.context_gib",
+           (G + "test_fit_check_counts_the_allocator_margin_and_cuda_context",)),
+    Mutant("fit check: no CUDA context", "amigo_burst/planning/estimate.py",
+           "peak = alloc * (1 + ALLOCATOR_MARGIN) + gpu.context_gib", "peak = alloc * (1 + ALLOCATOR_MARGIN)",
+           (G + "test_fit_check_counts_the_allocator_margin_and_cuda_context",)),
+    Mutant("fit check: allocator margin set to 0", "amigo_burst/planning/estimate.py",
+           "ALLOCATOR_MARGIN = 0.08", "ALLOCATOR_MARGIN = 0.0",
+           (G + "test_fit_check_counts_the_allocator_margin_and_cuda_context",)),
+    Mutant("fit check: 5% over the card fits", "amigo_burst/planning/estimate.py",
+           "fits = peak <= gpu.memory_gib", "fits = peak <= gpu.memory_gib * 1.05",
+           (G + "test_fit_check_refuses_1_to_5_percent_over_the_card",)),
+    # --- redaction and row validation (fast tests, not only slow ones) ---
+    Mutant("redaction off", "amigo_burst/secrets.py",
+           "text = text.replace(value, MASK)", "text = text",
+           (G + "test_redact_masks_every_secret_value_and_only_those",)),
+    Mutant("worker log not redacted", "amigo_burst/lifecycle/worker.py",
+           'line = redact(ANSI.sub("", SKY_PREFIX.sub("", line, count=1)), self.secrets)',
+           'line = ANSI.sub("", SKY_PREFIX.sub("", line, count=1))',
+           (G + "test_the_worker_log_redacts_secrets",)),
+    Mutant("row validation off", "train/schema.py",
+           '    """Return None for a good row, else a short reason naming the field."""\n',
+           '    """Return None for a good row, else a short reason naming the field."""\n    return None\n',
+           (G + "test_row_validation",)),
+    # the whole file: its prepare tests are being reshaped (unusable rows skipped and counted)
+    Mutant("prepare skips row validation", "amigo_burst/lifecycle/prepare.py",
+           "problem = validate_row(spec, canon)", "problem = None", ("tests/test_guards.py",),
+           alt=(("train/prepare.py", "reason = validate_row(spec, row)", "reason = None"),)),
+    Mutant("the entrypoint skips row validation", "train/data.py",
+           "reason = validate_row(spec, row)", "reason = None",
+           ("tests/test_train_badinput.py::test_bad_row_names_file_line_and_field",)),
+)
+
+
+# --- the temp copy --------------------------------------------------------------------------------
+def repo_files(root: Path) -> list[str]:
+    """Tracked and untracked-not-ignored files (the working tree as it is, uncommitted work included)."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                         capture_output=True, text=True, check=True).stdout
+    return sorted({f for f in out.split("\0") if f and (root / f).is_file()})
+
+
+def make_copy(root: Path, files: list[str]) -> Path:
+    dest = Path(tempfile.mkdtemp(prefix="amigo-mutant-"))
+    for f in files:
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / f, dest / f)
+    return dest
+
+
+def apply(copy: Path, m: Mutant) -> tuple[str | None, str]:
+    """Edit the copy: (the file edited, ""), or (None, why the entry is stale)."""
+    why = []
+    for path, find, replace in m.edits():
+        p = copy / path
+        if not p.is_file():
+            why.append(f"{path} is gone")
+            continue
+        text = p.read_text(encoding="utf-8")
+        n = text.count(find)
+        if n == 1:
+            p.write_text(text.replace(find, replace), encoding="utf-8")
+            return path, ""
+        why.append(f"snippet found {n} times in {path}")
+    return None, "; ".join(why)
+
+
+def run_tests(copy: Path, tests: list[str], timeout_s: int) -> tuple[int | None, str]:
+    """pytest on the copy: (exit code, or None on timeout; the output's tail)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1", COLUMNS="120")
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x", "--no-header", *tests]
+    try:
+        p = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as e:
+        return None, (e.stdout or b"")[-2000:].decode(errors="replace") if isinstance(e.stdout, bytes) else ""
+    return p.returncode, (p.stdout + p.stderr)[-3000:]
+
+
+# --- one mutation -----------------------------------------------------------------------------------
+@dataclass
+class Result:
+    mutant: Mutant
+    outcome: str  # caught | survived | stale | error | timeout
+    seconds: float
+    detail: str = ""
+    path: str = ""  # the file the edit went into
+
+
+def check(m: Mutant, files: list[str], timeout_s: int, keep: bool) -> Result:
+    t0 = time.monotonic()
+    copy = make_copy(REPO, files)
+    try:
+        path, why = apply(copy, m)
+        if path is None:
+            return Result(m, "stale", 0.0, why, m.path)
+        rc, tail = run_tests(copy, list(m.tests), timeout_s)
+        outcome = {None: "timeout", 0: "survived", 1: "caught"}.get(rc, "error")
+        return Result(m, outcome, time.monotonic() - t0, "" if outcome == "caught" else tail, path)
+    finally:
+        if not keep:
+            shutil.rmtree(copy, ignore_errors=True)
+
+
+def table(results: list[Result]) -> str:
+    w = max(len(r.mutant.name) for r in results)
+    f = max(len(r.path) for r in results)
+    lines = [f"{'mutation':<{w}}  {'file':<{f}}  {'result':<8}  {'time':>6}  caught by"]
+    for r in results:
+        tests = ", ".join(t.replace("tests/", "").split("::")[-1] for t in r.mutant.tests)
+        lines.append(f"{r.mutant.name:<{w}}  {r.path:<{f}}  {r.outcome:<8}  {r.seconds:5.0f}s  {tests}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", action="append", default=[], help="mutations whose name contains this (repeatable)")
+    ap.add_argument("--fast", action="store_true", help="skip mutations whose tests train (slow)")
+    ap.add_argument("--list", action="store_true", help="print the mutations and exit")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of the named tests")
+    ap.add_argument("--jobs", type=int, default=1, help="mutations at once (default 1)")
+    ap.add_argument("--timeout", type=int, default=900, help="seconds per mutation's tests (default 900)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp copies (for a look at a survivor)")
+    a = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # cleanup (finally) on kill too
+
+    chosen = [m for m in MUTANTS if (not a.only or any(o.lower() in m.name.lower() for o in a.only))
+              and not (a.fast and m.slow)]
+    if not chosen:
+        print("no mutation matches", file=sys.stderr)
+        return 2
+    if a.list:
+        for m in chosen:
+            print(f"{m.name:<50} {m.path:<36} {'slow' if m.slow else 'fast'}  {' '.join(m.tests)}")
+        return 0
+
+    files = repo_files(REPO)
+    t0 = time.monotonic()
+    if not a.no_baseline:
+        tests = sorted({t for m in chosen for t in m.tests})
+        copy = make_copy(REPO, files)
+        try:
+            print(f"baseline: {len(tests)} test ids on an unmutated copy ...", flush=True)
+            rc, tail = run_tests(copy, tests, a.timeout * 2)
+        finally:
+            shutil.rmtree(copy, ignore_errors=True)
+        if rc != 0:
+            print(f"baseline failed (exit {rc}): the named tests must pass before mutating\n{tail}", file=sys.stderr)
+            return 1
+        print(f"baseline: passed ({time.monotonic() - t0:.0f}s)", flush=True)
+
+    results: list[Result] = []
+    one = lambda m: check(m, files, a.timeout, a.keep)  # noqa: E731
+    with ThreadPoolExecutor(max_workers=a.jobs) if a.jobs > 1 else contextlib.nullcontext() as pool:
+        # one at a time in this thread: Ctrl-C / SIGTERM stops the tests and removes the copy
+        for r in (pool.map(one, chosen) if pool is not None else map(one, chosen)):
+            results.append(r)
+            print(f"{r.outcome:<8} {r.seconds:5.0f}s  {r.mutant.name}", flush=True)
+            if r.outcome not in ("caught", "stale"):
+                print("  " + r.detail.strip().replace("\n", "\n  ")[-1500:], flush=True)
+            elif r.outcome == "stale":
+                print(f"  stale: {r.detail}", flush=True)
+
+    print()
+    print(table(results))
+    counts = {k: sum(r.outcome == k for r in results) for k in ("caught", "survived", "stale", "error", "timeout")}
+    print(f"\n{len(results)} mutations: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+          + f" ({time.monotonic() - t0:.0f}s)")
+    if counts["survived"] or counts["error"] or counts["timeout"]:
+        return 1
+    return 3 if counts["stale"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
