@@ -155,7 +155,10 @@ def run_sh_args(tmp_path: Path, max_runtime_s: str) -> list[str]:
     p = subprocess.run(["bash", str(REPO / "train" / "run.sh")], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=30)
     assert p.returncode == 0, p.stderr
-    return p.stdout.splitlines()
+    argv = p.stdout.splitlines()
+    # the first call is training; run.sh then runs the benchmark (`-m train.humaneval ...`): not ours here
+    nxt = [i for i, a in enumerate(argv) if a == "-m"][1:]
+    return argv[:nxt[0]] if nxt else argv
 
 
 def test_the_time_limit_reaches_the_entrypoint_as_max_runtime_s(tmp_path):
