@@ -19,9 +19,37 @@ from amigo_burst.cli import info, plan, runs
 from amigo_burst.cli.context import State
 from amigo_burst.errors import UserError
 
+CONFIG_FLAGS = ("--config", "-c")
+
+
+def hoist_config(args: list[str]) -> list[str]:
+    """`amigo-burst plan --config X` -> `amigo-burst --config X plan`: --config belongs to the app, and
+    the README promises every command takes it, before or after the command's name."""
+    front, rest, i = [], [], 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest += args[i:]
+            break
+        if a in CONFIG_FLAGS and i + 1 < len(args):
+            front += args[i:i + 2]
+            i += 2
+            continue
+        if a.startswith("--config="):
+            front.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return front + rest
+
 
 class _Group(TyperGroup):
     """Turns a UserError from any command into one red line on stderr and exit code 2."""
+
+    def parse_args(self, ctx, args):  # noqa: ANN001 - click's signature
+        if ctx.parent is None:  # the root group sees the whole command line
+            args = hoist_config(list(args))
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):  # noqa: ANN001 - click's signature
         try:
@@ -60,7 +88,7 @@ def _root(
 
 
 for fn in (info.stages, info.targets, info.doctor, plan.estimate, plan.plan, plan.report,
-           runs.launch, runs.logs, runs.status, runs.download, runs.down, runs.pipeline):
+           runs.launch, runs.logs, runs.status, runs.download, runs.down, runs.pipeline, runs.clean):
     app.command()(fn)
 config_app.command("check")(info.config_check)
 
