@@ -1,14 +1,18 @@
 """How runs look in the terminal: the `status` list, one run's details, and `status --json`.
 
 The list never cuts a run id, a target or a status (they are what you type next): those columns
-always get their full width; tok/s, peak GiB and $/h are shown when the terminal has room for them,
+always get their full width; started, tok/s, peak GiB and $/h are shown when the terminal has room,
 and a run's reason goes on its own indented line below it, cut at the terminal's width.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
+from pathlib import Path
+
+from amigo_burst.errors import UserError
 
 COLORS = {"SUCCEEDED": "green", "FAILED": "red", "STOPPED": "yellow", "RUNNING": "cyan"}
 JSON_KEYS = ("id", "stage", "target", "status", "reason", "started", "ended", "cluster", "from_run",
@@ -30,8 +34,8 @@ def _cells(r) -> dict[str, str]:
     }
 
 
-REQUIRED = ("run", "stage", "target", "status", "started")
-OPTIONAL = ("tok/s", "peak GiB", "$/h")
+REQUIRED = ("run", "stage", "target", "status")
+OPTIONAL = ("started", "tok/s", "peak GiB", "$/h")  # (a run id carries its start time too)
 GAP = 2
 
 
@@ -101,3 +105,17 @@ def render_run(con, r) -> None:
         v = getattr(r, k, None)
         if v:
             con.print(f"{k:>14}: {escape(json.dumps(v, sort_keys=True))}", soft_wrap=True)
+
+
+def check_out_file(out: Path | None, flag: str) -> None:
+    """An output file a command may write: its folder exists and is writable, and it is not a folder."""
+    if out is None:
+        return
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{flag} {out}: is a folder; give a file name (e.g. {out / 'report.html'})")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"{flag} {out}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{flag} {out}: folder {parent} is not writable")

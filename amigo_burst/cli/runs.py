@@ -105,7 +105,8 @@ def status(
         return
     if runs.read_only:  # nothing can be recorded here: show the records as they are
         rows, orphans = runs.list(), []
-        con.print("[dim].amigo/ is read-only: records shown as they are, not reconciled[/dim]")
+        if not json_out:
+            con.print("[dim].amigo/ is read-only: records shown as they are, not reconciled[/dim]")
     else:
         rows, orphans = reconcile_all(cfg, runs)
     rows = sorted(rows, key=lambda r: (r.started or "", r.id), reverse=True)  # newest first

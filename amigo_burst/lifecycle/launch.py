@@ -191,12 +191,15 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     only then the dataset is read and a run recorded."""
     spec = get_stage(opts.stage)
     target = resolve_target(cfg, spec.number, opts.cloud)
-    check_target_options(target, opts)
+    check_target_options(target, opts.gpu, opts.spot)
     if opts.spot and not cfg.store.url.startswith("s3://"):
         raise UserError("--spot needs an s3:// store: a preempted machine's checkpoints must outlive it ([store] url)")
     preflight(target)
     runs = open_records(cfg.root)
-    prev = previous_run(spec.number, opts, runs)
+    if runs.read_only:
+        raise UserError(f"{paths.state_dir(cfg.root)} is read-only here: a launch records its run and writes "
+                        "its work copy there; it needs a writable .amigo/")
+    prev = previous_run(spec.number, opts.from_run, opts.from_base, runs)
     check_fit_first(cfg, spec.number, target, opts.force)
     open_from_config(cfg, bars=False).list_manifests("inputs/")  # reachable? a wrong bucket costs nothing yet
     adapter = ensure_downloaded(cfg, prev.id) / "adapter" if prev is not None else None

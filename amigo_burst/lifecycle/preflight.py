@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import TYPE_CHECKING
-
 from amigo_burst import planner
 from amigo_burst.clouds import CLOUDS
 from amigo_burst.config import AmigoConfig
@@ -26,16 +24,13 @@ from amigo_burst.runners.sky import cloud_access
 from amigo_burst.state.records import Run, RunStore
 from amigo_burst.targets import Target
 
-if TYPE_CHECKING:
-    from amigo_burst.lifecycle.launch import LaunchOptions
 
-
-def check_target_options(target: Target, opts: LaunchOptions) -> None:
+def check_target_options(target: Target, gpu: str | None, spot: bool) -> None:
     """Options that make no sense on this target are refused, not ignored."""
-    if target.is_local and opts.gpu:
-        raise UserError(f"--gpu {opts.gpu}: {target.name} trains on this machine's own GPU ([local_gpu] in "
+    if target.is_local and gpu:
+        raise UserError(f"--gpu {gpu}: {target.name} trains on this machine's own GPU ([local_gpu] in "
                         "amigo.toml); --gpu picks a cloud machine's accelerator")
-    if opts.spot and target.is_local:
+    if spot and target.is_local:
         raise UserError("--spot is for cloud targets")
 
 
@@ -51,13 +46,13 @@ def preflight(target: Target) -> None:
                         "checks every cloud)")
 
 
-def previous_run(stage: int, opts: LaunchOptions, runs: RunStore) -> Run | None:
+def previous_run(stage: int, from_run: str | None, from_base: bool, runs: RunStore) -> Run | None:
     """The run whose adapter this stage continues: --from RUN (a successful stage N-1 run), else the
     newest successful stage N-1 run; None for stage 1 and --from-base."""
-    if opts.from_base:
+    if from_base:
         return None
-    if opts.from_run:
-        prev = runs.get(opts.from_run)
+    if from_run:
+        prev = runs.get(from_run)
         if stage == 1:
             raise UserError(f"--from {prev.id}: stage 1 starts from the base model; --from is for stages 2-5")
         if prev.stage != stage - 1:
