@@ -260,7 +260,6 @@ def report(
 ) -> None:
     """Estimated vs actual hours, $, tokens/s, peak VRAM per run; totals; HTML with charts."""
     from amigo_burst import planner
-
     from amigo_burst.cli.render import check_out_file
 
     cfg = config(ctx)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+
 from amigo_burst import planner
 from amigo_burst.clouds import CLOUDS
 from amigo_burst.config import AmigoConfig
