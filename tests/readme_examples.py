@@ -21,6 +21,7 @@ from tests.helpers import cli, runs_of
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 EXAMPLE_ID = re.compile(r"\bs([1-5])-[a-z0-9-]+?-\d{8}-\d{6}-[0-9a-f]{4}\b")
+EXAMPLE_PREFIX = re.compile(r"s([1-5])-[a-z][a-z0-9]*")  # `logs s2-vast`: a unique prefix of a run id
 SYNOPSIS = re.compile(r"\[--|\|")  # `launch --stage N [--cloud local|runpod|...]` describes, it is no example
 
 # example -> (how it is run here, what it must print). "no-credentials": an empty HOME, so SkyPilot's
@@ -64,8 +65,12 @@ def fill(example: str, project: Path) -> list[str]:
     args = example.split()[1:]
     out = []
     for a in args:
-        m = EXAMPLE_ID.fullmatch(a)
-        out.append(run_of(int(m.group(1))) if m else run_of(2) if a == "RUN" else "amigo-nope" if a == "NAME" else a)
+        if m := EXAMPLE_ID.fullmatch(a):
+            a = run_of(int(m.group(1)))
+        elif m := EXAMPLE_PREFIX.fullmatch(a):
+            a = run_of(int(m.group(1)))[:-3]  # still a prefix, unique among the demo's runs
+        a = {"RUN": run_of(2), "NAME": "amigo-nope"}.get(a, a)
+        out.append(a)
     return out
 
 

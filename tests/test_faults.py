@@ -424,6 +424,10 @@ def test_disk_full_under_amigo_mid_run_is_the_recorded_reason(tiny_model, tmp_pa
     assert end.status == "FAILED", (end, out[-2000:])
     assert "disk full" in (end.reason or "") or "No space left on device" in (end.reason or ""), end.reason
     assert "worker process died" not in (end.reason or "")
+    st = ok(run_cli(project, "status", "--json"))  # reading a full disk works
+    assert json.loads(st.stdout)[0]["status"] == "FAILED"
+    full = run_cli(project, "launch", "--stage", "1")  # writing one: one line, no traceback
+    one_line_error(full, "No space left on device")
     filler.unlink()
     st = ok(run_cli(project, "status", run.id))
     assert "disk full" in st.stdout or "No space left" in st.stdout, st.stdout

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from amigo_burst.errors import one_line
 from amigo_burst.runners import sky as skyr
 from tests.helpers import invoke
 
@@ -124,6 +123,8 @@ SKY_ERROR = ("\x1b[31msky.exceptions.ResourcesUnavailableError: Failed to provis
 
 
 def test_one_line_keeps_the_start_drops_colours_and_the_traceback():
+    from amigo_burst.errors import one_line
+
     line = one_line(SKY_ERROR)
     assert line.startswith("sky.exceptions.ResourcesUnavailableError: Failed to provision")
     assert "\n" not in line and "\x1b" not in line and "Traceback" not in line

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from amigo_burst.errors import UserError
-from amigo_burst.lifecycle.pipeline import done_runs
 from amigo_burst.state.records import Run, RunStore
 from tests.helpers import invoke
 
@@ -125,6 +124,8 @@ def _run(rid: str, stage: int, parent: str | None = None, status: str = "SUCCEED
     ([_run("2a", 2, "1z")], {}),
 ])
 def test_a_stage_is_done_only_when_it_continues_the_done_stage_before_it(records, expect):
+    from amigo_burst.lifecycle.pipeline import done_runs
+
     assert {s: r.id for s, r in done_runs(records).items()} == expect
 
 

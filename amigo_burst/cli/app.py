@@ -8,6 +8,7 @@ are imported only by the code that runs them.
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,16 @@ from amigo_burst.cli.context import State
 from amigo_burst.errors import UserError
 
 CONFIG_FLAGS = ("--config", "-c")
+ENV_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
+def _one_red_line(text: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from amigo_burst.errors import one_line
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(one_line(text, 1000))}")
 
 
 def hoist_config(args: list[str]) -> list[str]:
@@ -55,11 +66,16 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            from rich.console import Console
-            from rich.markup import escape
-
-            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(str(e))}")
+            _one_red_line(str(e))
             ctx.exit(e.exit_code)
+        except OSError as e:  # the machine, not the code: a full disk, a read-only or forbidden folder
+            if e.errno not in ENV_ERRNOS:
+                raise
+            what = f"{e.filename}: " if e.filename else ""
+            hint = " (free some space: `amigo-burst clean` removes finished runs' work copies)" \
+                if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            _one_red_line(f"{what}{e.strerror}{hint}")
+            ctx.exit(UserError.exit_code)
 
 
 app = typer.Typer(
