@@ -171,3 +171,28 @@ def test_read_only_state_still_answers_status_report_and_logs(read_only):
     assert r.exit_code == 0 and "SUCCEEDED" in r.output, r.output
     r = cli(read_only, "launch", "--stage", "1")  # a command that writes: refused in one line, saying why
     assert r.exit_code == 2 and "read-only" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+# --- a worker that died: the cause it left is kept (item 4) --------------------------------------------
+def test_a_dead_workers_record_keeps_the_cause_it_left(proj):
+    """A RUNNING record whose worker is gone: `status` records FAILED "worker process died" with the last
+    error line of that worker's own log (its stderr), not without a cause."""
+    import multiprocessing as mp
+
+    from amigo_burst.config import load_config
+    from amigo_burst.lifecycle.reconcile import reconcile_run
+
+    p = mp.get_context("fork").Process(target=lambda: None)
+    p.start()
+    p.join()  # a pid that is no longer alive
+    runs = RunStore(proj / ".amigo" / "state.db")
+    rid = "s4-local-20261126-140000-ee05"
+    runs.create(Run(id=rid, stage=4, target="local-rtx4050", status="RUNNING", pid=p.pid, child_pid=p.pid))
+    d = proj / ".amigo" / "runs" / rid
+    d.mkdir(parents=True)
+    (d / "worker.log").write_text("Traceback (most recent call last):\n  File \"worker.py\", line 1\n"
+                                  "sqlite3.OperationalError: database or disk is full\n")
+    end = reconcile_run(load_config(proj / "amigo.toml"), runs, runs.get(rid))
+    assert end.status == "FAILED", end
+    assert end.reason.startswith("worker process died (sqlite3.OperationalError: database or disk is full);"), end.reason
+    assert "launch --resume" in end.reason
