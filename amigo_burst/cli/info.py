@@ -70,6 +70,8 @@ def doctor(ctx: typer.Context) -> None:
 
     Exit code 0: everything this project uses is there (✓, or notes for what it does not use).
     1: something it needs is missing (✗ lines, each with its fix). 2: bad input (e.g. a broken --config)."""
+    from rich.markup import escape
+
     from amigo_burst.lifecycle.doctor import FAIL, OK, run_checks
 
     con = console()
@@ -77,7 +79,9 @@ def doctor(ctx: typer.Context) -> None:
     for level, what, fix in run_checks(lambda: config(ctx)):
         mark = {OK: "[green]✓[/green]", FAIL: "[red]✗[/red]"}.get(level, "[yellow]-[/yellow]")
         note = " (not used by this project)" if level not in (OK, FAIL) else ""
-        con.print(f"{mark} {what}{note}" + (f"  [dim]→ {fix}[/dim]" if fix and level != OK else ""))
+        # one line per check, however long (the terminal wraps it; `doctor | grep vast` finds it whole)
+        con.print(f"{mark} {escape(what)}{note}" + (f"  [dim]→ {escape(fix)}[/dim]" if fix and level != OK else ""),
+                  soft_wrap=True)
         failed += level == FAIL
     if failed:
         con.print(f"[red]{failed} check(s) this project needs failed[/red] (exit 1)")

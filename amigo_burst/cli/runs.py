@@ -128,14 +128,16 @@ def download(
                                                   "earlier download's) folder")] = None,
 ) -> None:
     """Fetch a run's adapter + metrics (sha256-verified).  Example: amigo-burst download --stage 5 --to amigo-1.0-adapter"""
+    from rich.markup import escape
+
     from amigo_burst.lifecycle.download import download as do_download
 
     run, dest = do_download(config(ctx), run_id, stage, to)
     metrics = (dest / "metrics.json") if to is not None else dest.parent / "metrics.json"
     con = console()
-    con.print(f"adapter: {dest} (run {run.id}, sha256-verified)", soft_wrap=True)
+    con.print(f"adapter: {escape(str(dest))} (run {run.id}, sha256-verified)", soft_wrap=True)
     if metrics.is_file():
-        con.print(f"metrics: {metrics}", soft_wrap=True)
+        con.print(f"metrics: {escape(str(metrics))}", soft_wrap=True)
 
 
 def down(
@@ -149,8 +151,10 @@ def down(
 
     if sum(bool(x) for x in (run_id, all_, cluster)) != 1:
         raise UserError("give exactly one of RUN, --all or --cluster")
+    from rich.markup import escape
+
     for line in do_down(config(ctx), run_id, all_, cluster):
-        console().print(line, soft_wrap=True)
+        console().print(escape(line), soft_wrap=True)
 
 
 def pipeline(
@@ -182,15 +186,18 @@ def clean(
     """Free disk: work copies and checkpoints of finished runs (adapters, metrics and records stay).
 
     Example: amigo-burst clean --dry-run"""
+    from rich.markup import escape
+
     from amigo_burst.lifecycle.clean import clean as do_clean
 
     con = console()
     result = do_clean(config(ctx), dry_run=dry_run, include_resumable=resumable)
     verb = "would free" if dry_run else "freed"
     for item in result.removed:
-        con.print(f"{'would remove' if dry_run else 'removed'} {item.path} ({_size(item.bytes)})", soft_wrap=True)
+        con.print(f"{'would remove' if dry_run else 'removed'} {escape(str(item.path))} ({_size(item.bytes)})",
+                  soft_wrap=True)
     for run_id, why in result.kept:
-        con.print(f"[dim]kept {run_id}: {why}[/dim]", soft_wrap=True)
+        con.print(f"[dim]kept {escape(run_id)}: {escape(why)}[/dim]", soft_wrap=True)
     con.print(f"{verb} {_size(result.bytes)} ({len(result.removed)} folder(s))")
 
 
