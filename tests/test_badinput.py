@@ -257,6 +257,14 @@ def test_broken_dataset_file(project, case):
     (("launch", "--stage", "nl 2 cöde"), "unknown stage"),
     (("launch", "--stage", "1", "--cloud", "vást ü"), "unknown target 'vást ü'"),
     (("launch", "--stage", "1", "--from", "s0 ñ"), "unknown run id"),
+    (("launch", "--stage", "1", "--max-usd", "nan"), "--max-usd must be a number > 0 (got nan)"),
+    (("launch", "--stage", "1", "--max-usd", "inf"), "--max-usd must be a number > 0 (got inf)"),
+    (("pipeline", "--max-usd", "inf"), "--max-usd must be a number > 0 (got inf)"),
+    (("launch", "--stage", "1", "--cloud", "local", "--gpu", "H100"), "--gpu H100: local-rtx4050 trains on"),
+    (("report", "--out", "nö such folder/r.html"), "folder nö such folder does not exist"),
+    (("report", "--format", "html", "--out", "."), "--out .: is a folder"),
+    (("estimate", "--model", "tiny", "--tokens", "lots"), "--tokens: 'lots' is not a count"),
+    (("down", "--cluster", "not-ours"), "was not started by amigo-burst"),
 ])
 def test_run_ids_and_names_with_spaces_and_unicode(project, args, expect):
     """Run ids, stages and targets with spaces and unicode: one line naming them, nothing written."""

@@ -92,3 +92,25 @@ def test_sky_yaml_missing_field_names_field(tmp_path):
     (tmp_path / "sky" / "nope.yaml").write_text("resources: {infra: vast}\nenvs: {}\nsetup: echo\n")
     r = invoke("--config", str(cfg), "targets")
     assert r.exit_code == 2 and "nope.yaml: missing field 'run'" in r.output
+
+
+def test_config_after_the_command_too(tmp_path):
+    """README: every command takes --config; after the command's name as well as before it."""
+    cfg = tmp_path / "amigo.toml"
+    cfg.write_text((ROOT / "presets" / "demo.toml").read_text())
+    for args in (("--config", str(cfg), "config", "check"), ("config", "check", "--config", str(cfg)),
+                 ("config", "check", f"--config={cfg}"), ("config", "check", "-c", str(cfg))):
+        r = invoke(*args)
+        assert r.exit_code == 0 and f"{cfg} is valid" in r.output, (args, r.output)
+
+
+def test_estimate_tokens_as_the_readme_writes_them():
+    """`--tokens 50e6` (the README's example), 50M and 50_000_000 are the same count."""
+    import json
+
+    outs = set()
+    for tokens in ("50e6", "50M", "50_000_000", "50000000"):
+        r = invoke("estimate", "--model", "llama-3.1-8b", "--gpu", "RTX4090", "--tokens", tokens, "--json")
+        assert r.exit_code == 0, (tokens, r.output)
+        outs.add(json.dumps({k: v for k, v in json.loads(r.output).items() if k != "calibration"}, sort_keys=True))
+    assert len(outs) == 1

@@ -300,6 +300,39 @@ def test_corrupted_store_object_is_refused_and_good_copy_untouched(reference, tm
     assert not runs(project).get(run.id).downloaded, "the record no longer claims the outputs are here"
 
 
+# --- 4b. The local copy of a download changed on disk --------------------------------------------------
+def test_changed_local_copy_is_fetched_again_and_a_bad_store_object_refused(reference, tmp_path, faults):
+    """4 bytes overwritten in .amigo/runs/<id>/adapter: `download` verifies the local copy against the
+    manifest, fetches the file again from the store and delivers the right bytes; when the store's
+    object is bad too, it refuses naming the file (never exit 0 with wrong bytes)."""
+    from train.storage import open_store, sha256_file
+
+    project = copy_project(reference, tmp_path / "p")
+    run = only_run(project)
+    local = run_dir(project, run.id) / "adapter" / "adapter_model.safetensors"
+    entry = open_store(f"file://{project}/.amigo/store").read_manifest(
+        f"runs/{run.id}/outputs")["files"]["adapter/adapter_model.safetensors"]
+    faults.inject("4 bytes overwritten in the local copy of the adapter")
+    with open(local, "r+b") as f:
+        f.seek(entry["size"] // 2)
+        f.write(b"\x00\xff\x00\xff")
+    assert sha256_file(local) != entry["sha256"]
+    dest = tmp_path / "out"
+    r = ok(run_cli(project, "download", run.id, "--to", str(dest)))
+    assert sha256_file(local) == entry["sha256"], "the local copy was fetched again"
+    assert sha256_file(dest / "adapter_model.safetensors") == entry["sha256"], r.stdout
+    faults.lost(outputs_lost(project, run.id))
+
+    obj = project / ".amigo" / "store" / "objects" / entry["sha256"][:2] / entry["sha256"]
+    data = bytearray(obj.read_bytes())
+    data[10] ^= 0xFF
+    obj.write_bytes(bytes(data))
+    with open(local, "r+b") as f:
+        f.write(b"\x00\xff\x00\xff")
+    one_line_error(run_cli(project, "download", run.id), "sha256 mismatch", "adapter/adapter_model.safetensors")
+    assert not runs(project).get(run.id).downloaded
+
+
 # --- 5. The destination disk fills during a download --------------------------------------------------
 @pytest.fixture
 def tmpfs(tmp_path):
@@ -315,8 +348,13 @@ def tmpfs(tmp_path):
         return where
 
     yield mount
-    for m in reversed(mounted):
-        subprocess.run(["umount", str(m)], check=False)
+    for m in reversed(mounted):  # a process of the test's run may hold a file there a moment longer
+        for _ in range(20):
+            if subprocess.run(["umount", str(m)], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.5)
+        else:
+            subprocess.run(["umount", "--lazy", str(m)], check=False)
 
 
 def test_disk_full_during_download_is_clean(reference, tmp_path, tmpfs, faults):
@@ -328,8 +366,9 @@ def test_disk_full_during_download_is_clean(reference, tmp_path, tmpfs, faults):
     # a) --to on a full disk: the atomic copy leaves nothing behind
     dest = tmpfs(tmp_path / "usb")
     faults.inject("ENOSPC while copying the adapter to --to")
-    one_line_error(run_cli(project, "download", run.id, "--to", str(dest / "adapter")),
-                   "No space left on device", str(dest / "adapter"))
+    err = one_line_error(run_cli(project, "download", run.id, "--to", str(dest / "adapter")),
+                         "No space left on device", str(dest / "adapter"))
+    assert len(err) < 300 and "[(" not in err, f"one readable line, not copytree's list of tuples: {err}"
     assert list(dest.iterdir()) == [], "no partial file at the destination"
 
     # b) the store -> the run's local folder on a full disk
@@ -346,8 +385,69 @@ def test_disk_full_during_download_is_clean(reference, tmp_path, tmpfs, faults):
     ok(run_cli(project, "download", run.id, "--to", str(tmp_path / "final")))
     faults.lost(outputs_lost(project, run.id)  # the run's folder (on the tmpfs) and --to, against the manifest
                 + outputs_lost(project, run.id, tmp_path / "final", prefix="adapter/"))
-    assert tree(local / "adapter") == expected == tree(tmp_path / "final")
+    final = tree(tmp_path / "final")
+    assert "metrics.json" in final, "--to brings the run's metrics.json with the adapter"
+    assert tree(local / "adapter") == expected == {k: v for k, v in final.items() if k != "metrics.json"}
     assert runs(project).get(run.id).downloaded
+
+
+def test_disk_full_under_amigo_mid_run_is_the_recorded_reason(tiny_model, tmp_path, tmpfs, faults):
+    """The disk holding .amigo/ fills up while a stage trains: the run ends FAILED with "disk full" as its
+    reason (the worker frees a reserve to record it), not "worker process died"; `status` says so after
+    space is freed; the state DB is whole."""
+    import psutil
+
+    project = make_project(tmp_path / "p", tiny_model)
+    state = tmpfs(project / ".amigo", size="24m")
+    ctl = start_cli(project, "launch", "--stage", "1", env={"AMIGO_FAULT_STEP_DELAY_S": "0.6"})
+    filler = state / "filler.bin"
+    try:
+        run = wait_run(project, timeout=120)
+        log = run_dir(project, run.id) / "train.log"
+        wait_for(lambda: log.is_file() and "AMIGO_PROGRESS" in log.read_text(), "the first step", timeout=240,
+                 proc=ctl)
+        worker = next(p for p in psutil.process_iter(["cmdline"])
+                      if "amigo_burst.lifecycle.worker" in " ".join(p.info["cmdline"] or []) and
+                      run.id in " ".join(p.info["cmdline"] or []))
+        faults.inject("the disk holding .amigo/ fills up mid-run")
+        with open(filler, "wb", buffering=0) as f:  # unbuffered: closing it has nothing left to write
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        ctl.wait(300)  # the controller cannot even read the state DB now: it says so and exits
+        worker.wait(300)  # the disk stays full until the worker has recorded the end
+    finally:
+        if ctl.poll() is None:
+            ctl.kill()
+    out = (project / "controller.out").read_text()
+    assert "Traceback" not in out and "the disk is full" in out, out[-3000:]
+    # while the disk is still full: commands say so in one line (SQLite cannot even open its WAL index)
+    one_line_error(run_cli(project, "launch", "--stage", "1"), "the disk is full")
+    filler.unlink()
+    end = runs(project).get(run.id)
+    assert end.status == "FAILED", (end, out[-2000:])
+    assert end.reason.startswith("disk full: cannot write") and "No space left on device" in end.reason, end.reason
+    st = ok(run_cli(project, "status", run.id))
+    assert "disk full: cannot write" in st.stdout, st.stdout
+    with sqlite3.connect(project / ".amigo" / "state.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    faults.lost(store_bytes_lost(project))
+
+
+def store_bytes_lost(project: Path) -> int:
+    """Bytes of objects the project's store manifests name that are missing or do not hash to their name."""
+    from train.storage import open_store, sha256_file
+
+    st = open_store(f"file://{project}/.amigo/store")
+    lost = 0
+    for name in st.list_manifests():
+        for e in st.read_manifest(name)["files"].values():
+            obj = project / ".amigo" / "store" / "objects" / e["sha256"][:2] / e["sha256"]
+            if not obj.is_file() or sha256_file(obj) != e["sha256"]:
+                lost += e["size"]
+    return lost
 
 
 # --- 7. Two launches of one stage at once ----------------------------------------------------------------

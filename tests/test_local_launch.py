@@ -7,12 +7,13 @@ TRL training of the tiny offline model, the file:// store, the SQLite state DB.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, make_project, runs_of, wait_for
+from tests.helpers import cli, make_project, records, runs_of, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -61,9 +62,35 @@ def test_rerun_skips_done_stages(pipeline_project):
     assert len(runs_of(pipeline_project)) == 5
 
 
-def test_relaunch_with_unchanged_inputs_uploads_zero_bytes(pipeline_project):
-    r = cli(pipeline_project, "launch", "--stage", "1", check=True)
+def test_readme_examples_run_as_documented(pipeline_project, tmp_path):
+    """Every `amigo-burst ...` example in README.md (tests/readme_examples.py reads them) runs in the demo
+    project and exits as documented; the few that need a cloud or a cluster are checked as README_CLOUD
+    says. A new example in README.md is picked up without touching this test."""
+    from tests.readme_examples import check_examples
+
+    checked = check_examples(pipeline_project, tmp_path)
+    assert len(checked) >= 15, checked
+
+
+def test_relaunch_with_unchanged_inputs_uploads_zero_bytes_and_prints_few_lines(pipeline_project):
+    """A stage at 80 columns: the progress bar plus at most 8 lines and the result; the library noise
+    (warnings, tokenizer passes, weight loading) stays in the run's log file only."""
+    r = cli(pipeline_project, "launch", "--stage", "1", check=True, env={"COLUMNS": "80"})
     assert "store: 0 bytes uploaded" in r.stdout, r.stdout
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    run_id = re.search(r"run (s1-local-\S+) started", r.stdout).group(1)
+    bar = [ln for ln in lines if ln.startswith("stage 1 ") and "8/8" in ln]
+    assert len(bar) == 1 and lines[-1] == f"{run_id}: SUCCEEDED", lines
+    assert len(lines) <= 1 + 8 + 1, "\n".join(lines)
+    assert all(len(ln) <= 80 for ln in lines), [ln for ln in lines if len(ln) > 80]
+    log = (pipeline_project / ".amigo" / "runs" / run_id / "train.log").read_text().splitlines()
+    from amigo_burst.lifecycle.follow import Display
+
+    shown = Display()
+    hidden = [ln for ln in log if ln.strip() and not ln.startswith("AMIGO_") and not shown.wanted(ln)]
+    assert hidden, "the log file keeps what the terminal does not show"
+    for ln in hidden:
+        assert ln not in r.stdout, f"library noise reached the terminal: {ln}"
 
 
 def test_status_and_logs_of_finished_runs(pipeline_project):
@@ -73,11 +100,30 @@ def test_status_and_logs_of_finished_runs(pipeline_project):
     for args in (("logs", run.id), ("logs", run.id, "-f")):
         r = cli(pipeline_project, *args, check=True)
         assert "AMIGO_PROGRESS" not in r.stdout and "train" in r.stdout.lower()
+        assert r.stdout.strip().splitlines()[-1] == f"{run.id}: SUCCEEDED", r.stdout[-500:]
+    r = cli(pipeline_project, "logs", run.id[:-3], check=True)  # a unique prefix; no -f: step and loss too
+    steps = [ln for ln in r.stdout.splitlines() if ln.startswith("stage 1  step ")]
+    assert len(steps) == 8 and steps[-1].startswith("stage 1  step 8/8  loss "), r.stdout
+    raw = cli(pipeline_project, "logs", run.id, "--raw", check=True).stdout
+    assert "AMIGO_PROGRESS" in raw and len(raw.splitlines()) > len(r.stdout.splitlines())
 
 
 def test_download_by_stage_to_folder(pipeline_project, tmp_path):
-    r = cli(pipeline_project, "download", "--stage", "5", "--to", str(tmp_path / "final"), check=True)
-    assert (tmp_path / "final" / "adapter_config.json").is_file(), r.stdout
+    """--to gets the adapter and metrics.json, in that folder (new, empty, or an earlier download: replaced);
+    a folder of something else is refused, not nested into."""
+    final = tmp_path / "final"
+    r = cli(pipeline_project, "download", "--stage", "5", "--to", str(final), check=True)
+    assert (final / "adapter_config.json").is_file(), r.stdout
+    assert json.loads((final / "metrics.json").read_text())["stage"] == 5
+    assert f"metrics: {final / 'metrics.json'}" in r.stdout
+    cli(pipeline_project, "download", "--stage", "4", "--to", str(final), check=True)  # an earlier download
+    assert json.loads((final / "metrics.json").read_text())["stage"] == 4 and not (final / "adapter").exists()
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("x")
+    r = cli(pipeline_project, "download", "--stage", "5", "--to", str(other))
+    assert r.returncode == 2 and "not empty and holds no adapter" in r.stderr, r.stderr
+    assert sorted(p.name for p in other.iterdir()) == ["todo.txt"]
 
 
 @pytest.mark.badinput
@@ -86,6 +132,7 @@ def test_download_bad_inputs(pipeline_project, tmp_path):
     a_file.write_text("x")
     for args, expect in ((("download", "s9-nope"), "unknown run id"),
                          (("download", "--stage", "1", "--to", str(a_file)), "is a file"),
+                         (("download", "--stage", "1", "--to", "/proc/amigo-nope"), "cannot write /proc/amigo-nope"),
                          (("logs", "no-such-run"), "unknown run id")):
         r = cli(pipeline_project, *args)
         assert r.returncode == 2 and expect in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -172,3 +219,40 @@ def test_down_saves_a_checkpoint_and_launch_resume_continues_from_it(tmp_path, t
     m = done.metrics
     assert m["resumed_from"].endswith(f"checkpoint-{step}") and m["steps"] == 8 and m["steps_this_run"] == 8 - step
     assert m["eval_loss"]["final"] is not None  # validation ran and the record carries it
+
+
+def test_clean_frees_work_copies_and_keeps_adapters_metrics_records(pipeline_project):
+    """`clean --dry-run` says what it would free and removes nothing; `clean` removes the finished runs'
+    .amigo/work/<run> (train/ copy, inputs, checkpoints) and says how much; adapters, metrics, records
+    stay, a download still verifies; a running run's work copy is never touched."""
+    import os
+
+    from amigo_burst.lifecycle.clean import tree_bytes
+    from amigo_burst.state.records import Run
+
+    work = pipeline_project / ".amigo" / "work"
+    before = {p.name: tree_bytes(p) for p in work.iterdir()}
+    assert any((work / rid / "outputs" / "checkpoints").is_dir() for rid in before)
+    live = Run(id="s3-local-20991231-000000-beef", stage=3, target="local-rtx4050", status="RUNNING",
+               pid=os.getpid())  # this process: alive, as a worker would be
+    records(pipeline_project).create(live)
+    (work / live.id / "outputs").mkdir(parents=True)
+    (work / live.id / "outputs" / "step.bin").write_bytes(b"x" * 1000)
+    records_before = [(r.id, r.status) for r in runs_of(pipeline_project)]
+
+    dry = cli(pipeline_project, "clean", "--dry-run", check=True)
+    total = sum(before.values())
+    assert f"would free {total / 1e6:.1f} MB" in dry.stdout, (total, dry.stdout)
+    assert {p.name: tree_bytes(p) for p in work.iterdir() if p.name != live.id} == before
+
+    r = cli(pipeline_project, "clean", check=True)
+    assert f"freed {total / 1e6:.1f} MB ({len(before)} folder(s))" in r.stdout, r.stdout
+    assert [p.name for p in work.iterdir()] == [live.id] and (work / live.id / "outputs" / "step.bin").is_file()
+    assert f"kept {live.id}: running" in r.stdout
+    assert [(x.id, x.status) for x in runs_of(pipeline_project)] == records_before
+    for run in runs_of(pipeline_project):
+        if run.status == "SUCCEEDED":
+            d = pipeline_project / ".amigo" / "runs" / run.id
+            assert (d / "adapter" / "adapter_model.safetensors").is_file() and (d / "metrics.json").is_file()
+    cli(pipeline_project, "download", "--stage", "5", check=True)
+    records(pipeline_project).update(live.id, status="STOPPED")

@@ -8,6 +8,7 @@ are imported only by the code that runs them.
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -19,19 +20,62 @@ from amigo_burst.cli import info, models, plan, probe, rehearse, runs
 from amigo_burst.cli.context import State
 from amigo_burst.errors import UserError
 
+CONFIG_FLAGS = ("--config", "-c")
+ENV_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
+def _one_red_line(text: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from amigo_burst.errors import one_line
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(one_line(text, 1000))}")
+
+
+def hoist_config(args: list[str]) -> list[str]:
+    """`amigo-burst plan --config X` -> `amigo-burst --config X plan`: --config belongs to the app, and
+    the README promises every command takes it, before or after the command's name."""
+    front, rest, i = [], [], 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest += args[i:]
+            break
+        if a in CONFIG_FLAGS and i + 1 < len(args):
+            front += args[i:i + 2]
+            i += 2
+            continue
+        if a.startswith("--config="):
+            front.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return front + rest
+
 
 class _Group(TyperGroup):
     """Turns a UserError from any command into one red line on stderr and exit code 2."""
+
+    def parse_args(self, ctx, args):  # noqa: ANN001 - click's signature
+        if ctx.parent is None:  # the root group sees the whole command line
+            args = hoist_config(list(args))
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):  # noqa: ANN001 - click's signature
         try:
             return super().invoke(ctx)
         except UserError as e:
-            from rich.console import Console
-            from rich.markup import escape
-
-            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(str(e))}")
+            _one_red_line(str(e))
             ctx.exit(e.exit_code)
+        except OSError as e:  # the machine, not the code: a full disk, a read-only or forbidden folder
+            if e.errno not in ENV_ERRNOS:
+                raise
+            what = f"{e.filename}: " if e.filename else ""
+            hint = " (free some space: `amigo-burst clean` removes finished runs' work copies)" \
+                if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            _one_red_line(f"{what}{e.strerror}{hint}")
+            ctx.exit(UserError.exit_code)
 
 
 app = typer.Typer(
@@ -60,7 +104,8 @@ def _root(
 
 
 for fn in (info.stages, info.targets, info.doctor, plan.estimate, plan.plan, plan.prices, plan.report, probe.probe,
-           runs.launch, runs.logs, runs.status, runs.download, runs.down, runs.pipeline, rehearse.rehearse):
+           runs.launch, runs.logs, runs.status, runs.download, runs.down, runs.pipeline, runs.clean,
+           rehearse.rehearse):
     app.command()(fn)
 app.command("eval")(models.eval_)
 app.command("try")(models.try_)

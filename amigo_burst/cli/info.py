@@ -66,12 +66,24 @@ def config_check(ctx: typer.Context) -> None:
 
 
 def doctor(ctx: typer.Context) -> None:
-    """Check this machine: python, torch/CUDA, SkyPilot and its clouds, the store, the local GPU."""
-    from amigo_burst.lifecycle.doctor import run_checks
+    """Check this machine: python, torch/CUDA, SkyPilot and its clouds, the store, the local GPU.
+
+    Exit code 0: everything this project uses is there (✓, or notes for what it does not use).
+    1: something it needs is missing (✗ lines, each with its fix). 2: bad input (e.g. a broken --config)."""
+    from rich.markup import escape
+
+    from amigo_burst.lifecycle.doctor import FAIL, OK, run_checks
 
     con = console()
-    for ok, what, fix in run_checks(lambda: config(ctx)):
-        mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
-        con.print(f"{mark} {what}" + (f"  [dim]→ {fix}[/dim]" if fix and not ok else ""))
-
-
+    failed = 0
+    for level, what, fix in run_checks(lambda: config(ctx)):
+        mark = {OK: "[green]✓[/green]", FAIL: "[red]✗[/red]"}.get(level, "[yellow]-[/yellow]")
+        note = " (not used by this project)" if level not in (OK, FAIL) else ""
+        # one line per check, however long (the terminal wraps it; `doctor | grep vast` finds it whole)
+        con.print(f"{mark} {escape(what)}{note}" + (f"  [dim]→ {escape(fix)}[/dim]" if fix and level != OK else ""),
+                  soft_wrap=True)
+        failed += level == FAIL
+    if failed:
+        con.print(f"[red]{failed} check(s) this project needs failed[/red] (exit 1)")
+        raise typer.Exit(1)
+    con.print("[green]everything this project uses is here[/green]")

@@ -177,7 +177,8 @@ def estimate(
     method: Annotated[str, typer.Option(help="lora (bf16 base) or qlora (NF4 base)")] = "qlora",
     seq_len: Annotated[int, typer.Option("--seq-len", help="tokens per sequence")] = 2048,
     micro_batch: Annotated[int, typer.Option("--micro-batch", help="sequences per forward pass")] = 1,
-    tokens: Annotated[int | None, typer.Option(help="training tokens per epoch: gives hours and $")] = None,
+    tokens: Annotated[str | None, typer.Option(help="training tokens per epoch: gives hours and $ "
+                                               "(50000000, 50_000_000, 50e6 or 50M)")] = None,
     epochs: Annotated[float, typer.Option(help="passes over the tokens")] = 1.0,
     rank: Annotated[int | None, typer.Option(help="LoRA rank (default: [lora].r or 16)")] = None,
     trainer: Annotated[str, typer.Option(help="sft, or dpo (chosen + rejected + reference passes)")] = "sft",
@@ -193,6 +194,9 @@ def estimate(
         if cfg is None:
             raise UserError("--model is required without an amigo.toml")
         model = cfg.model.arch
+    from amigo_burst.numbers import parse_count
+
+    tokens = parse_count(tokens, "--tokens") if tokens is not None else None
     estimate_cmd(model=model, gpu=gpu, method=method, seq_len=seq_len, micro_batch=micro_batch, tokens=tokens,
                  epochs=epochs, rank=rank, trainer=trainer, grad_ckpt=grad_ckpt, download_gbit_s=download_gbps,
                  json_out=json_out, cfg=cfg, runs=planner.past_runs(cfg))
@@ -272,6 +276,8 @@ def report(
 ) -> None:
     """Estimated vs actual hours, $, tokens/s, peak VRAM per run; totals; HTML with charts."""
     from amigo_burst import planner
+    from amigo_burst.cli.render import check_out_file
 
     cfg = config(ctx)
+    check_out_file(out, "--out")
     report_cmd(fmt=fmt, out=out, cfg=cfg, runs=planner.past_runs(cfg))

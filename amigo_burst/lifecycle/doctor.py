@@ -1,4 +1,11 @@
-"""`amigo-burst doctor`: one line per check, each with the fix when it fails."""
+"""`amigo-burst doctor`: one line per check, each with the fix when it fails, and whether it matters.
+
+A check that fails matters ("needed") when the project's config uses what it checks: torch where
+a local target trains, CUDA and the GPU driver when that target is a real GPU (not `[local_gpu]
+name = "cpu"`), SkyPilot and a cloud's credentials when a target of the config runs there, and
+always python, the config and the store. The command exits 1 when a needed check fails (0 when
+everything the project uses is there): other failures are shown as notes, not errors.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +20,10 @@ from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError
 from amigo_burst.runners.sky import enabled_clouds
 from amigo_burst.state.store import open_from_config
+from amigo_burst.targets import get_target
 
 Check = tuple[bool, str, str]  # ok, what was found, how to fix
+OK, NOTE, FAIL = "ok", "note", "fail"  # a failed check the project does not need is a NOTE
 
 
 def _version(dist: str) -> str | None:
@@ -61,21 +70,22 @@ def check_local_gpu() -> Check:
     return bool(out), f"local GPU: {out or 'nvidia-smi gave no answer'}", "check the NVIDIA driver with nvidia-smi"
 
 
-def check_skypilot() -> Iterator[Check]:
+def check_skypilot(needed_clouds: set[str] = frozenset()) -> Iterator[tuple[Check, bool]]:
+    """(check, needed) for SkyPilot itself and each cloud it knows."""
     v = _version("skypilot")
     if not v:
-        yield False, "skypilot not installed", "pip install -e '.[cloud]'"
+        yield (False, "skypilot not installed", "pip install -e '.[cloud]'"), bool(needed_clouds)
         return
-    yield True, f"skypilot {v}", ""
+    yield (True, f"skypilot {v}", ""), bool(needed_clouds)
     for cloud, (ok, fix) in enabled_clouds().items():
-        yield ok, f"SkyPilot can use {cloud}" if ok else f"SkyPilot cannot use {cloud}", fix
+        what = f"SkyPilot can use {cloud}" if ok else f"SkyPilot cannot use {cloud}"
+        used = cloud in needed_clouds
+        yield (ok, what + (" (a target of this project)" if used and not ok else ""), fix), used
 
 
-def check_store(load_cfg: Callable[[], AmigoConfig]) -> Check:
-    try:
-        cfg = load_cfg()
-    except UserError as e:
-        return False, f"config: {e}", "create amigo.toml (see README) or pass --config"
+def check_store(cfg: AmigoConfig | None, cfg_error: str = "") -> Check:
+    if cfg is None:
+        return False, f"config: {cfg_error}", "create amigo.toml (see README) or pass --config"
     try:
         open_from_config(cfg).list_manifests("")
     except (UserError, ImportError) as e:
@@ -83,10 +93,39 @@ def check_store(load_cfg: Callable[[], AmigoConfig]) -> Check:
     return True, f"store {cfg.store.url} reachable", ""
 
 
-def run_checks(load_cfg: Callable[[], AmigoConfig]) -> Iterator[Check]:
-    """load_cfg: the project's config, loaded only when the store check needs it (UserError if none)."""
-    yield check_python()
-    yield from check_torch()
-    yield check_local_gpu()
-    yield from check_skypilot()
-    yield check_store(load_cfg)
+def project_needs(cfg: AmigoConfig | None) -> tuple[bool, bool, set[str]]:
+    """(a local target trains, on a real GPU, the clouds of its other targets) for CFG's targets."""
+    if cfg is None:
+        return False, False, set()
+    names = {cfg.targets.local, cfg.targets.cloud} | {s.target for s in cfg.stages.values() if s.target}
+    infras = set()
+    for name in names:
+        try:
+            infras.add(get_target(name, cfg.root).infra)
+        except UserError:
+            continue  # `config check` names a bad target; doctor checks the machine
+    local = "local" in infras
+    return local, local and cfg.local_gpu.name.lower() != "cpu", infras - {"local"}
+
+
+def run_checks(load_cfg: Callable[[], AmigoConfig]) -> Iterator[tuple[str, str, str]]:
+    """(OK | NOTE | FAIL, what was found, how to fix). load_cfg: the project's config (UserError if none)."""
+    try:
+        cfg, cfg_error = load_cfg(), ""
+    except UserError as e:
+        cfg, cfg_error = None, str(e)
+    local, gpu, clouds = project_needs(cfg)
+
+    def level(check: Check, needed: bool) -> tuple[str, str, str]:
+        ok, what, fix = check
+        return (OK if ok else FAIL if needed else NOTE), what, fix
+
+    yield level(check_python(), True)
+    torch_checks = list(check_torch())
+    yield level(torch_checks[0], local)
+    for c in torch_checks[1:]:  # CUDA
+        yield level(c, gpu)
+    yield level(check_local_gpu(), gpu)
+    for c, needed in check_skypilot(clouds):
+        yield level(c, needed)
+    yield level(check_store(cfg, cfg_error), True)

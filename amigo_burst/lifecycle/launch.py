@@ -21,11 +21,20 @@ from pathlib import Path
 
 from amigo_burst import planner
 from amigo_burst.config import AmigoConfig
-from amigo_burst.errors import UserError
+from amigo_burst.errors import UserError, one_line
 from amigo_burst.lifecycle.download import ensure_downloaded
 from amigo_burst.lifecycle.follow import follow
 from amigo_burst.lifecycle.handoff import LaunchPlan, spawn_worker, write_plan
+from amigo_burst.lifecycle.preflight import (
+    check_estimate,
+    check_fit_first,
+    check_target_options,
+    hub_offline_if_unreachable,
+    preflight,
+    previous_run,
+)
 from amigo_burst.lifecycle.prepare import load_tokenizer, stage_data
+from amigo_burst.numbers import check_positive
 from amigo_burst.planning.matrix import Cell
 from amigo_burst.stages import get_stage
 from amigo_burst.state import ids, paths
@@ -37,6 +46,7 @@ from train.storage import ALWAYS_EXCLUDE
 from train.storage import names as manifest_names
 
 PROBE_MAX_RUNTIME_S = 1200  # a probe stops at a step boundary after 20 min whatever its steps
+BASE_MODEL_DIR = "base-model"  # a local base model folder, sent to a cloud target as inputs/base-model
 
 
 @dataclass(kw_only=True)
@@ -58,8 +68,7 @@ class LaunchOptions:
     def __post_init__(self) -> None:
         if self.from_run and self.from_base:
             raise UserError("--from and --from-base exclude each other")
-        if self.max_usd is not None and not self.max_usd > 0:
-            raise UserError("--max-usd must be > 0")
+        check_positive(self.max_usd, "--max-usd")  # nan and inf too: a budget is a real number of dollars
 
 
 def resolve_target(cfg: AmigoConfig, stage: int, cloud: str | None) -> Target:
@@ -67,25 +76,16 @@ def resolve_target(cfg: AmigoConfig, stage: int, cloud: str | None) -> Target:
     return get_target(name, cfg.root)
 
 
-def previous_adapter(cfg: AmigoConfig, stage: int, opts: LaunchOptions, runs: RunStore) -> tuple[Path | None, str | None]:
-    """The adapter this stage continues from: --from RUN, else the newest successful stage N-1 run."""
-    if opts.from_base:
-        return None, None
-    if opts.from_run:
-        prev = runs.get(opts.from_run)
-        if prev.status != "SUCCEEDED":
-            raise UserError(f"--from {prev.id}: that run is {prev.status}, not SUCCEEDED")
-    elif stage == 1:
-        return None, None
-    else:
-        prev = runs.latest(stage - 1)
-        if prev is None:
-            raise UserError(
-                f"stage {stage} starts from the stage {stage - 1} adapter, and no stage {stage - 1} run succeeded: "
-                f"run stage {stage - 1} first, or pass --from RUN or --from-base"
-            )
-    adapter = ensure_downloaded(cfg, prev.id) / "adapter"
-    return adapter, prev.id
+def model_to_send(cfg: AmigoConfig, target: Target) -> Path | None:
+    """The base model folder to send with the inputs, or None: a hub id (the machine downloads it
+    itself) or a local target (it reads the folder in place). AMIGO_SYNC_BASE_MODEL=1 sends it to a
+    local target too: the tests run the remote path (fetch from the store) through the local runner."""
+    base = cfg.resolve(cfg.model.base)
+    if not base.is_dir():
+        return None
+    if target.is_local and os.environ.get("AMIGO_SYNC_BASE_MODEL") != "1":
+        return None
+    return base
 
 
 def build_bundle(workdir: Path) -> None:
@@ -207,9 +207,23 @@ def same_batch(recorded: dict | None, est: Cell | None) -> Cell | None:
     return dataclasses.replace(est, micro_batch=rec["micro_batch"], grad_accum=rec["grad_accum"])
 
 
-def put_inputs(cfg: AmigoConfig, run_id: str, data: Path | None, adapter: Path | None) -> tuple[str, int, int]:
-    """Dataset (None: the target prepares it) + previous adapter -> store manifest inputs/<run>;
-    train/ code -> code/<run>. Returns (inputs manifest, bytes sent, bytes already there)."""
+def link_tree(src: Path, dest: Path) -> None:
+    """A copy of SRC at DEST made of hard links where the filesystem allows (a 24 GB model folder is
+    not copied just to be hashed and sent), real copies where it does not."""
+    def link(s: str, d: str) -> None:
+        try:
+            os.link(s, d)
+        except OSError:  # another filesystem
+            shutil.copy2(s, d)
+
+    shutil.copytree(src, dest, copy_function=link, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(*ALWAYS_EXCLUDE))
+
+
+def put_inputs(cfg: AmigoConfig, run_id: str, data: Path | None, adapter: Path | None,
+               model: Path | None = None) -> tuple[str, int, int]:
+    """Dataset (None: the target prepares it) + previous adapter (+ a local base model folder, as
+    base-model/) -> store manifest inputs/<run>; train/ code -> code/<run>. Returns (inputs manifest, bytes sent, bytes already there)."""
     staging = paths.work_dir(cfg.root, run_id) / "inputs-staging"
     if staging.exists():
         shutil.rmtree(staging)
@@ -221,6 +235,8 @@ def put_inputs(cfg: AmigoConfig, run_id: str, data: Path | None, adapter: Path |
             shutil.copy2(data, staging / "data.jsonl")
     if adapter is not None:
         shutil.copytree(adapter, staging / "adapter")
+    if model is not None:  # content-addressed: an unchanged model is not sent twice
+        link_tree(model, staging / BASE_MODEL_DIR)
     store = open_from_config(cfg)
     sent = skipped = 0
     for src, name in ((staging, manifest_names.inputs(run_id)), (REPO_ROOT / "train", manifest_names.code(run_id))):
@@ -230,30 +246,30 @@ def put_inputs(cfg: AmigoConfig, run_id: str, data: Path | None, adapter: Path |
     return manifest_names.inputs(run_id), sent, skipped
 
 
-def check_estimate(stage: int, target: Target, est: Cell | None, budget: planner.Budget, force: bool) -> None:
-    """Refuse (UserError) a launch its estimate says is over budget or does not fit, unless --force."""
-    if est is None or force:
-        return
-    if budget.usd and est.usd and est.usd > budget.usd:
-        raise UserError(f"estimated ${est.usd:.2f} exceeds the ${budget.usd:.2f} budget by "
-                        f"${est.usd - budget.usd:.2f}: raise --max-usd or pass --force")
-    if not est.fits:
-        raise UserError(f"stage {stage} does not fit {target.name} ({est.reason or 'not enough GPU memory'}): "
-                        "pick another --cloud, or --force")
-
-
 def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
-    """Prepare, store inputs, claim and start a run; follow it unless --detach. Returns the final Run."""
+    """Prepare, store inputs, claim and start a run; follow it unless --detach. Returns the final Run.
+
+    Everything that can refuse without side effects runs first, in order of cost: options vs target,
+    the cloud's credentials (SkyPilot's check), the lineage of --from, the memory fit (pure), the store;
+    only then the dataset is read and a run recorded."""
     spec = get_stage(opts.stage)
     target = resolve_target(cfg, spec.number, opts.cloud)
-    runs = open_records(cfg.root)
-    adapter, from_id = previous_adapter(cfg, spec.number, opts, runs)
+    check_target_options(target, opts.gpu, opts.spot)
     if opts.spot and not cfg.store.url.startswith("s3://"):
         raise UserError("--spot needs an s3:// store: a preempted machine's checkpoints must outlive it ([store] url)")
-    if opts.spot and target.is_local:
-        raise UserError("--spot is for cloud targets")
+    preflight(target)
+    runs = open_records(cfg.root)
+    if runs.read_only:
+        raise UserError(f"{paths.state_dir(cfg.root)} is read-only here: a launch records its run and writes "
+                        "its work copy there; it needs a writable .amigo/")
+    prev = previous_run(spec.number, opts.from_run, opts.from_base, runs)
+    check_fit_first(cfg, spec.number, target, opts.force, gpu=opts.gpu)
     open_from_config(cfg, bars=False).list_manifests("inputs/")  # reachable? a wrong bucket costs nothing yet
+    adapter = ensure_downloaded(cfg, prev.id) / "adapter" if prev is not None else None
+    from_id = prev.id if prev is not None else None
 
+    if hub_offline_if_unreachable(cfg, spec.number):
+        console.print("no network: the model hub is unreachable, using cached files only (HF_HUB_OFFLINE=1)")
     with console.status(f"preparing stage {spec.number} ({spec.name}) dataset"):
         data = stage_data(cfg, spec, target.is_local, paths.prepared_dir(cfg.root), load_tokenizer(cfg))
     console.print("dataset: " + data.line())
@@ -285,7 +301,10 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     try:
         workdir = paths.work_dir(cfg.root, run_id)
         workdir.mkdir(parents=True, exist_ok=True)
-        manifest, sent, skipped = put_inputs(cfg, run_id, data.upload, adapter)
+        transport = "store" if (target.is_local or cfg.store.url.startswith("s3://")) else "rsync"
+        model = model_to_send(cfg, target)
+        manifest, sent, skipped = put_inputs(cfg, run_id, data.upload, adapter,
+                                             model if transport == "store" else None)
         console.print(f"store: {_mb(sent)} uploaded, {_mb(skipped)} already there ({cfg.store.url})")
         build_bundle(workdir)
         envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est, adapter), max_runtime, est)
@@ -295,16 +314,20 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
             envs["AMIGO_SET"] += " from_base=true"
         if probe:  # K steps, a progress line each, no checkpoint
             envs["AMIGO_SET"] += f" max_steps={opts.probe_steps} logging_steps=1 save_steps={10**6}"
-        transport = "store" if (target.is_local or cfg.store.url.startswith("s3://")) else "rsync"
-        envs.update(_transport_envs(cfg, transport, manifest, workdir, data.upload, adapter))
+        envs.update(_transport_envs(cfg, transport, manifest, workdir, data.upload, adapter, model))
         if data.job is not None:  # the target fetches and prepares the hub dataset itself
             envs["AMIGO_PREPARE"] = json.dumps({k: data.job[k] for k in ("source", "max_length", "check")})
+        if model is not None:  # the laptop's path means nothing there: the synced copy's
+            envs["AMIGO_BASE_MODEL"] = f"inputs/{BASE_MODEL_DIR}"
         gpu = planned_gpu(target, est, opts.gpu)
         write_plan(cfg.root, LaunchPlan(run_id, str(cfg.path), target.name, cluster, envs, str(workdir),
                                         transport, opts.spot, opts.keep, gpu))
         runs.update(run_id, pid=spawn_worker(cfg, run_id))
+    except KeyboardInterrupt:
+        runs.update(run_id, status="FAILED", reason="launch interrupted (Ctrl-C) before the run started")
+        raise
     except BaseException as e:
-        runs.update(run_id, status="FAILED", reason=f"launch: {e}"[:300])
+        runs.update(run_id, status="FAILED", reason=one_line(f"launch: {e}"))
         raise
     console.print(f"run [bold]{run_id}[/bold] started on {target.name}"
                   + (f" (cluster {cluster})" if cluster else "")
@@ -324,17 +347,20 @@ def _resumable(runs: RunStore, stage: int) -> str | None:
     raise UserError(f"--resume: no FAILED or STOPPED stage {stage} run to resume")
 
 
-def _transport_envs(cfg, transport, manifest, workdir: Path, data: Path | None, adapter: Path | None) -> dict[str, str]:
+def _transport_envs(cfg, transport, manifest, workdir: Path, data: Path | None, adapter: Path | None,
+                    model: Path | None = None) -> dict[str, str]:
     if transport == "store":
         envs = {"AMIGO_INPUTS": manifest, "AMIGO_STORE_URI": store_uri(cfg),
                 "AMIGO_STORE_ENDPOINT": cfg.store.endpoint_url or ""}
-    else:  # rsync: the inputs travel inside the workdir
+    else:  # rsync: the inputs travel inside the workdir (SkyPilot's workdir sync is rsync: incremental)
         inputs = workdir / "inputs"
         inputs.mkdir(exist_ok=True)
         if data is not None:
             shutil.copy2(data, inputs / "data.jsonl")
         if adapter is not None:
             shutil.copytree(adapter, inputs / "adapter", dirs_exist_ok=True)
+        if model is not None:
+            link_tree(model, inputs / BASE_MODEL_DIR)
         envs = {"AMIGO_INPUTS": "", "AMIGO_STORE_URI": "", "AMIGO_STORE_ENDPOINT": ""}
     envs["AMIGO_ADAPTER_FROM"] = "inputs/adapter" if adapter is not None else ""
     return envs

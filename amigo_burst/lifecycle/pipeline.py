@@ -3,8 +3,11 @@
     hybrid: stage 1 on the laptop, 2-5 on [targets].cloud (the original analysis' plan)
     local:  everything on the laptop       cloud: everything on [targets].cloud
     auto:   per stage, the cheapest target that fits the budget and deadline
-Stops at the first stage that does not succeed; a re-run skips stages that
-already have a successful run.
+
+A stage is done when a successful run of it continues the done run of the stage before it (its
+lineage, `done_runs`): a stage 4 built on stage 1 -> 3, or a stage 5 built on an older stage 4, is
+not done, and is run again from the right adapter. A stage already running (a pipeline interrupted
+with Ctrl-C) is reattached to, not refused. Stops at the first stage that does not succeed.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ from dataclasses import dataclass
 from amigo_burst import planner
 from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError
-from amigo_burst.lifecycle.launch import LaunchOptions, launch
-from amigo_burst.state.records import open_records
+from amigo_burst.lifecycle.follow import follow
+from amigo_burst.lifecycle.launch import LaunchOptions, launch, resolve_target
+from amigo_burst.lifecycle.preflight import preflight
+from amigo_burst.lifecycle.reconcile import reconcile_run
+from amigo_burst.numbers import check_positive
+from amigo_burst.state.records import ACTIVE, Run, RunStore, open_records
 
 PLANS = ("hybrid", "local", "cloud", "auto")
 
@@ -30,6 +37,27 @@ class PipelineOptions:
     def __post_init__(self) -> None:
         if self.plan not in PLANS:
             raise UserError(f"unknown plan '{self.plan}': choose one of {', '.join(PLANS)}")
+        check_positive(self.max_usd, "--max-usd")
+
+
+def done_runs(runs: list[Run]) -> dict[int, Run]:
+    """stage -> the run that makes it done (pure: a table a test reads).
+
+    Stage 1: its newest successful run. Stage N > 1: the newest successful run whose adapter came from
+    the done stage N-1 run (artifacts["from_run"]). A stage whose lineage is broken has no entry, and
+    neither has any stage after it."""
+    done: dict[int, Run] = {}
+    ok = [r for r in runs if r.status == "SUCCEEDED"]  # oldest first, as RunStore.list gives them
+    for stage in range(1, 6):
+        parent = done.get(stage - 1)
+        if stage > 1 and parent is None:
+            break
+        fitting = [r for r in ok if r.stage == stage
+                   and (r.artifacts.get("from_run") == parent.id if parent else not r.artifacts.get("from_run"))]
+        if not fitting:
+            break
+        done[stage] = fitting[-1]
+    return done
 
 
 def auto_choice(cfg: AmigoConfig, stage: int, max_usd: float | None, console) -> str:
@@ -49,19 +77,56 @@ def target_for(cfg: AmigoConfig, opts: PipelineOptions, stage: int, console) -> 
     return auto_choice(cfg, stage, opts.max_usd, console)
 
 
+def _not_done_why(stage: int, runs: list[Run], done: dict[int, Run]) -> str:
+    """Why a stage with successful runs is not done: the lineage its newest one has."""
+    newest = [r for r in runs if r.stage == stage and r.status == "SUCCEEDED"]
+    if not newest:
+        return ""
+    got = newest[-1].artifacts.get("from_run") or "the base model"
+    want = done[stage - 1].id if stage > 1 and stage - 1 in done else "the base model"
+    return f" ({newest[-1].id} continues {got}, not {want}: run again)"
+
+
+def _running(cfg: AmigoConfig, store: RunStore, stage: int) -> Run | None:
+    """A live run of this stage (reconciled first: a dead worker's record is not live)."""
+    for r in store.active(stage):
+        r = reconcile_run(cfg, store, r)
+        if r.status in ACTIVE:
+            return r
+    return None
+
+
 def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple[int, str | None, str]]:
     """Launch each stage in turn; returns [(stage, run_id or None, status)]."""
-    runs = open_records(cfg.root)
+    store = open_records(cfg.root)
+    if opts.plan != "auto":  # every cloud's credentials before stage 1 trains for an hour
+        done = done_runs(store.list())
+        for stage in (s for s in opts.stages if s not in done):
+            preflight(resolve_target(cfg, stage, target_for(cfg, opts, stage, console)))
     results = []
     for stage in opts.stages:
-        done = runs.latest(stage)
-        if done is not None:
-            console.print(f"stage {stage}: already done by {done.id}, skipped")
-            results.append((stage, done.id, "SKIPPED"))
+        runs = store.list()
+        done = done_runs(runs)
+        if stage in done:
+            console.print(f"stage {stage}: already done by {done[stage].id}, skipped")
+            results.append((stage, done[stage].id, "SKIPPED"))
             continue
+        running = _running(cfg, store, stage)
+        if running is not None:
+            console.rule(f"stage {stage}: reattaching to {running.id} (already running)")
+            run = follow(cfg, running.id, console)
+            if run.status == "SUCCEEDED" and stage in done_runs(store.list()):
+                results.append((stage, run.id, run.status))
+                continue
+            if run.status != "SUCCEEDED":
+                results.append((stage, run.id, run.status))
+                console.print(f"[red]stage {stage} {run.status}[/red]: {run.reason or ''} — pipeline stopped")
+                break
         target = target_for(cfg, opts, stage, console)
-        console.rule(f"stage {stage} on {target}")
-        run = launch(cfg, LaunchOptions(stage=stage, cloud=target, max_usd=opts.max_usd, force=opts.force), console)
+        console.rule(f"stage {stage} on {target}" + _not_done_why(stage, runs, done))
+        parent = done.get(stage - 1)
+        run = launch(cfg, LaunchOptions(stage=stage, cloud=target, max_usd=opts.max_usd, force=opts.force,
+                                        from_run=parent.id if parent else None), console)
         results.append((stage, run.id, run.status))
         if run.status != "SUCCEEDED":
             console.print(f"[red]stage {stage} {run.status}[/red]: {run.reason or ''} — pipeline stopped")

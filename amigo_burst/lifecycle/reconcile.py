@@ -13,14 +13,15 @@ really there and decides (`decide`, a table a test reads):
 
 from __future__ import annotations
 
+import shutil
 import time
 from enum import Enum
 
-from amigo_burst.errors import UserError
+from amigo_burst.errors import UserError, one_line
 from amigo_burst.lifecycle.handoff import launched_clusters, spawn_worker
 from amigo_burst.runners.sky import job_status, our_clusters
-from amigo_burst.state import ids
-from amigo_burst.state.records import ACTIVE, Run, RunStore, pid_alive
+from amigo_burst.state import ids, paths
+from amigo_burst.state.records import ACTIVE, LOW_SPACE_BYTES, Run, RunStore, pid_alive
 
 NOT_STARTED = "controller stopped before the run started"
 WORKER_DIED = "worker process died; `launch --resume` continues from the last checkpoint"
@@ -59,7 +60,28 @@ def reconcile_run(cfg, runs: RunStore, run: Run) -> Run:
         spawn_worker(cfg, run.id, reattach_from_pid=run.pid)
         return _wait_taken_over(runs, run)
     reason = NOT_STARTED if decision is Decision.FAIL_NOT_STARTED else WORKER_DIED
+    cause = death_cause(cfg.root, run.id)
+    if cause:
+        reason = reason.replace(";", f" ({cause});", 1) if ";" in reason else f"{reason} ({cause})"
     return runs.update(run.id, status="FAILED", reason=reason)
+
+
+def death_cause(root, run_id: str) -> str:
+    """Why a worker died, from what it left: a full disk under .amigo/ (it could write nothing, not
+    even the record), else the last error line of its own log (worker.log: its stderr)."""
+    try:
+        free = shutil.disk_usage(paths.state_dir(root)).free
+    except OSError:
+        free = None
+    if free is not None and free < LOW_SPACE_BYTES:
+        return f"the disk holding .amigo/ is full: {free / 2**20:.1f} MiB free"
+    log = paths.run_dir(root, run_id) / "worker.log"
+    try:
+        lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    errors = [ln for ln in lines if ln.startswith("error:") or "Error" in ln.split(":", 1)[0]]
+    return one_line(errors[-1].removeprefix("error: "), 200) if errors else ""
 
 
 def _job_alive(run: Run) -> bool:

@@ -1,4 +1,8 @@
-"""`amigo-burst down`: stop runs and tear down the clusters this tool created (name prefix amigo-)."""
+"""`amigo-burst down`: stop runs and tear down the clusters this tool created (name prefix amigo-).
+
+Every call says what it did, including "nothing": a cluster name that does not exist is an error
+(a typo must not read as "torn down"), and `--all` with nothing running says so.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +11,44 @@ from amigo_burst.runners.local import stop
 from amigo_burst.runners.sky import down as sky_down
 from amigo_burst.runners.sky import our_clusters
 from amigo_burst.state.ids import CLUSTER_PREFIX, is_ours
-from amigo_burst.state.records import open_records
+from amigo_burst.state.records import ACTIVE, open_records
 
 
 def down(cfg, run_id: str | None, all_: bool, cluster: str | None):
-    """Yields one line per thing done."""
+    """Yields one line per thing done (or one line saying there was nothing to do)."""
     runs = open_records(cfg.root)
     if run_id:
         run = runs.get(run_id)
-        yield from _stop_run(runs, run)
+        said = list(_stop_run(runs, run))
+        yield from said or [f"{run.id} is {run.status}: nothing to stop"]
         return
     if cluster:
         if not is_ours(cluster):
             raise UserError(f"cluster {cluster} was not started by amigo-burst (no {CLUSTER_PREFIX} prefix): "
                             "use `sky down`")
+        if cluster not in {c["name"] for c in our_clusters(CLUSTER_PREFIX)}:
+            raise UserError(f"cluster {cluster} does not exist: nothing to tear down (`amigo-burst status` "
+                            "warns about every amigo- cluster still up)")
         yield from _down_cluster(cluster)
         return
+    said = []
     for run in runs.list():
-        if run.status in ("PENDING", "RUNNING"):
-            yield from _stop_run(runs, run)
+        if run.status in ACTIVE:
+            said += list(_stop_run(runs, run))
     for c in our_clusters(CLUSTER_PREFIX):
-        yield from _down_cluster(c["name"])
+        said += list(_down_cluster(c["name"]))
+    yield from said or ["nothing to stop: no run is running and no amigo- cluster is up"]
 
 
 def _stop_run(runs, run):
-    if run.status in ("PENDING", "RUNNING") and getattr(run, "child_pid", None):
+    if run.status in ACTIVE and getattr(run, "child_pid", None):
         if stop(run.child_pid):
             yield f"{run.id}: sent stop to the training process (it saves a checkpoint)"
-    if run.cluster:
+    if run.cluster and (run.status in ACTIVE or run.cluster in {c["name"] for c in our_clusters(CLUSTER_PREFIX)}):
         yield from _down_cluster(run.cluster)
-    if run.status in ("PENDING", "RUNNING"):
+    if run.status in ACTIVE:
         runs.update(run.id, status="STOPPED", reason="stopped by user (amigo-burst down)")
+        yield f"{run.id}: STOPPED"
 
 
 def _down_cluster(name: str):

@@ -7,6 +7,7 @@ only writer of a run's final status, so the controller can die at any time.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -17,7 +18,8 @@ import time
 from pathlib import Path
 
 from amigo_burst.config import load_config
-from amigo_burst.errors import UserError
+from amigo_burst.errors import UserError, one_line
+from amigo_burst.lifecycle.download import worker_log_aside
 from amigo_burst.lifecycle.handoff import AUTOSTOP_IDLE_MIN, LaunchPlan, read_plan
 from amigo_burst.runners import sky as skyr
 from amigo_burst.runners.local import run_task
@@ -31,7 +33,7 @@ from train.storage import names as manifest_names
 
 SKY_PREFIX = re.compile(r"^\(\S+, pid=\d+\) ")  # SkyPilot prefixes each job line with "(task, pid=N) "
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # SkyPilot's exception messages come coloured
-
+RESERVE_BYTES = 2**20  # set aside at start, freed at the end: room to record a run that filled the disk
 
 
 PY_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*:")
@@ -53,21 +55,43 @@ def reason_score(line: str) -> int:
 
 
 class LogSink:
-    """Appends redacted lines to train.log, flushed per line so `logs -f` sees them at once."""
+    """Appends redacted lines to train.log, flushed per line so `logs -f` sees them at once.
+
+    A line that cannot be written (the disk is full) does not stop the run's bookkeeping: the
+    first such error is kept (`write_error`) and becomes the run's reason, the lines still feed
+    `last_error`, and the training process's output keeps being drained."""
 
     def __init__(self, path: Path, secrets: dict[str, str]):
+        self.path = path
         self.f = path.open("a", encoding="utf-8")
         self.secrets = secrets
         self.last_error = ""
+        self.write_error: OSError | None = None
         self._score = 0
 
-    def __call__(self, line: str) -> None:
+    def __call__(self, text: str) -> None:
+        for line in str(text).splitlines() or [""]:  # a multi-line message is several log lines
+            self._line(line)
+
+    def _line(self, line: str) -> None:
         line = redact(ANSI.sub("", SKY_PREFIX.sub("", line, count=1)), self.secrets)
         score = reason_score(line)
         if score and score >= self._score:  # the latest of the most telling lines
-            self.last_error, self._score = line.strip()[-300:], score
-        self.f.write(line + "\n")
-        self.f.flush()
+            self.last_error, self._score = one_line(line), score
+        try:
+            self.f.write(line + "\n")
+            self.f.flush()
+        except OSError as e:
+            self.write_error = self.write_error or e
+
+    @property
+    def disk_full(self) -> str:
+        """The reason to record when the log could not be written for lack of space ("" otherwise)."""
+        e = self.write_error
+        if e is None or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return ""
+        return one_line(f"disk full: cannot write {self.path}: {e.strerror}; free space, then "
+                        "`launch --resume` continues from the last checkpoint")
 
 
 def run_local(cfg, plan: LaunchPlan, secrets, sink, runs) -> int:
@@ -96,7 +120,9 @@ def run_sky(cfg, plan: LaunchPlan, secrets, sink, runs, job: int | None = None) 
         status = _job_end_status(skyr, plan.cluster, job, sink)
         if plan.transport == "rsync":  # before teardown: the cluster's disk goes with it
             try:
-                _rsync_outputs(skyr, plan.cluster, paths.run_dir(cfg.root, plan.run_id))
+                _rsync_outputs(skyr, plan.cluster, paths.run_dir(cfg.root, plan.run_id),
+                               keep=lambda d: open_from_config(cfg, bars=False).put_dir(
+                                   d, manifest_names.outputs(plan.run_id)))
             except UserError:
                 if status == "SUCCEEDED":
                     raise
@@ -121,11 +147,15 @@ def _job_end_status(skyr, cluster: str, job: int, sink) -> str:
         return "CANCELLED"
 
 
-def _rsync_outputs(skyr, cluster: str, d: Path) -> None:
+def _rsync_outputs(skyr, cluster: str, d: Path, keep=None) -> None:
     """The cluster's outputs/ -> the run folder: adapter, metrics.json, tb/. Not its train.log (ours has
-    setup and SkyPilot's lines too, and `logs -f` holds it open) and not checkpoints/ (GBs, useless here)."""
+    setup and SkyPilot's lines too, and `logs -f` holds it open) and not checkpoints/ (GBs, useless here).
+    keep(staging): the outputs also go to the (file://) store as the run's outputs manifest, so every
+    later download verifies them (sha256) and fetches a changed file again."""
     staging = d / ".remote-outputs"
     skyr.rsync_down(cluster, "~/sky_workdir/outputs", staging, exclude=("checkpoints", "train.log"))
+    if keep is not None:
+        keep(staging)
     for item in staging.iterdir():
         if item.name in ("train.log", "checkpoints"):
             continue
@@ -176,19 +206,12 @@ def collect_outputs(cfg, plan: LaunchPlan, sink) -> None:
     if plan.transport != "store":
         return
     d = paths.run_dir(cfg.root, plan.run_id)
-    # The outputs carry the entrypoint's own train.log; ours (setup's output too, redacted, and the
-    # inode LogSink and `logs -f` hold open) stays: set aside for the fetch, then put back.
-    ours, aside = d / "train.log", d / ".train.log.worker"
-    if ours.is_file():
-        os.replace(ours, aside)
     try:
-        open_from_config(cfg, bars=False).get_dir(manifest_names.outputs(plan.run_id), d)
+        with worker_log_aside(d):  # the fetch must not replace our own train.log
+            open_from_config(cfg, bars=False).get_dir(manifest_names.outputs(plan.run_id), d)
     except Exception as e:  # noqa: BLE001 - recorded as the run's failure reason
-        sink(f"error: outputs not brought back: {e}")
+        sink(f"error: outputs not brought back: {one_line(e)}")
         raise
-    finally:
-        if aside.is_file():
-            os.replace(aside, ours)
 
 
 STOP_CODES = (-signal.SIGTERM, 128 + signal.SIGTERM, 130)  # SIGTERM (as a signal or via bash), Ctrl-C
@@ -232,7 +255,7 @@ def finish(cfg, plan: LaunchPlan, rc: int, sink, runs) -> None:
     metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
     current = runs.get(plan.run_id)
     status, reason = final_status(rc, has_adapter=(d / "adapter" / "adapter_config.json").is_file(),
-                                  last_error=sink.last_error, recorded=current.status,
+                                  last_error=sink.disk_full or sink.last_error, recorded=current.status,
                                   recorded_reason=current.reason, stage=current.stage, metrics=metrics)
     complete = all((d / "adapter" / f).is_file() for f in ("adapter_config.json", "adapter_model.safetensors"))
     runs.update(
@@ -255,6 +278,15 @@ def _collect(cfg, plan: LaunchPlan, sink, rc: int) -> None:
         pass
 
 
+def _reserve(path: Path) -> None:
+    """RESERVE_BYTES of real blocks (not a sparse file), freed before the end is recorded."""
+    try:
+        with path.open("wb") as f:
+            f.write(b"\0" * RESERVE_BYTES)
+    except OSError:
+        path.unlink(missing_ok=True)  # already short of space: nothing to set aside
+
+
 def main(config_path: str, run_id: str, reattach_from_pid: int | None = None) -> int:
     """Run the launch plan; with reattach_from_pid, take over a cloud run whose worker died."""
     cfg = load_config(config_path)
@@ -267,6 +299,8 @@ def main(config_path: str, run_id: str, reattach_from_pid: int | None = None) ->
             return 0
     else:
         runs.update(run_id, status="RUNNING", started=utc_now(), pid=os.getpid())
+    reserve = paths.run_dir(cfg.root, run_id) / ".reserve"
+    _reserve(reserve)
     sink = LogSink(paths.run_dir(cfg.root, run_id) / "train.log", secrets)
     if reattach_from_pid is not None:
         sink(f"--- reattached to job {runs.get(run_id).job_id} on {plan.cluster} (the earlier worker stopped) ---")
@@ -280,10 +314,15 @@ def main(config_path: str, run_id: str, reattach_from_pid: int | None = None) ->
         if rc in (0, EXIT_BUDGET, EXIT_STOPPED) or rc in STOP_CODES:
             _collect(cfg, plan, sink, rc)
     except Exception as e:  # noqa: BLE001 - whatever happened, the record must say so
-        sink(f"error: {e.__class__.__name__}: {e}")
+        sink(f"error: {e.__class__.__name__}: {one_line(e)}")
         rc = rc if rc not in (0, EXIT_BUDGET, EXIT_STOPPED) else 1
     finally:
-        finish(cfg, plan, rc, sink, runs)
+        reserve.unlink(missing_ok=True)  # the room to write the end, even on a full disk
+        try:
+            finish(cfg, plan, rc, sink, runs)
+        except (UserError, OSError) as e:  # the record could not be written: say why where we can
+            print(f"error: could not record how run {run_id} ended: {one_line(e)}", file=sys.stderr, flush=True)
+            return 1
     return 0
 
 

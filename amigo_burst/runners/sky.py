@@ -307,16 +307,54 @@ def spot_queue() -> list[dict[str, Any]]:
 # --- doctor ---------------------------------------------------------------------------------------
 
 
-def enabled_clouds() -> dict[str, tuple[bool, str]]:
-    """For each of runpod, vast, lambda, slurm: (SkyPilot can launch there, the fix if not).
+def cloud_access(name: str) -> tuple[bool, str]:
+    """(SkyPilot can launch on cloud NAME, SkyPilot's own reason if not, as one line).
 
-    Runs SkyPilot's own credential check (it also refreshes the enabled-clouds cache that
-    launches consult); its report goes to a buffer, we print our own one-line fixes.
+    SkyPilot's real credential check, `Cloud.check_credentials(COMPUTE)`, run in this process:
+    no API server is started (`sky check` would start one and leave it running). What each cloud
+    checks (SkyPilot 0.14): Vast - the key file ~/.config/vastai/vast_api_key; RunPod - the file
+    ~/.runpod/config.toml, then its API (list instances); Lambda - ~/.lambda_cloud/lambda_keys, then
+    its API; Slurm - ~/.slurm/config, then ssh to each cluster. Without the files no API is called.
     """
-    from sky.client import sdk  # `sky.check` can name the module sky/check.py once it is imported
+    from sky.clouds.cloud import CloudCapability
+    from sky.utils import registry
 
-    names = list(clouds.CLOUDS)
-    rid = sdk.check(infra_list=names, verbose=False)
-    by_workspace = sdk.stream_and_get(rid, output_stream=io.StringIO()) or {}
-    ok = {c.lower() for caps in by_workspace.values() for c, cs in caps.items() if "compute" in cs}
-    return {c: (c in ok, "" if c in ok else clouds.CLOUDS[c].fix) for c in names}
+    cloud = registry.CLOUD_REGISTRY.from_str(name)
+    try:
+        ok, reason = cloud.check_credentials(CloudCapability.COMPUTE)
+    except Exception as e:  # noqa: BLE001 - a check that crashes means the same: not usable
+        ok, reason = False, f"{e.__class__.__name__}: {e}"
+    if ok:
+        return True, ""
+    if isinstance(reason, dict):  # Slurm/Kubernetes: one text per context
+        reason = "; ".join(f"{k}: {v}" for k, v in reason.items())
+    return False, _reason_line(str(reason or "no credentials"))
+
+
+def _reason_line(text: str) -> str:
+    """SkyPilot's multi-line hint -> the line that says what is wrong. Lead-ins to its own set-up
+    recipe ("...go to:"), the recipe's `$` commands and "For more info" links are dropped: the
+    caller adds our one-line fix instead."""
+    for ln in (x.strip() for x in _ANSI.sub("", text).splitlines()):
+        if not ln or ln.lower() == "error" or ln.startswith("$") or ln.lower().startswith("for more info"):
+            continue
+        if ln.endswith(":"):
+            kept = [x for x in re.split(r"(?<=\.)\s+", ln) if not x.endswith(":")]
+            if not kept:
+                continue
+            ln = " ".join(kept)
+        return ln[:200] + ("…" if len(ln) > 200 else "")
+    return "no credentials"
+
+
+def enabled_clouds() -> dict[str, tuple[bool, str]]:
+    """For each of runpod, vast, lambda, slurm: (SkyPilot can launch there, its reason + our fix if not).
+
+    In-process checks (cloud_access): fast, and nothing left running. A launch needs no cache
+    refresh from here: SkyPilot re-checks a cloud it has not seen enabled before it refuses one.
+    """
+    out = {}
+    for name, c in clouds.CLOUDS.items():
+        ok, why = cloud_access(name)
+        out[name] = (ok, "" if ok else f"{why.rstrip('.')}: {c.fix}")
+    return out

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -30,6 +32,7 @@ FINAL = ("SUCCEEDED", "FAILED", "STOPPED")  # written by the worker (or reconcil
 JSON_FIELDS = ("estimate", "artifacts", "metrics")
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
+LOW_SPACE_BYTES = 16 * 2**20  # below this, a write error on .amigo/ is a full disk
 
 # Migrations: MIGRATIONS[i] takes the schema from user_version i to i + 1.
 MIGRATIONS = (
@@ -108,6 +111,12 @@ class Run:
     def active(self) -> bool:
         return self.status in ACTIVE
 
+    @property
+    def never_started(self) -> bool:
+        """A launch that failed before anything trained: no training process, no cloud job, no metrics
+        (`status` hides these unless --all; a report has no actual time or cost to compare for them)."""
+        return self.status == "FAILED" and self.child_pid is None and self.job_id is None and not self.metrics
+
 
 COLUMNS = tuple(f.name for f in fields(Run))
 
@@ -142,9 +151,15 @@ class RunStore:
             self._ensure()
 
     def _ensure(self) -> None:
-        """The file, with our schema (created or migrated)."""
+        """The file, with our schema (created or migrated). A file already at our schema version is
+        only read here: a read-only .amigo/ (a backup, a read-only mount) still answers reads."""
         if self._ready:
             return
+        if self.path.exists() and self._version() == SCHEMA_VERSION:
+            self._ready = True
+            return
+        if self.read_only:
+            raise UserError(f"{self.path} is read-only and needs a schema upgrade: open it once where it is writable")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -155,6 +170,18 @@ class RunStore:
         except BaseException:
             self._ready = False
             raise
+
+    def _version(self) -> int:
+        with self._connect() as db:
+            return db.execute("PRAGMA user_version").fetchone()[0]
+
+    @property
+    def read_only(self) -> bool:
+        """The state cannot be written here (read-only mount or permissions): reads open it immutable."""
+        d = self.path.parent
+        if not d.exists():
+            return False  # made by the first write
+        return not os.access(d, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK))
 
     def _missing(self) -> bool:
         """No state DB yet (create=False and nothing written): reads answer 'no runs'."""
@@ -174,19 +201,25 @@ class RunStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
+        read_only = self.read_only
         try:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            if read_only:  # no -wal/-shm can be made beside it: read the file as it is, without locks
+                uri = f"file:{urllib.parse.quote(str(self.path.resolve()))}?immutable=1"
+                db = sqlite3.connect(uri, uri=True, isolation_level=None)
+            else:
+                db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         except sqlite3.Error as e:
             raise UserError(f"cannot open {self.path}: {e}") from None
         try:
             db.row_factory = sqlite3.Row
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                db.execute("PRAGMA journal_mode = WAL")  # persistent: set once per file
-            db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
+            if not read_only:
+                db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    db.execute("PRAGMA journal_mode = WAL")  # persistent: set once per file
+                db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
             yield db
         except sqlite3.DatabaseError as e:
-            raise UserError(f"{self.path}: {e}") from None
+            raise db_error(self.path, e) from None
         finally:
             db.close()
 
@@ -263,10 +296,19 @@ class RunStore:
 
     # --- reads --------------------------------------------------------------------------------------
     def get(self, run_id: str) -> Run:
+        """The run with this id, or the one run whose id starts with it (`status s2-vast` is enough
+        while it is unique). Callers use the returned run's .id from then on."""
         if self._missing():
             raise UserError(f"unknown run id {run_id!r}")
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None and run_id:
+                rows = db.execute("SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY started DESC, id DESC",
+                                  (len(run_id), run_id)).fetchall()
+                if len(rows) > 1:
+                    some = ", ".join(r["id"] for r in rows[:3]) + (", ..." if len(rows) > 3 else "")
+                    raise UserError(f"run id {run_id!r} is ambiguous: {len(rows)} runs start with it ({some})")
+                row = rows[0] if rows else None
         if row is None:
             raise UserError(f"unknown run id {run_id!r}")
         return _from_row(row)
@@ -309,6 +351,24 @@ class _Tx:
     def executescript_in_tx(self, script: str) -> None:
         for stmt in _statements(script):
             self.db.execute(stmt)
+
+
+def db_error(path: Path, e: sqlite3.DatabaseError) -> UserError:
+    """SQLite's words -> what happened and what to do, one line. A full disk says "disk I/O error" as
+    often as "database or disk is full": the free space decides."""
+    msg = str(e)
+    low = msg.lower()
+    if "readonly" in low or "read-only" in low:
+        return UserError(f"{path} is read-only here: this command records runs; it needs a writable .amigo/")
+    if "disk" in low or "full" in low:
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        if free is not None and free < LOW_SPACE_BYTES:
+            return UserError(f"{path}: the disk is full ({free / 2**20:.1f} MiB free): free some space "
+                             "(`amigo-burst clean` removes finished runs' work copies) and run the command again")
+    return UserError(f"{path}: {msg}")
 
 
 def _statements(script: str) -> list[str]:
