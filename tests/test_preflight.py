@@ -165,7 +165,7 @@ def test_12b_stage_1_on_the_laptop_is_refused_by_the_fit_check_before_any_hub_ac
     def no_hub(*_a, **_k):
         raise AssertionError("the dataset or tokenizer was touched before the fit check refused")
 
-    monkeypatch.setattr(launch_mod, "prepare_stage", no_hub)
+    monkeypatch.setattr(launch_mod, "stage_data", no_hub)
     monkeypatch.setattr(launch_mod, "load_tokenizer", no_hub)
     p = tmp_path / "real"
     p.mkdir()

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from amigo_burst.config import load_config
-from amigo_burst.lifecycle.rehearse import config_hash, toml_dump, unrehearsed_warning
+from amigo_burst.lifecycle.rehearsal_record import config_hash, unrehearsed_warning
+from amigo_burst.lifecycle.rehearse import toml_dump
 from tests.dataset_shapes import shipped_with_local_data, write_hub
 from tests.helpers import cli, invoke, runs_of
 from tests.hub_server import FakeHub
@@ -32,8 +33,14 @@ def hub_env(hub: FakeHub, tmp: Path) -> dict:
 # --- fast: the record, the warning, the project file ------------------------------------------------
 
 
-def test_warning_before_a_paid_cloud_until_a_rehearsal_passed_for_this_config(tmp_path):
+def test_warning_before_a_paid_cloud_until_a_rehearsal_passed_for_this_config(tmp_path, monkeypatch):
     (tmp_path / "amigo.toml").write_text(SHIPPED)
+    # Vast's credentials are its key file alone (SkyPilot's check calls no API): the launch passes the
+    # credential preflight, then warns, then stops at the missing stage 1 (no paid call is ever made)
+    home = tmp_path / "home"
+    (home / ".config" / "vastai").mkdir(parents=True)
+    (home / ".config" / "vastai" / "vast_api_key").write_text("k-0123\n")
+    monkeypatch.setenv("HOME", str(home))
     cfg = load_config(tmp_path / "amigo.toml")
     w = unrehearsed_warning(cfg, ["vast"])
     assert w and "amigo-burst rehearse" in w and config_hash(cfg) in w and "vast" in w

@@ -43,7 +43,7 @@ def launch(
     """Run one stage on a target.  Example: amigo-burst launch --stage 2 --cloud vast --max-usd 20
 
     Ctrl-C stops following, not training: the run goes on (`logs RUN -f` reattaches, `down RUN` stops it)."""
-    from amigo_burst.lifecycle.launch import LaunchOptions, resolve_target
+    from amigo_burst.lifecycle.launch import LaunchOptions
     from amigo_burst.lifecycle.launch import launch as do_launch
     from amigo_burst.lifecycle.pipeline import auto_choice
     from amigo_burst.stages import get_stage
@@ -54,7 +54,6 @@ def launch(
                          detach=detach, gpu=gpu, spot=spot, keep=keep, force=force, resume=resume)
     if cloud == "auto":
         opts.cloud = auto_choice(cfg, n, max_usd, console())
-    _warn_unrehearsed(cfg, lambda: [resolve_target(cfg, n, opts.cloud).name])
     with _interrupts("launch"):
         if probe:
             from amigo_burst.lifecycle.probe import launch_after_probe
@@ -180,36 +179,10 @@ def pipeline(
 
     opts = PipelineOptions(plan=plan, stages=tuple(parse_stage_range(stages)), max_usd=max_usd, force=force)
     cfg = config(ctx)
-    _warn_unrehearsed(cfg, lambda: _pipeline_targets(cfg, opts))
     with _interrupts("pipeline"):
         results = run_pipeline(cfg, opts, console())
     if any(status not in ("SUCCEEDED", "SKIPPED") for _, _, status in results):
         raise typer.Exit(1)
-
-
-def _warn_unrehearsed(cfg, target_names) -> None:
-    """Paid cloud ahead and no rehearsal passed for this config: say so (a warning, not a refusal)."""
-    from rich.markup import escape
-
-    from amigo_burst.lifecycle.rehearse import unrehearsed_warning
-
-    try:
-        warning = unrehearsed_warning(cfg, target_names())
-    except UserError:  # an unknown target: the command itself says so in its own words
-        return
-    if warning:
-        console().print(f"[yellow]warning:[/yellow] {escape(warning)}")
-
-
-def _pipeline_targets(cfg, opts) -> list[str]:
-    """The targets a pipeline may use: its plan's (auto: any stage's own target or [targets].cloud)."""
-    if opts.plan == "local":
-        return [cfg.targets.local]
-    if opts.plan == "cloud":
-        return [cfg.targets.cloud]
-    if opts.plan == "hybrid":
-        return [cfg.targets.local if s == 1 else cfg.targets.cloud for s in opts.stages]
-    return [cfg.targets.cloud, *(st.target for st in cfg.stages.values() if st.target)]
 
 
 def clean(

@@ -34,6 +34,7 @@ from amigo_burst.lifecycle.preflight import (
     previous_run,
 )
 from amigo_burst.lifecycle.prepare import load_tokenizer, stage_data
+from amigo_burst.lifecycle.rehearsal_record import warn_unrehearsed
 from amigo_burst.numbers import check_positive
 from amigo_burst.planning.matrix import Cell
 from amigo_burst.stages import get_stage
@@ -64,6 +65,7 @@ class LaunchOptions:
     resume: bool = False
     probe_steps: int | None = None  # a probe (lifecycle/probe.py): this many steps, recorded as a probe
     cluster: str | None = None  # run on this (kept) cluster: `launch --probe` reuses the probe's
+    warn_unrehearsed: bool = True  # False when the caller (pipeline) already warned once
 
     def __post_init__(self) -> None:
         if self.from_run and self.from_base:
@@ -258,6 +260,8 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     if opts.spot and not cfg.store.url.startswith("s3://"):
         raise UserError("--spot needs an s3:// store: a preempted machine's checkpoints must outlive it ([store] url)")
     preflight(target)
+    if opts.warn_unrehearsed:  # a warning, not a refusal: after the checks that do refuse
+        warn_unrehearsed(cfg, [target.name], console)
     runs = open_records(cfg.root)
     if runs.read_only:
         raise UserError(f"{paths.state_dir(cfg.root)} is read-only here: a launch records its run and writes "

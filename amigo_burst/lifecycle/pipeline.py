@@ -21,6 +21,7 @@ from amigo_burst.lifecycle.follow import follow
 from amigo_burst.lifecycle.launch import LaunchOptions, launch, resolve_target
 from amigo_burst.lifecycle.preflight import preflight
 from amigo_burst.lifecycle.reconcile import reconcile_run
+from amigo_burst.lifecycle.rehearsal_record import warn_unrehearsed
 from amigo_burst.numbers import check_positive
 from amigo_burst.state.records import ACTIVE, Run, RunStore, open_records
 
@@ -101,8 +102,10 @@ def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple
     store = open_records(cfg.root)
     if opts.plan != "auto":  # every cloud's credentials before stage 1 trains for an hour
         done = done_runs(store.list())
-        for stage in (s for s in opts.stages if s not in done):
-            preflight(resolve_target(cfg, stage, target_for(cfg, opts, stage, console)))
+        ahead = [resolve_target(cfg, s, target_for(cfg, opts, s, console)) for s in opts.stages if s not in done]
+        for target in ahead:
+            preflight(target)
+        warn_unrehearsed(cfg, [t.name for t in ahead], console)  # once, for all of them
     results = []
     for stage in opts.stages:
         runs = store.list()
@@ -126,7 +129,8 @@ def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple
         console.rule(f"stage {stage} on {target}" + _not_done_why(stage, runs, done))
         parent = done.get(stage - 1)
         run = launch(cfg, LaunchOptions(stage=stage, cloud=target, max_usd=opts.max_usd, force=opts.force,
-                                        from_run=parent.id if parent else None), console)
+                                        from_run=parent.id if parent else None,
+                                        warn_unrehearsed=opts.plan == "auto"), console)
         results.append((stage, run.id, run.status))
         if run.status != "SUCCEEDED":
             console.print(f"[red]stage {stage} {run.status}[/red]: {run.reason or ''} — pipeline stopped")

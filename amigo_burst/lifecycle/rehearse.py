@@ -25,17 +25,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from amigo_burst.clouds import PRICED
 from amigo_burst.config import AmigoConfig, load_config
 from amigo_burst.errors import UserError
 from amigo_burst.lifecycle.follow import parse_progress
 from amigo_burst.lifecycle.launch import LaunchOptions, launch, resolve_target
 from amigo_burst.lifecycle.prepare import load_tokenizer, prepare_stage, prepared_on_target
+from amigo_burst.lifecycle.rehearsal_record import config_hash, rehearsal_dir
 from amigo_burst.stages import get_stage
 from amigo_burst.state import paths
 from amigo_burst.targets import get_target
-
-COMMAND = "amigo-burst rehearse"
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -68,41 +66,6 @@ class StageResult:
     adapter: str | None = None
     continues_from: str | None = None  # the run whose adapter this stage started from
     seconds: float = 0.0
-
-
-# --- where things live, and the record of a passed rehearsal ---------------------------------------
-
-
-def rehearsal_dir(root: Path) -> Path:
-    return paths.state_dir(root) / "rehearsal"
-
-
-def config_hash(cfg: AmigoConfig) -> str:
-    """What training depends on: model, LoRA, every stage's data source and hyperparameters. Not
-    budgets or target choice (those change where and how long, not whether it runs)."""
-    stages = {str(n): s.model_dump(mode="json", exclude={"target", "max_usd", "max_hours"})
-              for n, s in sorted(cfg.stages.items())}
-    doc = {"model": cfg.model.model_dump(mode="json"), "lora": cfg.lora.model_dump(mode="json"), "stages": stages}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def passed_record(cfg: AmigoConfig) -> dict | None:
-    """The recorded rehearsal that passed for this exact config, or None."""
-    p = rehearsal_dir(cfg.root) / "rehearsal.json"
-    try:
-        rec = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    return rec if rec.get("passed") and rec.get("config_hash") == config_hash(cfg) else None
-
-
-def unrehearsed_warning(cfg: AmigoConfig, target_names: list[str]) -> str | None:
-    """The warning `launch`/`pipeline` print before paying for a cloud with no passed rehearsal."""
-    paid = sorted({t.infra for t in (get_target(n, cfg.root) for n in target_names) if t.infra in PRICED})
-    if not paid or passed_record(cfg) is not None:
-        return None
-    return (f"no rehearsal passed for this amigo.toml (config {config_hash(cfg)}) before paying for "
-            f"{', '.join(paid)}: `{COMMAND}` runs every stage on a tiny stand-in here in a few minutes")
 
 
 # --- the rehearsal project ------------------------------------------------------------------------

@@ -1,0 +1,59 @@
+"""The record of a passed rehearsal, and the warning before a paid cloud without one.
+
+Kept apart from rehearse.py (which launches stages): `launch` and `pipeline` read it after their
+preflight, and rehearse.py writes it, without an import circle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from amigo_burst.clouds import PRICED
+from amigo_burst.config import AmigoConfig
+from amigo_burst.state import paths
+from amigo_burst.targets import get_target
+
+COMMAND = "amigo-burst rehearse"
+
+
+def rehearsal_dir(root: Path) -> Path:
+    return paths.state_dir(root) / "rehearsal"
+
+
+def config_hash(cfg: AmigoConfig) -> str:
+    """What training depends on: model, LoRA, every stage's data source and hyperparameters. Not
+    budgets or target choice (those change where and how long, not whether it runs)."""
+    stages = {str(n): s.model_dump(mode="json", exclude={"target", "max_usd", "max_hours"})
+              for n, s in sorted(cfg.stages.items())}
+    doc = {"model": cfg.model.model_dump(mode="json"), "lora": cfg.lora.model_dump(mode="json"), "stages": stages}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def passed_record(cfg: AmigoConfig) -> dict | None:
+    """The recorded rehearsal that passed for this exact config, or None."""
+    p = rehearsal_dir(cfg.root) / "rehearsal.json"
+    try:
+        rec = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if rec.get("passed") and rec.get("config_hash") == config_hash(cfg) else None
+
+
+def unrehearsed_warning(cfg: AmigoConfig, target_names: list[str]) -> str | None:
+    """The warning `launch`/`pipeline` print before paying for a cloud with no passed rehearsal."""
+    paid = sorted({t.infra for t in (get_target(n, cfg.root) for n in target_names) if t.infra in PRICED})
+    if not paid or passed_record(cfg) is not None:
+        return None
+    return (f"no rehearsal passed for this amigo.toml (config {config_hash(cfg)}) before paying for "
+            f"{', '.join(paid)}: `{COMMAND}` runs every stage on a tiny stand-in here in a few minutes")
+
+
+def warn_unrehearsed(cfg: AmigoConfig, target_names: list[str], console) -> None:
+    """Print the warning (yellow) when there is one."""
+    from rich.markup import escape
+
+    warning = unrehearsed_warning(cfg, target_names)
+    if warning:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
