@@ -7,28 +7,14 @@ results brought back, the cluster torn down, the secret nowhere in what comes ba
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, make_project
+from tests.helpers import cli
+from tests.test_cloud_e2e import FAKE_TOKEN, slurm_project  # the node is this machine; .env holds FAKE_TOKEN
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]  # a first SkyPilot launch on the cluster: minutes
-FAKE_TOKEN = "hf_E2E_FAKE_TOKEN_eval_never_leak_77"
-
-
-def slurm_project(root: Path, tiny: Path, store_url: str | None = None, endpoint: str | None = None) -> Path:
-    """As tests/test_cloud_e2e.py: the node is this machine, so the YAML names this venv's python."""
-    project = make_project(root, tiny, store_url, endpoint)
-    shutil.copytree(REPO / "sky", project / "sky")
-    y = project / "sky" / "slurm.yaml"
-    y.write_text(y.read_text().replace("AMIGO_PYTHON: python3", f"AMIGO_PYTHON: {sys.executable}"))
-    (project / ".env").write_text(f"HF_TOKEN={FAKE_TOKEN}\n")
-    cli(project, "launch", "--stage", "1", "--cloud", "local", check=True)
-    return project
 
 
 def check_eval(project: Path, r) -> None:
