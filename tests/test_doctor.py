@@ -92,9 +92,7 @@ def test_doctor_exit_code_no_api_server_and_no_ansi_when_piped(tmp_path):
     """Exit 0 when everything the project uses is there (a cloud it does not use is a note, not an ✗);
     exit 1 with ✗ on the missing cloud it does use. SkyPilot's credential checks run in-process: no API
     server is started (the old `sky check` call left 7 processes, ~1.2 GB) and no colour codes reach a pipe."""
-    import time
-
-    from tests.helpers import free_port
+    from tests.helpers import reserved_port
     from tests.sky_fixtures import api_server_pids, stop_api_server
 
     home = tmp_path / "home"
@@ -103,17 +101,14 @@ def test_doctor_exit_code_no_api_server_and_no_ansi_when_piped(tmp_path):
     demo.mkdir()
     text = (ROOT / "presets" / "demo.toml").read_text()
     (demo / "amigo.toml").write_text(text)
-    port = free_port()
+    port = reserved_port()
     try:
-        t0 = time.monotonic()
         r = _doctor(demo, home, port)
-        wall = time.monotonic() - t0
         assert r.returncode == 0, r.stdout + r.stderr
         assert "everything this project uses is here" in r.stdout
         assert "- SkyPilot cannot use vast (not used by this project)" in r.stdout and "✗" not in r.stdout
         assert "\x1b[" not in r.stdout + r.stderr, "colour codes in a pipe"
         assert api_server_pids(port) == [], "doctor left a SkyPilot API server running"
-        assert wall < 30, f"doctor took {wall:.0f} s"
 
         uses_vast = tmp_path / "uses-vast"
         uses_vast.mkdir()
