@@ -128,6 +128,6 @@ def test_an_unknown_target_in_amigo_toml_fails_config_check(tmp_path):
         assert r.returncode == 2 and len(lines) == 1, r.stdout + r.stderr
         assert "[targets] cloud = 'gcp': unknown target 'gcp'" in lines[0] and "vast" in lines[0]
     stage = tmp_path / "stage.toml"
-    stage.write_text((ROOT / "amigo.toml").read_text().replace('target = "runpod"', 'target = "runpood"', 1))
+    stage.write_text((ROOT / "amigo.toml").read_text().replace('target = "local"', 'target = "locla"', 1))
     r = _cli(tmp_path, "config", "check", config=stage)
-    assert r.returncode == 2 and "[stages.4] target = 'runpood'" in r.stderr
+    assert r.returncode == 2 and "[stages.1] target = 'locla'" in r.stderr

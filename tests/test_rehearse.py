@@ -128,7 +128,7 @@ def test_rehearse_runs_the_shipped_amigo_toml_over_the_hub(tmp_path):
     for line in ("1 nl2code", "2 context", "3 debugging", "4 reasoning", "5 preference"):
         assert line in out
     assert out.count("passed") >= 6 and "rehearsal passed" in out
-    assert "stand-in: mistral" in out and "vast" in out and "runpod" in out
+    assert "stand-in: mistral" in out and "local-rtx4050" in out and "vast" in out
     assert "field 'error' is empty" in out and "JetBrains-Research/mbpp_w_stacktraces[" in out
     assert "← stage 4" in out
     rec = json.loads((project / ".amigo" / "rehearsal" / "rehearsal.json").read_text())
