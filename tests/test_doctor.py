@@ -123,7 +123,11 @@ def test_doctor_exit_code_no_api_server_and_no_ansi_when_piped(tmp_path):
         stop_api_server(port)  # only if the test failed with one up
 
 
-def test_project_needs_reads_the_targets_the_config_uses():
-    cfg = load_config(ROOT / "amigo.toml")  # local stage 1 on an RTX 4050, vast, runpod for stage 4
-    assert doctor.project_needs(cfg) == (True, True, {"vast", "runpod"})
+def test_project_needs_reads_the_targets_the_config_uses(tmp_path):
+    cfg = load_config(ROOT / "amigo.toml")  # local stage 1 on an RTX 4050, stages 2-5 on vast
+    assert doctor.project_needs(cfg) == (True, True, {"vast"})
+    # a stage pinned to another cloud adds that cloud's credentials to what doctor requires
+    text = (ROOT / "amigo.toml").read_text().replace("[stages.4]", '[stages.4]\ntarget = "runpod"', 1)
+    (tmp_path / "amigo.toml").write_text(text)
+    assert doctor.project_needs(load_config(tmp_path / "amigo.toml")) == (True, True, {"vast", "runpod"})
     assert doctor.project_needs(None) == (False, False, set())

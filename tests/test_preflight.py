@@ -209,3 +209,27 @@ def test_a_local_model_and_local_data_never_probe_the_hub(tmp_path, monkeypatch)
     assert not hub_offline_if_unreachable(load_config(tmp_path / "amigo.toml"), 1)
     assert "HF_HUB_OFFLINE" not in os.environ
 
+
+
+def test_the_probe_asks_the_hub_hf_endpoint_names(tmp_path, monkeypatch):
+    """A mirror in HF_ENDPOINT is the hub the libraries use: a listening one keeps the launch online,
+    a closed one switches it offline (never a probe of huggingface.co, which says nothing about it)."""
+    import socket
+
+    from amigo_burst.config import load_config
+    from amigo_burst.lifecycle.preflight import hub_offline_if_unreachable
+    from tests.helpers import reserved_port
+
+    (tmp_path / "amigo.toml").write_text((REPO / "amigo.toml").read_text())
+    cfg = load_config(tmp_path / "amigo.toml")
+    with socket.socket() as mirror:
+        mirror.bind(("127.0.0.1", 0))
+        mirror.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{mirror.getsockname()[1]}")
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+        assert not hub_offline_if_unreachable(cfg, 2, timeout_s=2.0)
+        assert "HF_HUB_OFFLINE" not in os.environ
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{reserved_port()}")  # nothing listens there
+    assert hub_offline_if_unreachable(cfg, 2, timeout_s=2.0)
+    assert os.environ["HF_HUB_OFFLINE"] == "1"

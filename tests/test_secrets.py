@@ -9,6 +9,7 @@ leave out `.env*`, `*.pem`, `*credentials*` and `.git` even when they sit inside
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def leaky_target(project: Path) -> None:
     broken = y.replace("name: amigo-local", "name: amigo-local-broken").replace(
         "run: |\n  bash train/run.sh", 'run: |\n  echo "error: auth failed for token $HF_TOKEN"\n  exit 1')
     (project / "sky" / "local-broken.yaml").write_text(broken)
+    # two local targets: the alias "local" no longer names one, so the config names its target
+    toml = project / "amigo.toml"
+    toml.write_text(re.sub(r'(?m)^(cloud|local) = "local"', r'\1 = "local-rtx4050"', toml.read_text()))
 
 
 @pytest.mark.slow

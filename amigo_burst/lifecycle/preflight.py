@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from urllib.parse import urlsplit
 
 from amigo_burst import planner
 from amigo_burst.clouds import CLOUDS
@@ -91,10 +92,13 @@ def hub_offline_if_unreachable(cfg: AmigoConfig, stage: int, timeout_s: float = 
     if not needs_hub or "HF_HUB_OFFLINE" in os.environ:
         return False
     reachable = []
+    # the hub the libraries will ask: HF_ENDPOINT (a mirror, a company proxy) when set
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
 
     def probe() -> None:  # DNS has no timeout of its own: the probe runs in a thread we stop waiting for
         try:
-            socket.create_connection(("huggingface.co", 443), timeout=timeout_s).close()
+            socket.create_connection((host, port), timeout=timeout_s).close()
             reachable.append(True)
         except OSError:
             pass
