@@ -14,6 +14,7 @@ cloud goes into README_CLOUD.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 from tests.helpers import cli, runs_of
@@ -24,12 +25,18 @@ EXAMPLE_ID = re.compile(r"\bs([1-5])-[a-z0-9-]+?-\d{8}-\d{6}-[0-9a-f]{4}\b")
 EXAMPLE_PREFIX = re.compile(r"s([1-5])-[a-z][a-z0-9]*")  # `logs s2-vast`: a unique prefix of a run id
 SYNOPSIS = re.compile(r"\[--|\|")  # `launch --stage N [--cloud local|runpod|...]` describes, it is no example
 
-# example -> (how it is run here, what it must print). "no-credentials": an empty HOME, so SkyPilot's
-# credential check refuses before anything is recorded; "sky": SkyPilot's API server, isolated (temp HOME
-# and port) and stopped afterwards.
+# example -> (how it is run here, exit code, what it must print). "no-credentials": an empty HOME, so
+# SkyPilot's credential check refuses before anything is recorded; "no-network": HTTP(S) through a proxy
+# port nothing listens on (127.0.0.1:9), so a download fails at once and never leaves this machine;
+# "sky": SkyPilot's API server, isolated (temp HOME and port) and stopped afterwards; "run": as is, in
+# the finished demo project, where a documented refusal is the right answer.
 README_CLOUD = {
     "amigo-burst launch --stage 2 --cloud vast": ("no-credentials", 2, "SkyPilot cannot use vast"),
     "amigo-burst launch --stage 2 --cloud vast --max-usd 20": ("no-credentials", 2, "SkyPilot cannot use vast"),
+    "amigo-burst probe --stage 2 --cloud vast --steps 20 --json": ("no-credentials", 2, "SkyPilot cannot use vast"),
+    "amigo-burst prices --refresh": ("no-network", 2, "could not refresh SkyPilot's catalogs"),
+    # every demo stage SUCCEEDED: nothing to resume, said in one line
+    "amigo-burst launch --stage 1 --resume": ("run", 2, "no FAILED or STOPPED stage 1 run to resume"),
     "amigo-burst down --all": ("sky", 0, "nothing to stop"),
     "amigo-burst down --cluster NAME": ("sky", 2, "cluster amigo-nope does not exist"),
 }
@@ -62,7 +69,7 @@ def fill(example: str, project: Path) -> list[str]:
     def run_of(stage: int) -> str:
         return [r for r in runs if r.stage == stage][-1].id
 
-    args = example.split()[1:]
+    args = shlex.split(example)[1:]  # `try --stage 5 "Write a function"`: the prompt is one argument
     out = []
     for a in args:
         if m := EXAMPLE_ID.fullmatch(a):
@@ -84,8 +91,10 @@ def check_examples(project: Path, tmp_path: Path) -> list[str]:
         if how == "sky":
             sky_examples.append(ex)
             continue
-        env = {"HOME": str(tmp_path / "empty-home")} if how == "no-credentials" else None
         (tmp_path / "empty-home").mkdir(exist_ok=True)
+        env = {"no-credentials": {"HOME": str(tmp_path / "empty-home")},
+               "no-network": {"HOME": str(tmp_path / "empty-home"), "HTTPS_PROXY": "http://127.0.0.1:9",
+                              "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}}.get(how)
         r = cli(project, *fill(ex, project), env=env, timeout=600)
         problems += _problem(ex, r, code, expect)
         checked.append(ex)

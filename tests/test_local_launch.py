@@ -104,6 +104,8 @@ def test_status_and_logs_of_finished_runs(pipeline_project):
     r = cli(pipeline_project, "logs", run.id[:-3], check=True)  # a unique prefix; no -f: step and loss too
     steps = [ln for ln in r.stdout.splitlines() if ln.startswith("stage 1  step ")]
     assert len(steps) == 8 and steps[-1].startswith("stage 1  step 8/8  loss "), r.stdout
+    evals = [ln for ln in r.stdout.splitlines() if ln.startswith("stage 1  eval at step ")]
+    assert evals and evals[-1].startswith("stage 1  eval at step 8/8  eval loss "), r.stdout  # the held-out loss
     raw = cli(pipeline_project, "logs", run.id, "--raw", check=True).stdout
     assert "AMIGO_PROGRESS" in raw and len(raw.splitlines()) > len(r.stdout.splitlines())
 

@@ -75,8 +75,8 @@ class Session:
 
         train, evalset, self.split = split(dataset, self.cfg.eval_fraction, self.cfg.eval_max_rows)
         self.reporter.line(
-            f"amigo train: {self.split['train_rows']} training rows, {self.split['eval_rows']} held out for "
-            f"validation (eval_fraction {self.cfg.eval_fraction}, at most {self.cfg.eval_max_rows})"
+            f"amigo train: {len(dataset)} rows from {self.cfg.data}: {self.split['train_rows']} training, "
+            f"{self.split['eval_rows']} held out for validation (eval_fraction {self.cfg.eval_fraction}, at most {self.cfg.eval_max_rows})"
         )
         return train, evalset
 

@@ -75,7 +75,6 @@ def run(cfg: TrainConfig) -> int:
     session = Session(cfg, template_note, preflight.adapter_meta(cfg, base_config, template_note))
     for note in notes:
         session.reporter.line(f"amigo train: {note}")
-    session.reporter.line(f"amigo train: {len(dataset)} rows from {cfg.data}")
     train_rows, eval_rows = session.held_out(dataset)
 
     # 4. The frozen base (bf16/fp16/fp32 for LoRA, NF4 for QLoRA), then the adapter: fresh LoRA for stage 1

@@ -79,12 +79,15 @@ def progress_fields(p: dict) -> dict:
 
 
 def progress_text(p: dict) -> str:
-    """One AMIGO_PROGRESS line as words, for `logs` without -f."""
+    """One AMIGO_PROGRESS line as words, for `logs` without -f. An evaluation is its own event (after the
+    step's training log): its line says so, so a step is listed once."""
+    if isinstance(p.get("eval_loss"), (int, float)):
+        return f"stage {p.get('stage', '?')}  eval at step {p.get('step', '?')}/{p.get('total') or '?'}  " \
+               f"eval loss {p['eval_loss']:.4f}"
     loss = p.get("loss")
     return (f"stage {p.get('stage', '?')}  step {p.get('step', '?')}/{p.get('total') or '?'}"
             + (f"  loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
-            + (f"  {p['tokens_per_s']:,.0f} tok/s" if isinstance(p.get("tokens_per_s"), (int, float)) else "")
-            + (f"  eval loss {p['eval_loss']:.4f}" if isinstance(p.get("eval_loss"), (int, float)) else ""))
+            + (f"  {p['tokens_per_s']:,.0f} tok/s" if isinstance(p.get("tokens_per_s"), (int, float)) else ""))
 
 
 def _lines(path: Path, pos: int) -> tuple[list[str], int]:
