@@ -25,7 +25,15 @@ from amigo_burst.errors import UserError
 from amigo_burst.planning.calibration import calibrate
 from amigo_burst.planning.compare import compare
 from amigo_burst.planning.hardware import gpu_for_accelerator, gpu_table, load_arch
-from amigo_burst.planning.matrix import Cell, Option, Settings, StageInput, best_cell, plan_cell
+from amigo_burst.planning.matrix import (
+    Cell,
+    Option,
+    Settings,
+    StageInput,
+    best_cell,
+    fallback_cells,
+    plan_cell,
+)
 from amigo_burst.planning.pricing import PriceTable, load_prices, local_usd_per_hour
 from amigo_burst.planning.strategies import Plan, build_plan
 from amigo_burst.stages import STAGES
@@ -241,8 +249,12 @@ def estimate_for_target(cfg: AmigoConfig, stage: int, target_name: str, tokens: 
         mine = same
     sc = cfg.stage(stage)
     b = budget_for(cfg, stage, max_usd=max_usd)
-    best, _ = best_cell(mine, b.usd, b.hours if sc else None)
-    return best or min(mine, key=lambda c: c.peak_vram_gib - c.memory_gib if c.estimate else 1e9)
+    deadline = b.hours if sc else None
+    best, _ = best_cell(mine, b.usd, deadline)
+    if best is None:
+        return min(mine, key=lambda c: c.peak_vram_gib - c.memory_gib if c.estimate else 1e9)
+    # --gpu names one machine: exactly that; the plan's own choice may fall back to equal deals
+    return best if gpu else replace(best, fallbacks=fallback_cells(best, mine, b.usd, deadline))
 
 
 def estimate_for_launch(cfg: AmigoConfig, stage: int, target: Target, tokens: int, gpu: str | None = None,

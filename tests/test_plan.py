@@ -307,3 +307,37 @@ def test_readme_quotes_the_shipped_plans_real_output():
     tail = rest.strip("\n").splitlines()
     s = out.index(tail[0])
     assert out[s:s + len(tail)] == tail
+
+
+def test_fallbacks_are_only_machines_that_keep_the_plans_promises():
+    """fallback_cells: same target, method, GPU count; room for the plan's micro-batch; at most 25% dearer for
+    the stage; in budget and deadline; and the plan's hours at the fallback's $/h stay in budget (the runtime
+    cap). Each machine below breaks exactly one rule, except the two that keep them all."""
+    from dataclasses import replace as dc_replace
+
+    from amigo_burst.planning.estimate import Estimate
+    from amigo_burst.planning.matrix import Cell, fallback_cells
+
+    def cell(accel, usd, hours, rate, method="lora", count=1, mb=4, target="runpod", fits=True):
+        est = Estimate("m", accel, method, "sft", 2048, mb, count, 1000, fits, 20, 20, 48, 1, 1, 20, 1, "compute",
+                       hours, 0.1, hours, rate, usd, False, 0, "default", "")
+        return Cell(3, target, False, fits, method, mb, 4, hours, usd, 20.0, 48.0, est, "",
+                    Option(target, "runpod", accel, count, accel, rate))
+
+    best = cell("L40S", 10.0, 10.0, 1.0)
+    keep = [cell("A100-80GB", 11.0, 10.0, 1.1), cell("A6000", 12.4, 12.0, 1.03)]
+    broken = [cell("H100", 12.6, 4.0, 2.5),               # 26% dearer
+              cell("RTX4090", 9.0, 10.0, 0.9, method="qlora"),  # another method
+              cell("A40", 9.0, 5.0, 1.8, count=2),        # another GPU count (DDP world, global batch)
+              cell("RTX5090", 9.0, 10.0, 0.9, mb=1),      # the plan's micro-batch does not fit
+              cell("A100", 9.0, 10.0, 0.9, target="vast"),  # another target
+              cell("V100", 9.0, 10.0, 0.9, fits=False),   # does not fit at all
+              cell("H200", 10.5, 2.0, 5.25)]              # 10 h at $5.25/h = $52.5: the cap would stop the plan's own run
+    got = fallback_cells(best, [best, *broken, *keep], budget_usd=30, deadline_hours=20)
+    assert [c.accelerator for c in got] == ["A100-80GB", "A6000"]  # cheapest first
+    assert fallback_cells(best, [best, *keep], budget_usd=11.5) == (keep[0],)  # the budget still rules
+    assert fallback_cells(best, [best, *keep], deadline_hours=10) == (keep[0],)  # and the deadline
+    assert fallback_cells(dc_replace(best, option=Option("local", "local", "RTX4050", 1, "x", None, local=True),
+                                     local=True), [best, *keep]) == ()  # the laptop is not rented
+    many = [cell(f"G{i}", 10.0 + i / 10, 10.0, 1.0) for i in range(6)]
+    assert len(fallback_cells(best, [best, *many])) == 3  # a short list: SkyPilot tries each in turn

@@ -131,3 +131,77 @@ def test_an_unknown_target_in_amigo_toml_fails_config_check(tmp_path):
     stage.write_text((ROOT / "amigo.toml").read_text().replace('target = "local"', 'target = "locla"', 1))
     r = _cli(tmp_path, "config", "check", config=stage)
     assert r.returncode == 2 and "[stages.1] target = 'locla'" in r.stderr
+
+
+def test_fallbacks_keep_the_price_and_skypilot_rents_the_next_when_the_first_is_sold_out(real_catalog_home):
+    """Issue 13: `launch` hands SkyPilot the plan's machine first, then machines that keep the plan's promises
+    (`resources.ordered`). Where the planned card is sold out, SkyPilot's failover blocks it and re-optimizes
+    (what its provisioner does): the next machine in the plan's order is rented, at the price the plan
+    expected for it, and never a dearer machine outside the list."""
+    from sky.optimizer import Optimizer
+    from sky.utils import dag_utils
+
+    import sky
+    from amigo_burst import planner
+    from amigo_burst.planning.matrix import FALLBACK_SLACK
+    from amigo_burst.runners.sky_optimizer import _assume_enabled
+
+    cfg = load_config(ROOT / "amigo.toml")
+    task, cell = planned_task(cfg, 3, "runpod")  # the shipped plan: L40S, then A100-80GB within 25% and $15
+    assert len(cell.fallbacks) >= 1, cell.launch_gpus
+    assert isinstance(task.resources, list)  # ordered: the plan's choice first
+    assert [f"{next(iter(r.accelerators))}:{next(iter(r.accelerators.values()))}" for r in task.resources] == \
+        [g.partition("@")[0] for g in cell.launch_gpus]
+    for f in cell.fallbacks:  # the same trainer settings fit, the stage costs at most 25% more, in budget
+        assert (f.method, f.gpu_count) == (cell.method, cell.gpu_count) and f.micro_batch >= cell.micro_batch
+        assert f.usd <= cell.usd * (1 + FALLBACK_SLACK) and f.usd <= planner.budget_for(cfg, 3).usd == 15
+    assert optimize_offline(task)["usd_per_hour"] == pytest.approx(cell.usd_per_hour)  # the first, while there
+
+    sold_out = [sky.Resources(infra="runpod", accelerators={cell.accelerator: cell.gpu_count})]
+    with _assume_enabled(["runpod"]):
+        dag = Optimizer.optimize(dag_utils.convert_entrypoint_to_dag(task), quiet=True, blocked_resources=sold_out)
+    rented = dag.tasks[0].best_resources
+    nxt = cell.fallbacks[0]
+    assert _instance_gpus("runpod", rented.instance_type) == (nxt.accelerator, nxt.gpu_count)
+    assert rented.get_cost(3600) == pytest.approx(nxt.usd_per_hour)
+    # the runtime cap is computed at the dearest candidate's rate, so the budget holds whichever is rented
+    assert cell.max_usd_per_hour == max(c.usd_per_hour for c in (cell, *cell.fallbacks))
+
+
+def test_gpu_override_rents_exactly_that_machine(real_catalog_home):
+    from amigo_burst import planner
+
+    cfg = load_config(ROOT / "amigo.toml")
+    cell = planner.estimate_for_target(cfg, 1, "runpod", gpu="L40S:1")
+    assert cell.fallbacks == () and cell.launch_gpus == ["L40S:1"]
+
+
+def test_the_rented_machine_is_recorded_with_its_price(real_catalog_home, tmp_path):
+    """With fallbacks, SkyPilot may rent the second machine: the worker records what the launch handle says
+    was rented (its catalog $/h), so status and report cost the run at that rate."""
+    from types import SimpleNamespace
+
+    import sky
+    from amigo_burst.lifecycle.handoff import LaunchPlan
+    from amigo_burst.lifecycle.worker import _rented_hook
+    from amigo_burst.runners.sky import rented_machine
+    from amigo_burst.state.records import Run, open_records
+
+    runs = open_records(tmp_path)
+    runs.claim_stage(1, Run(id="s1-runpod-20261202-120000-ab12", stage=1, target="runpod", cluster="amigo-x",
+                            status="RUNNING", usd_per_hour=0.99))
+    plan = LaunchPlan("s1-runpod-20261202-120000-ab12", "amigo.toml", "runpod", "amigo-x", {}, str(tmp_path),
+                      "rsync", False, False, ["L40S:1", "A100-80GB:1"])
+    res = sky.Resources(infra="runpod", accelerators={"A100-80GB": 1})
+    with open(DATA / "catalog_runpod.csv", newline="") as f:
+        row = min((r for r in csv.DictReader(f) if r["AcceleratorName"] == "A100-80GB"
+                   and int(float(r["AcceleratorCount"])) == 1), key=lambda r: float(r["Price"]))
+    res = res.copy(instance_type=row["InstanceType"], region=row["Region"])
+    machine = rented_machine(SimpleNamespace(launched_resources=res))
+    assert machine["accelerator"] == "A100-80GB:1" and machine["usd_per_hour"] == pytest.approx(float(row["Price"]))
+    said = []
+    _rented_hook(runs, plan, said.append)(machine)
+    assert runs.get(plan.run_id).usd_per_hour == pytest.approx(float(row["Price"]))
+    assert said and "rented A100-80GB:1" in said[0]
+    # one machine asked for: nothing to choose, nothing to record
+    assert _rented_hook(runs, LaunchPlan(**{**plan.__dict__, "gpu": "L40S:1"}), said.append) is None

@@ -36,7 +36,7 @@ class LaunchPlan:
     transport: str  # "store" (outputs mirrored to the store) | "rsync" (pulled from the cluster)
     spot: bool
     keep: bool
-    gpu: str | None
+    gpu: str | list[str] | None  # --gpu, or the plan's machine and its fallbacks in order
 
 
 def write_plan(root: Path, plan: LaunchPlan) -> None:

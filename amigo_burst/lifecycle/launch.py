@@ -164,10 +164,13 @@ def stage_envs(cfg: AmigoConfig, stage: int, run_id: str, method: str, max_runti
     }
 
 
-def planned_gpu(target: Target, est: Cell | None, override: str | None) -> str | None:
-    """What SkyPilot is asked to rent: --gpu when given, else the plan's machine on that target
-    (accelerator:count, pinned to an instance type where the name is ambiguous); None: the YAML's."""
-    return override or (est.launch_gpu if est is not None and not target.is_local else None)
+def planned_gpu(target: Target, est: Cell | None, override: str | None) -> str | list[str] | None:
+    """What SkyPilot is asked to rent: --gpu when given (exactly that), else the plan's machine on that
+    target then its fallbacks, in order (accelerator:count, pinned to an instance type where the name is
+    ambiguous); None: the YAML's."""
+    if override:
+        return override
+    return (est.launch_gpus or None) if est is not None and not target.is_local else None
 
 
 def adapter_method(adapter: Path | None) -> str | None:
@@ -288,7 +291,9 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     # a probe costs minutes, not the stage: only the fit is checked, and it is capped in time
     check_estimate(spec.number, target, est, planner.Budget() if probe else budget, opts.force)
     usd_h = est.usd_per_hour if est is not None else None
-    max_runtime = PROBE_MAX_RUNTIME_S if probe else planner.runtime_limit_s(budget, usd_h)
+    # the runtime cap at the dearest machine SkyPilot may fall back to: the budget holds whichever it rents
+    cap_usd_h = est.max_usd_per_hour if est is not None and not opts.gpu else usd_h
+    max_runtime = PROBE_MAX_RUNTIME_S if probe else planner.runtime_limit_s(budget, cap_usd_h)
 
     resume_id = _resumable(runs, spec.number) if opts.resume else None
     if resume_id:

@@ -114,7 +114,7 @@ def run_sky(cfg, plan: LaunchPlan, secrets, sink, runs, job: int | None = None) 
             target = get_target(plan.target, cfg.root)
             task = skyr.build_task(target.path, plan.envs, secrets, Path(plan.workdir), gpu=plan.gpu)
             job = skyr.launch(task, plan.cluster, idle_minutes=AUTOSTOP_IDLE_MIN, keep=plan.keep, on_line=sink,
-                              follow=False)
+                              follow=False, on_rented=_rented_hook(runs, plan, sink))
             runs.update(plan.run_id, job_id=job)
         skyr.tail(plan.cluster, job, follow=True, on_line=sink)
         status = _job_end_status(skyr, plan.cluster, job, sink)
@@ -133,6 +133,24 @@ def run_sky(cfg, plan: LaunchPlan, secrets, sink, runs, job: int | None = None) 
         if not plan.keep:
             skyr.down(plan.cluster)
             sink(f"cluster {plan.cluster} torn down")
+
+
+def _rented_hook(runs, plan: LaunchPlan, sink):
+    """_record_rented when SkyPilot had a choice (the plan's machine and fallbacks), else nothing."""
+    if isinstance(plan.gpu, list) and len(plan.gpu) > 1:
+        return lambda machine: _record_rented(runs, plan, machine, sink)
+    return None
+
+
+def _record_rented(runs, plan: LaunchPlan, machine: dict, sink) -> None:
+    """The machine SkyPilot rented, said and recorded: with fallbacks it may not be the plan's first
+    choice, and the run's cost (status, report) must be that machine's $/h."""
+    rate = machine.get("usd_per_hour")
+    sink(f"rented {machine['accelerator']} ({machine.get('instance_type') or '?'}"
+         + (f", ${rate:.2f}/h)" if rate else ")"))
+    run = runs.get(plan.run_id)
+    if rate and run.usd_per_hour is not None and abs(rate - run.usd_per_hour) > 1e-9:
+        runs.update(plan.run_id, usd_per_hour=rate)
 
 
 def _job_end_status(skyr, cluster: str, job: int, sink) -> str:

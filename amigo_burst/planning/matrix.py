@@ -72,6 +72,9 @@ class Cell:
     estimate: Estimate | None
     reason: str = ""
     option: Option | None = None
+    # other machines on the same target SkyPilot may rent, in order, when the planned one is not
+    # available (fallback_cells): the launch hands SkyPilot `resources.ordered`, the plan's first
+    fallbacks: tuple[Cell, ...] = ()
 
     @property
     def usd_per_hour(self) -> float | None:
@@ -102,6 +105,20 @@ class Cell:
             return None
         return f"{o.accelerator}:{o.count}" + (f"@{o.instance_type}" if o.pin_instance and o.instance_type else "")
 
+    @property
+    def launch_gpus(self) -> list[str]:
+        """launch_gpu, then each fallback's: what SkyPilot tries, in this order ([] when launch_gpu is None)."""
+        if self.launch_gpu is None:
+            return []
+        return [self.launch_gpu] + [g for f in self.fallbacks if (g := f.launch_gpu) and g != self.launch_gpu]
+
+    @property
+    def max_usd_per_hour(self) -> float | None:
+        """The dearest $/h among the machines SkyPilot may rent: what the budget's runtime cap uses, so a
+        fallback can never spend past the budget."""
+        rates = [r for c in (self, *self.fallbacks) if (r := c.usd_per_hour) is not None]
+        return max(rates) if rates else None
+
     def to_record(self) -> dict:
         """What a run record keeps of its estimate (calibration and report read these keys):
         Estimate.to_dict() plus the plan's choices for the cell."""
@@ -109,7 +126,8 @@ class Cell:
                                                             "usd_per_hour": None}
         return d | {"method": self.method, "micro_batch": self.micro_batch, "grad_accum": self.grad_accum,
                     "reason": self.reason, "target": self.target, "accelerator": self.accelerator,
-                    "gpu_count": self.gpu_count, "instance_type": self.option.instance_type if self.option else ""}
+                    "gpu_count": self.gpu_count, "instance_type": self.option.instance_type if self.option else "",
+                    "fallbacks": [f.gpu_label for f in self.fallbacks]}
 
 
 @dataclass(frozen=True)
@@ -184,6 +202,30 @@ def best_cell(cells: list[Cell], budget_usd: float | None = None, deadline_hours
         return min(ok, key=key), True
     fitting = [c for c in cells if c.fits]
     return (min(fitting, key=key), False) if fitting else (None, False)
+
+
+FALLBACK_SLACK = 0.25  # a fallback's stage may cost at most 25% more than the plan's choice (and stays in budget)
+MAX_FALLBACKS = 3
+
+
+def fallback_cells(best: Cell, cells: list[Cell], budget_usd: float | None = None,
+                   deadline_hours: float | None = None) -> tuple[Cell, ...]:
+    """Machines on BEST's target that keep the plan's promises, cheapest first: within budget and
+    deadline, the stage's estimated cost at most FALLBACK_SLACK over BEST's, the same method and GPU
+    count (the trainer's DDP world and global batch stay the same) and room for BEST's micro-batch
+    (the trainer is told that one). Why: a sold-out card on RunPod or Vast is common, and failing the
+    launch when an equal deal sits next to it wastes the user's evening; a dearer one is never tried."""
+    if best.usd is None or best.option is None or best.local:
+        return ()
+    ok = [c for c in cells if c is not best and c.target == best.target and c.stage == best.stage
+          and c.option is not None and c.launch_gpu and c.launch_gpu != best.launch_gpu
+          and c.method == best.method and c.gpu_count == best.gpu_count and c.micro_batch >= best.micro_batch
+          and c.usd is not None and c.usd <= best.usd * (1 + FALLBACK_SLACK)
+          and not within(c, budget_usd, deadline_hours)
+          # the launch caps runtime at the budget / the dearest candidate's $/h: it must still let the
+          # plan's own machine finish (best.hours at that rate stays in budget)
+          and not (budget_usd and best.hours and c.usd_per_hour and c.usd_per_hour * best.hours > budget_usd)]
+    return tuple(sorted(ok, key=cost_key)[:MAX_FALLBACKS])
 
 
 def best_per_target(cells: list[Cell], budget_usd: float | None = None,

@@ -94,6 +94,19 @@ def _with_gpu(resources: dict[str, Any], gpu: str) -> dict[str, Any]:
     return {**resources, "accelerators": f"{name}:{count}", **({"instance_type": instance} if instance else {})}
 
 
+def _with_gpus(resources: dict[str, Any], gpus: str | list[str]) -> dict[str, Any]:
+    """One machine (_with_gpu), or several as SkyPilot's `resources.ordered`: the first that can be
+    launched is rented, the next tried when a provider has none left (the plan's choice first)."""
+    if isinstance(gpus, str) or len(gpus) == 1:
+        return _with_gpu(resources, gpus if isinstance(gpus, str) else gpus[0])
+    base = {k: v for k, v in resources.items() if k not in ("accelerators", "instance_type", "any_of", "ordered")}
+    ordered = []
+    for g in gpus:
+        one = _with_gpu(resources, g)
+        ordered.append({k: one[k] for k in ("accelerators", "instance_type") if k in one})
+    return {**base, "ordered": ordered}
+
+
 def _one_line(yaml_path: Path | str, err: Exception) -> str:
     """SkyPilot's validation message -> 'FILE: field: what is wrong' on one line."""
     msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -115,7 +128,7 @@ def build_task(
     envs: dict[str, str],
     secrets: dict[str, str],
     workdir: Path,
-    gpu: str | None = None,
+    gpu: str | list[str] | None = None,
     file_mounts: dict | None = None,
 ):
     """A sky.Task from a sky/*.yaml file: envs overridden, secrets filled, workdir set.
@@ -144,7 +157,7 @@ def build_task(
     if file_mounts:
         cfg["file_mounts"] = {**(cfg.get("file_mounts") or {}), **file_mounts}
     if gpu:
-        cfg["resources"] = _with_gpu(cfg.get("resources") or {}, gpu)
+        cfg["resources"] = _with_gpus(cfg.get("resources") or {}, gpu)
     try:
         return sky.Task.from_yaml_config(
             cfg,
@@ -177,7 +190,8 @@ def task_cloud(task) -> str | None:
 
 
 def launch(
-    task, cluster: str, idle_minutes: int, keep: bool, on_line: Callable[[str], None], follow: bool = True
+    task, cluster: str, idle_minutes: int, keep: bool, on_line: Callable[[str], None], follow: bool = True,
+    on_rented: Callable[[dict], None] | None = None,
 ) -> int:
     """Provision (or reuse) CLUSTER, sync workdir, submit setup + run; returns the job id.
 
@@ -194,14 +208,30 @@ def launch(
         with LineWriter(on_line) as out:
             with contextlib.redirect_stdout(out):  # the SDK prints "Running on cluster: ..." itself
                 rid = sky.launch(task, cluster_name=cluster, idle_minutes_to_autostop=idle_minutes, down=down)
-            job_id, _handle = sky.stream_and_get(rid, output_stream=out)
+            job_id, handle = sky.stream_and_get(rid, output_stream=out)
     except sky.exceptions.ResourcesUnavailableError as e:
         raise UserError(f"{cluster}: no machine available: {str(e).strip().splitlines()[0]}") from None
     if job_id is None:
         raise UserError(f"{cluster}: SkyPilot started no job (see `sky api logs`)")
+    if on_rented is not None and (rented := rented_machine(handle)) is not None:
+        on_rented(rented)
     if follow:
         tail(cluster, job_id, follow=True, on_line=on_line)
     return job_id
+
+
+def rented_machine(handle) -> dict | None:
+    """What SkyPilot actually rented (the plan's machine or a fallback): accelerator, instance type and
+    the catalog's $/h; None when the handle says nothing (an older SkyPilot, a reused cluster)."""
+    res = getattr(handle, "launched_resources", None)
+    if res is None:
+        return None
+    accel = ", ".join(f"{k}:{v}" for k, v in (res.accelerators or {}).items()) or "CPU"
+    try:
+        usd_h = float(res.get_cost(3600))
+    except Exception:  # a cloud without a price list (Slurm): no rate to record
+        usd_h = None
+    return {"accelerator": accel, "instance_type": res.instance_type, "usd_per_hour": usd_h}
 
 
 def tail(cluster: str, job_id: int, follow: bool, on_line: Callable[[str], None]) -> int:
