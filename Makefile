@@ -19,7 +19,7 @@ demo: venv
 ## everything a user's machine can run (unit + slow integration + faults + badinput); no e2e
 test: AMIGO_EXTRAS = train,dev,export
 test: venv
-	$(PYTEST) -m "not e2e and not gpu" tests
+	$(PYTEST) -m "not e2e and not gpu" --durations=25 tests
 
 ## a fast subset for development: no real training runs, no subprocess pipelines
 test-fast: venv

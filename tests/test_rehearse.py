@@ -171,3 +171,19 @@ def test_rehearse_fails_a_stage_with_mostly_unusable_rows_in_one_line_and_still_
     assert [s["status"] for s in doc["stages"][1:]] == ["not run"] * 4
     assert doc["stages"][2]["rows"]["used"] == 8 and doc["stages"][2]["dropped"][0]["reason"] == "field 'error' is empty"
     assert not doc["passed"] and not (project / ".amigo" / "state.db").exists()
+
+
+def test_the_rehearsal_runs_the_benchmark_on_one_problem(tmp_path):
+    """run.sh benchmarks each stage: a rehearsal keeps that step, on one HumanEval problem with short answers
+    (the shipped config asks for all 164: ~10 min a stage on the stand-in, for nothing); no benchmark stays none."""
+    from amigo_burst.lifecycle.rehearse import RehearseOptions, write_project
+
+    (tmp_path / "amigo.toml").write_text(SHIPPED)
+    cfg = load_config(tmp_path / "amigo.toml")
+    assert cfg.eval.limit is None  # the real plan: all 164
+    write_project(cfg, tmp_path / "r", tmp_path / "standin", RehearseOptions())
+    rcfg = load_config(tmp_path / "r" / "amigo.toml")
+    assert (rcfg.eval.limit, rcfg.eval.max_new_tokens) == (1, 32)
+    (tmp_path / "amigo.toml").write_text(SHIPPED + "\n[eval]\nlimit = 0\n")
+    write_project(load_config(tmp_path / "amigo.toml"), tmp_path / "r0", tmp_path / "standin", RehearseOptions())
+    assert load_config(tmp_path / "r0" / "amigo.toml").eval.limit == 0

@@ -36,6 +36,10 @@ from amigo_burst.state import paths
 from amigo_burst.targets import get_target
 
 
+REHEARSAL_EVAL_PROBLEMS = 1  # HumanEval problems after each rehearsed stage
+REHEARSAL_EVAL_TOKENS = 32  # per answer
+
+
 @dataclass(kw_only=True, frozen=True)
 class RehearseOptions:
     rows: int = 64  # rows per stage, drawn by the dataset's seeded shuffle
@@ -117,6 +121,11 @@ def write_project(cfg: AmigoConfig, project: Path, model: Path, opts: RehearseOp
     if arch.exists():  # a path to a config.json, relative to the real project
         doc["model"]["arch"] = str(arch)
     doc["store"] = {"url": "file://.amigo/store"}
+    # the benchmark after each stage runs as run.sh runs it, on one problem with short answers: a tiny
+    # random model's 164 answers prove nothing and took ~10 min a stage here (0 stays 0: no benchmark)
+    limit = cfg.eval.limit if cfg.eval.limit is not None else REHEARSAL_EVAL_PROBLEMS
+    doc["eval"] = {"limit": min(limit, REHEARSAL_EVAL_PROBLEMS),
+                   "max_new_tokens": min(cfg.eval.max_new_tokens, REHEARSAL_EVAL_TOKENS)}
     doc["targets"] = {"cloud": local_names[max(local_names)], "local": local_names[min(local_names)]}
     for n, s in doc["stages"].items():
         ds = s["dataset"]
