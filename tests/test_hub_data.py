@@ -75,6 +75,7 @@ def test_a_hub_dataset_is_fetched_and_prepared_by_the_target_not_the_laptop(tmp_
     text = (REPO / "amigo.toml").read_text().replace('base = "mistralai/Mistral-Nemo-Base-2407"',
                                                       f'base = "{tiny_model}"')
     text = text.replace('code = "solution" }, max_rows = 75197', 'code = "solution" }, prepare = "target", max_rows = 75197')
+    text += "\n[eval]\nlimit = 1\nmax_new_tokens = 16\n"  # the benchmark is not what this test is about
     project = tmp_path / "proj"
     project.mkdir()
     (project / "amigo.toml").write_text(text)

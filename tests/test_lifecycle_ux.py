@@ -33,7 +33,9 @@ def test_ctrl_c_during_launch_then_pipeline_reattaches_and_goes_on(tmp_path, tin
     with open(out, "wb") as f:
         ctl = subprocess.Popen(cli_argv(project, "launch", "--stage", "1"), cwd=project, stdout=f,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               env={**os.environ, "COLUMNS": "160", "NO_COLOR": "1", "AMIGO_FAULT_STEP_DELAY_S": "0.6"})
+                               env={**os.environ, "COLUMNS": "160", "NO_COLOR": "1",
+                                    # 8 steps x 3 s: still training when checked, even on a loaded machine
+                                    "AMIGO_FAULT_STEP_DELAY_S": "3"})
     run = wait_for(lambda: runs_of(project)[0] if (project / ".amigo" / "state.db").is_file() and runs_of(project)
                    else None, "the run record", timeout=120, proc=ctl)
     log = project / ".amigo" / "runs" / run.id / "train.log"
