@@ -35,7 +35,6 @@ from amigo_burst.stages import get_stage
 from amigo_burst.state import paths
 from amigo_burst.targets import get_target
 
-
 REHEARSAL_EVAL_PROBLEMS = 1  # HumanEval problems after each rehearsed stage
 REHEARSAL_EVAL_TOKENS = 32  # per answer
 
