@@ -110,3 +110,27 @@ def pytest_sessionfinish(session, exitstatus):
 # the fault ledger and summary line; SkyPilot homes (catalogs, API server, Slurm); pytester (test_guards
 # runs the ledger plugin in a throwaway session)
 pytest_plugins = ["faults_summary", "tests.sky_fixtures", "pytester"]
+
+
+# What an in-process test can leave behind that changes every later test and the CLI subprocesses they
+# start: the hub-offline switch `launch` sets in os.environ when the hub is unreachable (no network
+# here), and the SIGINT/SIGTERM handlers a training Session installs. Put back after each test.
+_LEAKY_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks_between_tests():
+    import os
+    import signal
+
+    env = {k: os.environ.get(k) for k in _LEAKY_ENV}
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    for s, h in handlers.items():
+        if h is not None and signal.getsignal(s) is not h:
+            signal.signal(s, h)

@@ -33,6 +33,9 @@ def test_ctrl_c_during_launch_then_pipeline_reattaches_and_goes_on(tmp_path, tin
     with open(out, "wb") as f:
         ctl = subprocess.Popen(cli_argv(project, "launch", "--stage", "1"), cwd=project, stdout=f,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               # Ctrl-C as a shell delivers it: SIGINT at its default in the child, even
+                               # if this test process (or one before it) ignores it
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                                env={**os.environ, "COLUMNS": "160", "NO_COLOR": "1",
                                     # 8 steps x 3 s: still training when checked, even on a loaded machine
                                     "AMIGO_FAULT_STEP_DELAY_S": "3"})
