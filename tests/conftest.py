@@ -114,7 +114,8 @@ pytest_plugins = ["faults_summary", "tests.sky_fixtures", "pytester"]
 
 # What an in-process test can leave behind that changes every later test and the CLI subprocesses they
 # start: the hub-offline switch `launch` sets in os.environ when the hub is unreachable (no network
-# here), and the SIGINT/SIGTERM handlers a training Session installs. Put back after each test.
+# here), the SIGINT/SIGTERM handlers a training Session installs, the blocked-signal mask (inherited by
+# every child process). Put back after each test.
 _LEAKY_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
@@ -125,7 +126,9 @@ def _no_leaks_between_tests():
 
     env = {k: os.environ.get(k) for k in _LEAKY_ENV}
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])  # the blocked set (multiprocess blocks SIGINT a while)
     yield
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     for k, v in env.items():
         if v is None:
             os.environ.pop(k, None)

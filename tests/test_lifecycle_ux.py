@@ -23,6 +23,11 @@ from tests.helpers import cli, cli_argv, make_project, records, runs_of, wait_fo
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _sigint_as_a_shell_leaves_it() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_launch_then_pipeline_reattaches_and_goes_on(tmp_path, tiny_model):
     """Ctrl-C while `launch` follows: it says training goes on and how to reattach or stop, exit 130, the
@@ -33,9 +38,9 @@ def test_ctrl_c_during_launch_then_pipeline_reattaches_and_goes_on(tmp_path, tin
     with open(out, "wb") as f:
         ctl = subprocess.Popen(cli_argv(project, "launch", "--stage", "1"), cwd=project, stdout=f,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               # Ctrl-C as a shell delivers it: SIGINT at its default in the child, even
-                               # if this test process (or one before it) ignores it
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                               # Ctrl-C as a shell delivers it: SIGINT at its default and unblocked in the
+                               # child, even if this test process (or a library in it) ignores or blocks it
+                               preexec_fn=_sigint_as_a_shell_leaves_it,
                                env={**os.environ, "COLUMNS": "160", "NO_COLOR": "1",
                                     # 8 steps x 3 s: still training when checked, even on a loaded machine
                                     "AMIGO_FAULT_STEP_DELAY_S": "3"})
