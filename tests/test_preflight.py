@@ -176,15 +176,6 @@ def test_12b_stage_1_on_the_laptop_is_refused_by_the_fit_check_before_any_hub_ac
     assert not (p / ".amigo").exists()
 
 
-def _unset_offline(monkeypatch) -> None:
-    """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE absent now and again after the test: the probe sets them in
-    os.environ itself, and a bare delenv of an absent variable records nothing to undo, so "1" would
-    leak into every later test (and the CLI subprocesses they start)."""
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)
-
-
 def test_hub_goes_offline_when_unreachable(tmp_path, monkeypatch):
     """No network: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE are set within the probe's timeout, so the hub
     libraries read their caches instead of retrying for a minute."""
@@ -198,7 +189,8 @@ def test_hub_goes_offline_when_unreachable(tmp_path, monkeypatch):
         raise OSError("Network is unreachable")
 
     monkeypatch.setattr(socket, "create_connection", unreachable)  # this machine's own "no network"
-    _unset_offline(monkeypatch)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     (tmp_path / "amigo.toml").write_text((REPO / "amigo.toml").read_text())
     cfg = load_config(tmp_path / "amigo.toml")
     t0 = time.monotonic()
@@ -211,7 +203,8 @@ def test_a_local_model_and_local_data_never_probe_the_hub(tmp_path, monkeypatch)
     from amigo_burst.config import load_config
     from amigo_burst.lifecycle.preflight import hub_offline_if_unreachable
 
-    _unset_offline(monkeypatch)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     (tmp_path / "m").mkdir()
     (tmp_path / "amigo.toml").write_text(DEMO.replace('base = "tiny-model"', f'base = "{tmp_path / "m"}"'))
     assert not hub_offline_if_unreachable(load_config(tmp_path / "amigo.toml"), 1)
@@ -234,7 +227,8 @@ def test_the_probe_asks_the_hub_hf_endpoint_names(tmp_path, monkeypatch):
         mirror.bind(("127.0.0.1", 0))
         mirror.listen()
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{mirror.getsockname()[1]}")
-        _unset_offline(monkeypatch)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
         assert not hub_offline_if_unreachable(cfg, 2, timeout_s=2.0)
         assert "HF_HUB_OFFLINE" not in os.environ
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{reserved_port()}")  # nothing listens there

@@ -292,7 +292,7 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     check_estimate(spec.number, target, est, planner.Budget() if probe else budget, opts.force)
     usd_h = est.usd_per_hour if est is not None else None
     # the runtime cap at the dearest machine SkyPilot may fall back to: the budget holds whichever it rents
-    cap_usd_h = est.max_usd_per_hour if est is not None and not opts.gpu else usd_h
+    cap_usd_h = est.max_usd_per_hour if est is not None else None
     max_runtime = PROBE_MAX_RUNTIME_S if probe else planner.runtime_limit_s(budget, cap_usd_h)
 
     resume_id = _resumable(runs, spec.number) if opts.resume else None

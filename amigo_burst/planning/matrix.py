@@ -110,7 +110,7 @@ class Cell:
         """launch_gpu, then each fallback's: what SkyPilot tries, in this order ([] when launch_gpu is None)."""
         if self.launch_gpu is None:
             return []
-        return [self.launch_gpu] + [g for f in self.fallbacks if (g := f.launch_gpu) and g != self.launch_gpu]
+        return [self.launch_gpu] + [f.launch_gpu for f in self.fallbacks]  # fallback_cells: each its own
 
     @property
     def max_usd_per_hour(self) -> float | None:

@@ -220,13 +220,18 @@ def launch(
     return job_id
 
 
+def accelerator_label(res) -> str:
+    """A sky.Resources' accelerators as "H100:2" ("A:1, B:1" for several; "CPU" for none)."""
+    return ", ".join(f"{k}:{v}" for k, v in (res.accelerators or {}).items()) or "CPU"
+
+
 def rented_machine(handle) -> dict | None:
     """What SkyPilot actually rented (the plan's machine or a fallback): accelerator, instance type and
     the catalog's $/h; None when the handle says nothing (an older SkyPilot, a reused cluster)."""
     res = getattr(handle, "launched_resources", None)
     if res is None:
         return None
-    accel = ", ".join(f"{k}:{v}" for k, v in (res.accelerators or {}).items()) or "CPU"
+    accel = accelerator_label(res)
     try:
         usd_h = float(res.get_cost(3600))
     except Exception:  # a cloud without a price list (Slurm): no rate to record

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from amigo_burst.errors import UserError
-from amigo_burst.runners.sky import task_cloud
+from amigo_burst.runners.sky import accelerator_label, task_cloud
 
 
 @contextlib.contextmanager
@@ -66,7 +66,7 @@ def optimize_offline(task) -> dict[str, Any]:
 
     cloud = task_cloud(task)
     res = next(iter(task.resources))
-    wanted = ", ".join(f"{k}:{v}" for k, v in (res.accelerators or {}).items()) or "CPU"
+    wanted = accelerator_label(res)
     try:
         # the optimizer draws a spinner as payload text on stdout and logs its own version of
         # the error we raise below: keep the terminal to our one line
@@ -91,7 +91,7 @@ def optimize_offline(task) -> dict[str, Any]:
         "cloud": str(best.cloud).lower(),
         "instance_type": best.instance_type,
         "region": best.region,
-        "accelerator": ", ".join(f"{k}:{v}" for k, v in (best.accelerators or {}).items()) or "CPU",
+        "accelerator": accelerator_label(best),
         "usd_per_hour": best.get_cost(3600),  # catalog price of one hour; the provider's bill may differ
         "use_spot": best.use_spot,
     }
