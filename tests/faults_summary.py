@@ -35,7 +35,6 @@ class Ledger:
     injected: list[str] = field(default_factory=list)
     lost_bytes: int = 0
     checked: bool = False  # lost() was called at least once
-    passed: bool = False
 
     def inject(self, what: str) -> None:
         self.injected.append(what)
@@ -96,7 +95,12 @@ def store_lost(store) -> int:
 
 
 # --- the fixture and the summary ------------------------------------------------------------------
+# The ledgers live in the process that runs the test (a pytest-xdist worker, or the one process); what
+# they hold travels on each test report (`user_properties`), and the summary is added up where reports
+# are logged (xdist's controller, or the one process). So the line is the same with or without -n.
 _LEDGERS: dict[str, Ledger] = {}
+_PROP = "amigo_faults_ledger"
+_SEEN: dict[str, dict] = {}  # nodeid -> {"injected": [...], "lost_bytes": n, "passed": bool}
 
 
 @pytest.fixture
@@ -120,19 +124,31 @@ def pytest_runtest_makereport(item, call):
     report = yield
     ledger = _LEDGERS.get(item.nodeid)
     if ledger is not None:
-        if report.when == "call":
-            ledger.passed = report.passed
-        elif report.failed:  # setup or teardown broke: not survived
-            ledger.passed = False
+        report.user_properties.append((_PROP, {"injected": list(ledger.injected),
+                                               "lost_bytes": ledger.lost_bytes}))
     return report
 
 
+def pytest_runtest_logreport(report):
+    """Called where reports are logged (xdist's controller included): a test's faults count as
+    survived when its call passed and neither setup nor teardown failed."""
+    data = next((v for k, v in report.user_properties if k == _PROP), None)
+    if data is None:
+        return
+    seen = _SEEN.setdefault(report.nodeid, {"passed": False})
+    seen.update(data)
+    if report.when == "call":
+        seen["passed"] = report.passed
+    elif report.failed:  # setup or teardown broke: not survived
+        seen["passed"] = False
+
+
 def summary_line() -> str | None:
-    if not _LEDGERS:
+    if not _SEEN:
         return None
-    injected = sum(len(x.injected) for x in _LEDGERS.values())
-    survived = sum(len(x.injected) for x in _LEDGERS.values() if x.passed)
-    lost = sum(x.lost_bytes for x in _LEDGERS.values())
+    injected = sum(len(x["injected"]) for x in _SEEN.values())
+    survived = sum(len(x["injected"]) for x in _SEEN.values() if x["passed"])
+    lost = sum(x["lost_bytes"] for x in _SEEN.values())
     return f"faults: {injected} injected, {survived} survived, {lost} bytes of artifacts lost"
 
 

@@ -124,13 +124,15 @@ def test_the_fault_summary_line_is_computed_from_the_ledgers_assertions(pytester
         def test_without_the_ledger():
             pass
     ''')
-    r = pytester.runpytest("-p", "no:cacheprovider")
-    r.assert_outcomes(passed=2, failed=1, errors=2)  # never_measured: its call passes, its teardown fails
-    for line in ("*AssertionError: 54750 bytes of artifacts lost",
-                 "*test_never_measured injected * but never checked what was lost",
-                 "*test_without_the_ledger is marked `faults` but does not take the `faults` ledger*",
-                 "faults: 3 injected, 1 survived, 54750 bytes of artifacts lost"):
-        r.stdout.fnmatch_lines([line])  # each anywhere in the output
+    # the same line whether the tests run in one process or on pytest-xdist workers (make test: -n)
+    for args in ((), ("-n", "2")):
+        r = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+        r.assert_outcomes(passed=2, failed=1, errors=2)  # never_measured: its call passes, its teardown fails
+        for line in ("*AssertionError: 54750 bytes of artifacts lost",
+                     "*test_never_measured injected * but never checked what was lost",
+                     "*test_without_the_ledger is marked `faults` but does not take the `faults` ledger*",
+                     "faults: 3 injected, 1 survived, 54750 bytes of artifacts lost"):
+            r.stdout.fnmatch_lines([line])  # each anywhere in the output
 
 
 def test_the_worker_log_redacts_secrets(tmp_path):
