@@ -21,12 +21,24 @@ PY=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 EXTRAS=${AMIGO_EXTRAS:-train,dev}
 STAMP=.venv/.amigo-installed
-want="$(cat pyproject.toml constraints.txt scripts/install.sh | sha256sum | cut -c1-16) $TORCH_SPEC [$EXTRAS]"
+want="$(cat pyproject.toml constraints.txt scripts/install.sh | sha256sum | cut -c1-16) $TORCH_SPEC"
 export CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_CUDA=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
 -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_OPENSSL=OFF"}
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && .venv/bin/python -c 'import amigo_burst' 2>/dev/null; then
+# Up to date: the same files and torch, and every wanted extra already installed (`make test` installs
+# train,dev,export; a later `make test-e2e` or `make demo` asks for less and must not reinstall).
+# The stamp's second line lists the extras installed.
+have_extras() {
+  local have; have=$(sed -n 2p "$STAMP" 2>/dev/null | tr ',' ' ')
+  for e in ${EXTRAS//,/ }; do [[ " $have " == *" $e "* ]] || return 1; done
+}
+if [ -f "$STAMP" ] && [ "$(head -n1 "$STAMP")" = "$want" ] && have_extras \
+    && .venv/bin/python -c 'import amigo_burst' 2>/dev/null; then
   exit 0  # up to date
+fi
+# extras installed before with the same files and torch stay installed: keep them in the stamp
+if [ -f "$STAMP" ] && [ "$(head -n1 "$STAMP")" = "$want" ]; then
+  EXTRAS=$(printf '%s\n' ${EXTRAS//,/ } $(sed -n 2p "$STAMP" | tr ',' ' ') | sort -u | paste -sd, -)
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
@@ -36,5 +48,5 @@ grep -v '^click==' constraints.txt > .venv/constraints-noclick.txt
 "${pip[@]}" -c .venv/constraints-noclick.txt -e ".[$EXTRAS]"
 "${pip[@]}" -c .venv/constraints-noclick.txt "$(grep '^click==' constraints.txt)" -e ".[cloud]" 2>&1 \
   | grep -v "dependency resolver\|huggingface-hub .* requires click\|^$" || true
-echo "$want" > "$STAMP"
+printf '%s\n%s\n' "$want" "$EXTRAS" > "$STAMP"
 echo "installed into .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

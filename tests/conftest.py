@@ -107,9 +107,9 @@ def pytest_sessionfinish(session, exitstatus):
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-# the fault ledger and summary line; SkyPilot homes (catalogs, API server, Slurm); pytester (test_guards
+# the fault ledger and summary line; where the time went (timing_summary); SkyPilot homes (catalogs, API server, Slurm); pytester (test_guards
 # runs the ledger plugin in a throwaway session)
-pytest_plugins = ["faults_summary", "tests.sky_fixtures", "pytester"]
+pytest_plugins = ["faults_summary", "timing_summary", "tests.sky_fixtures", "pytester"]
 
 
 # What an in-process test can leave behind that changes every later test and the CLI subprocesses they
@@ -137,3 +137,13 @@ def _no_leaks_between_tests():
     for s, h in handlers.items():
         if h is not None and signal.getsignal(s) is not h:
             signal.signal(s, h)
+
+
+# --- how `make test` splits the suite over pytest-xdist workers (-n N --dist loadgroup) ----------------
+# A file runs whole on one worker (its module-scoped fixtures, e.g. a finished pipeline, are built once),
+# unless its tests name a group of their own with @pytest.mark.xdist_group("name"): the tests of one group
+# share a worker, so a session fixture they share is built once too. Without -n this changes nothing.
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
