@@ -16,14 +16,20 @@ venv:
 demo: venv
 	$(PY) -m amigo_burst.demo
 
-## everything a user's machine can run (unit + slow integration + faults + badinput); no e2e
+# pytest-xdist workers for make test / test-fast: whole test files per worker (--dist loadfile keeps a
+# file's module fixtures, e.g. a finished pipeline, on one worker). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
+## everything a user's machine can run (unit + slow integration + faults + badinput); no e2e.
+## Prints its wall time, the slowest files (tests/timing_summary.py) and the 25 slowest tests.
 test: AMIGO_EXTRAS = train,dev,export
 test: venv
-	$(PYTEST) -m "not e2e and not gpu" --durations=25 tests
+	$(PYTEST) -m "not e2e and not gpu" $(XDIST) --durations=25 tests
 
 ## a fast subset for development: no real training runs, no subprocess pipelines
 test-fast: venv
-	$(PYTEST) -m "not slow and not e2e and not gpu and not faults" tests
+	$(PYTEST) -m "not slow and not e2e and not gpu and not faults" $(XDIST) tests
 
 ## SkyPilot on a loopback Slurm cluster (needs root on Debian: installs slurm, munge, sshd)
 test-e2e: venv

@@ -138,12 +138,3 @@ def _no_leaks_between_tests():
         if h is not None and signal.getsignal(s) is not h:
             signal.signal(s, h)
 
-
-# --- how `make test` splits the suite over pytest-xdist workers (-n N --dist loadgroup) ----------------
-# A file runs whole on one worker (its module-scoped fixtures, e.g. a finished pipeline, are built once),
-# unless its tests name a group of their own with @pytest.mark.xdist_group("name"): the tests of one group
-# share a worker, so a session fixture they share is built once too. Without -n this changes nothing.
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))

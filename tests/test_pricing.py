@@ -125,7 +125,8 @@ def test_an_unreadable_catalog_falls_back_to_the_snapshot(tmp_path):
 
 def test_prices_command_shows_sources_ages_and_spot(tmp_path):
     write_catalog(tmp_path, "vast", [dict(r) for r in snapshot_rows("vast")[:4]])
-    r = invoke("prices", env={"HOME": str(tmp_path), "COLUMNS": "100"})
+    # wide enough for the catalog's path in one piece (a pytest-xdist worker's temp paths are longer)
+    r = invoke("prices", env={"HOME": str(tmp_path), "COLUMNS": "250"})
     assert r.exit_code == 0, r.output
     out = r.output
     assert "vast: SkyPilot catalog, 0 min old" in out and str(tmp_path / ".sky/catalogs/v8/vast/vms.csv") in out

@@ -8,6 +8,7 @@ there is fetched again, an object that changed in the store is refused naming th
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -104,7 +105,9 @@ def check_destination(to: Path) -> None:
 def _os_error(e: OSError) -> str:
     """An OSError as words: shutil.copytree gathers one (src, dst, why) per file into a list."""
     if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list) and e.args[0]:
-        return one_line(e.args[0][0][-1], 200)
+        why = str(e.args[0][0][-1])  # "[Errno 28] No space left on device: 'src' -> 'dst'"
+        m = re.match(r"(\[Errno \d+\] [^:']+)", why)  # the paths are the caller's to name: DEST
+        return one_line(m.group(1) if m else why, 200)
     return one_line(e.strerror or e, 200)
 
 
