@@ -32,8 +32,9 @@ test-fast: venv
 	$(PYTEST) -m "not slow and not e2e and not gpu and not faults" $(XDIST) tests
 
 ## SkyPilot on a loopback Slurm cluster (needs root on Debian: installs slurm, munge, sshd)
+## (scripts/test-e2e.sh: the sandbox up once, E2E_WORKERS=4 pytest-xdist workers, down again after)
 test-e2e: venv
-	$(PYTEST) -m e2e tests
+	scripts/test-e2e.sh
 
 ## the CUDA-only tests (tests/test_gpu.py: bitsandbytes CUDA NF4, GPU memory counters); fail without a GPU
 test-gpu: venv

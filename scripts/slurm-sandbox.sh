@@ -98,9 +98,13 @@ munge_up() {
 }
 
 slurm_up() {
-  # one node, this machine; RealMemory leaves 2 GiB to the OS (MemTotal is in kB)
+  # one node, this machine; RealMemory leaves 2 GiB to the OS (MemTotal is in kB).
+  # CPUs: at least SANDBOX_CPUS (default 8), more than a 2-core machine has: the e2e tests run several
+  # clusters at once (pytest-xdist) and their jobs mostly wait (ssh, syncs, a few training steps), so
+  # Slurm may hand out more CPUs than there are (config_overrides: slurmd takes the file's count).
   local hn cpus mem
   hn=$(hostname); cpus=$(nproc)
+  [ "$cpus" -ge "${SANDBOX_CPUS:-8}" ] || cpus=${SANDBOX_CPUS:-8}
   mem=$(( $(awk '/^MemTotal:/{print $2}' /proc/meminfo) / 1024 - 2048 ))
   mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
   cat > /etc/slurm/slurm.conf <<EOF
@@ -117,6 +121,7 @@ TaskPlugin=task/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
+SlurmdParameters=config_overrides
 ReturnToService=2
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
@@ -125,6 +130,12 @@ SlurmdPidFile=$STATE/slurmd.pid
 NodeName=$hn NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$hn Default=YES MaxTime=INFINITE DefaultTime=04:00:00 State=UP
 EOF
+  if ! cmp -s /etc/slurm/slurm.conf "$STATE/slurm.conf.applied" 2>/dev/null; then
+    # a changed node definition (an older sandbox's CPU count): restart the daemons on the new file
+    for f in "$STATE/slurmd.pid" "$STATE/slurmctld.pid"; do alive "$f" && kill "$(cat "$f")"; done
+    for _ in $(seq 20); do alive "$STATE/slurmd.pid" || alive "$STATE/slurmctld.pid" || break; sleep 0.5; done
+    cp /etc/slurm/slurm.conf "$STATE/slurm.conf.applied"
+  fi
   alive "$STATE/slurmctld.pid" || slurmctld
   alive "$STATE/slurmd.pid" || slurmd
   for _ in $(seq 30); do
@@ -171,6 +182,9 @@ up() {
   local sky_home=${1:-$HOME}
   [ "$(id -u)" = 0 ] || { echo "run as root: it installs and starts slurm, munge and sshd" >&2; exit 1; }
   mkdir -p "$STATE"
+  # one `up` at a time: parallel test workers each call it (for their own SKY_HOME)
+  exec 9>"$STATE/up.lock"
+  flock 9
   packages
   python_tools
   munge_up
