@@ -182,9 +182,6 @@ up() {
   local sky_home=${1:-$HOME}
   [ "$(id -u)" = 0 ] || { echo "run as root: it installs and starts slurm, munge and sshd" >&2; exit 1; }
   mkdir -p "$STATE"
-  # one `up` at a time: parallel test workers each call it (for their own SKY_HOME)
-  exec 9>"$STATE/up.lock"
-  flock 9
   packages
   python_tools
   munge_up
@@ -228,7 +225,14 @@ status() {
 }
 
 case "${1:-}" in
-  up) shift; up "$@" ;;
+  # one `up` at a time: parallel test workers each call it (for their own SKY_HOME). flock(1) holds the
+  # lock itself and -o keeps it out of the script, so the daemons `up` starts never inherit it.
+  up) shift
+      if [ -z "${SANDBOX_UP_LOCKED:-}" ]; then
+        mkdir -p "$STATE"
+        SANDBOX_UP_LOCKED=1 exec flock -o "$STATE/up.lock" bash "$0" up "$@"
+      fi
+      up "$@" ;;
   down) down ;;
   status) status ;;
   *) echo "usage: $0 up [SKY_HOME] | down | status" >&2; exit 2 ;;
