@@ -19,7 +19,7 @@ from amigo_burst.config import load_config
 from amigo_burst.lifecycle.rehearsal_record import config_hash, unrehearsed_warning
 from amigo_burst.lifecycle.rehearse import toml_dump
 from tests.dataset_shapes import shipped_with_local_data, write_hub
-from tests.helpers import cli, invoke, runs_of
+from tests.helpers import cache_hub_config, cli, invoke, runs_of
 from tests.hub_server import FakeHub
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +41,8 @@ def test_warning_before_a_paid_cloud_until_a_rehearsal_passed_for_this_config(tm
     (home / ".config" / "vastai").mkdir(parents=True)
     (home / ".config" / "vastai" / "vast_api_key").write_text("k-0123\n")
     monkeypatch.setenv("HOME", str(home))
+    # the base model was downloaded before: its config.json is in the cache (launch checks the base first)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache_hub_config(tmp_path / "hf", "mistralai/Mistral-Nemo-Base-2407")))
     cfg = load_config(tmp_path / "amigo.toml")
     w = unrehearsed_warning(cfg, ["vast"])
     assert w and "amigo-burst rehearse" in w and config_hash(cfg) in w and "vast" in w

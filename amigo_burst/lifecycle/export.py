@@ -61,8 +61,16 @@ class ExportOptions:
 
 
 def export(cfg: AmigoConfig, sm: StageModel, opts: ExportOptions, say=print) -> Path:
+    if opts.fmt in ("gguf", "ollama"):
+        llama_cpp_version()  # no llama-cpp-python: refused before a merge that holds the base in RAM (~25 GB, 12B)
     out = opts.out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:  # where the export will be written: checked before the merge, one line (/proc/x, a file's child...)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent).cleanup()
+    except OSError as e:
+        blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else (e.strerror or str(e))
+        raise UserError(f"--out {opts.out}: cannot write there ({why})") from None
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         work = Path(tmp)
         merged = merge(cfg, sm, work / "merged", opts.dtype, say)
