@@ -272,6 +272,8 @@ def load_config(path: Path | str | None = None) -> AmigoConfig:
         raise UserError(f"config file not found: {p}") from None
     except (UnicodeDecodeError, IsADirectoryError, PermissionError) as e:
         raise UserError(f"{p}: cannot read: {e.__class__.__name__}") from None
+    except OSError as e:  # a file's child (x.toml/sub), /proc/self/mem: any path a user can type
+        raise UserError(f"{p}: cannot read: {e.strerror or e.__class__.__name__}") from None
     cfg = parse_config(text, str(p)).model_copy(update={"path": p.resolve()})
     from amigo_burst.targets import check_config_targets  # here: targets are read from the project's sky/
 

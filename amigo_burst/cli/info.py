@@ -65,8 +65,8 @@ def config_check(ctx: typer.Context) -> None:
     found = load_secrets(cfg.root)  # a malformed .env and a missing base model refuse before "is valid"
     base = check_base(cfg)
     con = console()
-    con.print(f"[green]✓[/green] {escape(str(cfg.path))} is valid")
-    con.print(f"[green]✓[/green] {escape(base.line())}")
+    con.print(f"[green]✓[/green] {escape(str(cfg.path))} is valid", soft_wrap=True)
+    con.print(f"[green]✓[/green] {escape(base.line())}", soft_wrap=True)
     con.print_json(json.dumps(cfg.model_dump(mode="json")))
     con.print("secrets (.env): " + ", ".join(f"{n}={mask(found.get(n))}" for n in SECRET_NAMES))
 

@@ -92,11 +92,14 @@ def export(
 ) -> None:
     """A stage's model as merged safetensors, a GGUF, or an Ollama model.
     Example: amigo-burst export --stage 5 --format ollama --out amigo-1.0"""
-    from amigo_burst.lifecycle.export import ExportOptions
+    from amigo_burst.lifecycle.export import ExportOptions, check_destination, llama_cpp_version
     from amigo_burst.lifecycle.export import export as do_export
     from amigo_burst.lifecycle.models import stage_model
 
     opts = ExportOptions(fmt=fmt, out=out, quant=quant, dtype=dtype, force=force)
+    check_destination(out)  # before the adapter is fetched or a base loaded
+    if fmt in ("gguf", "ollama"):
+        llama_cpp_version()  # no llama-cpp-python: refused before a merge that holds the base in RAM
     cfg = config(ctx)
     con = console()
     dest = do_export(cfg, stage_model(cfg, stage, run_id), opts,

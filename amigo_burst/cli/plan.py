@@ -34,6 +34,10 @@ def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 
     from amigo_burst.planning.hardware import ALL_LINEAR, load_arch, load_gpu
     from amigo_burst.planning.units import hours_text, usd_text
 
+    from amigo_burst.numbers import check_positive
+
+    check_positive(epochs, "--epochs")  # before any arithmetic: nan epochs printed "$nan"
+    check_positive(download_gbit_s, "--download-gbps")  # 0 divided; -1 made setup shorter
     arch = load_arch(cfg.resolve(model) if cfg is not None and Path(model).suffix == ".json" else model)
     name, colon, count = gpu.partition(":")  # NAME:COUNT as plan and launch take it (--gpu H100:2)
     if colon and not (count.strip().isdigit() and int(count) >= 1):

@@ -44,7 +44,8 @@ def plan_to_dict(plan, prices, stage_inputs) -> dict:
                                   "max_hours": st.max_hours, "chosen": cell_dict(chosen) if chosen else None,
                                   "reason": why, "targets": [cell_dict(c) for c in best]}
     return {
-        "prices": {c: {"source": s.kind, "path": s.path, "as_of": s.as_of.isoformat(), "detail": s.detail}
+        "prices": {c: {"source": s.kind, "path": s.path, "as_of": s.as_of.isoformat(), "detail": s.detail,
+                       "note": s.note}
                    for c, s in prices.sources.items()},
         "stages": stages,
         "cells": [cell_dict(c) for c in per_target],

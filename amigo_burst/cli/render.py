@@ -168,3 +168,11 @@ def check_out_file(out: Path | None, flag: str) -> None:
         raise UserError(f"{flag} {out}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise UserError(f"{flag} {out}: folder {parent} is not writable")
+    try:  # what the file system says, not the permission bits alone (/proc/x: root "may" write there)
+        import tempfile
+
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".amigo-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{flag} {out}: cannot write in {parent} ({e.strerror or e})") from None

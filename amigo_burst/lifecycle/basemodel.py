@@ -41,7 +41,8 @@ class BaseInfo:
     def line(self) -> str:
         from amigo_burst.planning.units import fmt_params
 
-        where = {"folder": f"local folder {self.location}", "cache": "hub id, in the Hugging Face cache",
+        here = "" if self.location == self.base else f" {self.location}"
+        where = {"folder": f"local folder{here}", "cache": "hub id, in the Hugging Face cache",
                  "hub": "hub id, on the hub (reachable)"}[self.where]
         size = f", {fmt_params(self.params)} params" if self.params else ""
         return f"base model {self.base}: {where} ({self.model_type}{size})"
