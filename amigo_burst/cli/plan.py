@@ -29,12 +29,11 @@ def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 
                  grad_ckpt: bool = True, packing: bool = True, download_gbit_s: float = 1.0, json_out: bool = False,
                  cfg=None, runs=None, console=None) -> dict:
     from amigo_burst import planner
+    from amigo_burst.numbers import check_positive
     from amigo_burst.planning.calibration import calibrate
     from amigo_burst.planning.estimate import SetupCost, Workload, estimate
     from amigo_burst.planning.hardware import ALL_LINEAR, load_arch, load_gpu
     from amigo_burst.planning.units import hours_text, usd_text
-
-    from amigo_burst.numbers import check_positive
 
     check_positive(epochs, "--epochs")  # before any arithmetic: nan epochs printed "$nan"
     check_positive(download_gbit_s, "--download-gbps")  # 0 divided; -1 made setup shorter

@@ -202,7 +202,6 @@ def launch(
     down=True unless keep (and on clouds that cannot stop, always).
     """
     sky = sdk()
-
     c = clouds.cloud(task_cloud(task))
     down = not keep or (c is not None and not c.can_stop)  # a cloud that cannot stop always tears down
     try:
@@ -244,7 +243,6 @@ def rented_machine(handle) -> dict | None:
 def tail(cluster: str, job_id: int, follow: bool, on_line: Callable[[str], None]) -> int:
     """The job's log, line by line; returns SkyPilot's exit code (0 succeeded, 100 failed)."""
     sky = sdk()
-
     with LineWriter(on_line) as out:
         return sky.tail_logs(cluster, job_id, follow=follow, output_stream=out)
 
@@ -253,7 +251,6 @@ def tail(cluster: str, job_id: int, follow: bool, on_line: Callable[[str], None]
 def job_status(cluster: str, job_id: int) -> str:
     """PENDING, SETTING_UP, RUNNING, SUCCEEDED, FAILED, FAILED_SETUP, CANCELLED... or UNKNOWN."""
     sky = sdk()
-
     status = sky.get(sky.job_status(cluster, [job_id])).get(job_id)
     return status.value if status is not None else "UNKNOWN"
 
@@ -282,7 +279,6 @@ def rsync_down(cluster: str, remote: str, local: Path, exclude: tuple[str, ...] 
 def down(cluster: str) -> None:
     """Tear CLUSTER down; a cluster that is already gone is fine."""
     sky = sdk()
-
     try:
         sky.get(sky.down(cluster))
     except sky.exceptions.ClusterDoesNotExist:
@@ -295,7 +291,6 @@ def our_clusters(prefix: str, refresh: bool = False) -> list[dict[str, Any]]:
     from sky.utils import common
 
     sky = sdk()
-
     mode = common.StatusRefreshMode.AUTO if refresh else common.StatusRefreshMode.NONE
     records = sky.get(sky.status(refresh=mode))
     return [
@@ -315,7 +310,6 @@ def spot_launch(task, name: str) -> int:
     S3 store (AMIGO_STORE_URI) and resume from there, so the rsync transport is refused.
     """
     sky = sdk()
-
     cloud = task_cloud(task)
     if cloud is not None and not getattr(clouds.cloud(cloud), "spot", True):
         spot_ones = " or ".join(n for n, c in clouds.CLOUDS.items() if c.spot)
@@ -331,7 +325,6 @@ def spot_launch(task, name: str) -> int:
 def spot_queue() -> list[dict[str, Any]]:
     """Managed jobs: job_id, name, status, recovery_count, failure_reason."""
     sky = sdk()
-
     records = sky.get(sky.jobs.queue(refresh=False))
     return [
         {
