@@ -218,6 +218,7 @@ def test_every_command_refuses_a_hostile_config_path_in_one_line(demo, cmd, conf
     one_error_line(r, "")
 
 
+@pytest.mark.slow  # a subprocess: in this process SkyPilot is imported already, and its import is what fails
 def test_doctor_with_an_unwritable_home_says_so(demo):
     """HOME=/proc: SkyPilot cannot make ~/.sky when it is imported. A check line, no traceback."""
     r = cli(demo, "doctor", env={"HOME": "/proc"}, timeout=300)
