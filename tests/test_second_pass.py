@@ -204,8 +204,7 @@ def test_hostile_arguments_are_one_line_exit_2(demo, args, expect):
 
 @pytest.mark.badinput
 @pytest.mark.parametrize("cmd", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
-@pytest.mark.parametrize("config", [BAD_UTF8, "/proc/x", "/sys/x", "{project}/amigo.toml/sub", "/",
-                                    "/proc/self/mem"])
+@pytest.mark.parametrize("config", [BAD_UTF8, "{project}/amigo.toml/sub", "/proc/self/mem"])  # (/proc/x, /: above)
 def test_every_command_refuses_a_hostile_config_path_in_one_line(demo, cmd, config):
     r = invoke("--config", config.replace("{project}", str(demo)), *cmd, env={"COLUMNS": "100"})
     if cmd in (("stages",), ("prices",)):  # they read no config at all
