@@ -172,7 +172,8 @@ def test_rehearse_fails_a_stage_with_mostly_unusable_rows_in_one_line_and_still_
     assert set(doc) >= {"passed", "config_hash", "model", "rows", "steps", "project", "log", "stages"}
     first = doc["stages"][0]
     assert first["status"] == "failed" and "\n" not in first["reason"]
-    assert "40 of 40 rows unusable" in first["reason"] and "missing field 'code' x40 (first: " in first["reason"]
+    assert "40 of 40 rows unusable" in first["reason"] and "missing column 'seed_code' (columns.code) x40 (first: " \
+        in first["reason"] and "the source's columns: lang, raw_index" in first["reason"]  # the map's other side
     assert [s["status"] for s in doc["stages"][1:]] == ["not run"] * 4
     assert doc["stages"][2]["rows"]["used"] == 8 and doc["stages"][2]["dropped"][0]["reason"] == "field 'error' is empty"
     assert not doc["passed"] and not (project / ".amigo" / "state.db").exists()
