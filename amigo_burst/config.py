@@ -11,7 +11,15 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from amigo_burst.errors import UserError
 
@@ -25,7 +33,8 @@ Auto = Literal["auto"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # nan/inf are no numbers a user means ("learning_rate = nan" must not read as "should be less than 1")
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ProjectConfig(Strict):
@@ -90,8 +99,8 @@ class StageConfig(Strict):
     epochs: float = Field(1.0, gt=0)
     max_seq_len: int = Field(2048, ge=64, le=131072)
     learning_rate: float = Field(2e-4, gt=0, lt=1)
-    micro_batch: int | Auto = "auto"
-    grad_accum: int | Auto = "auto"
+    micro_batch: StrictInt | Auto = "auto"  # strict: `micro_batch = true` is no batch size of 1
+    grad_accum: StrictInt | Auto = "auto"
     max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps (demo/smoke runs)")
     target: str | None = None  # default target for this stage; None: [targets].cloud
     max_usd: float | None = Field(None, gt=0)
@@ -102,6 +111,13 @@ class StageConfig(Strict):
     eval_steps: int | None = Field(None, ge=1, description="eval loss every N steps; None: train/configs' value")
     keep: Literal["best", "last"] = "best"  # the stage's adapter: lowest eval loss, or the final weights
     save_minutes: float = Field(30, ge=0, description="a checkpoint every N minutes of training too; 0: off")
+
+    @field_validator("micro_batch", "grad_accum", mode="before")
+    @classmethod
+    def _whole(cls, v: object) -> object:
+        if isinstance(v, bool) or not isinstance(v, (int, str)):  # true is not 1, 4.0 is not 4
+            raise ValueError(f"must be a whole number >= 1 or \"auto\" (got {str(v).lower()})")
+        return v
 
     @field_validator("micro_batch", "grad_accum")
     @classmethod
@@ -165,6 +181,19 @@ class AmigoConfig(Strict):
                 raise ValueError(f"stage keys must be 1-5, got {', '.join(map(repr, bad))}")
         return v
 
+    @model_validator(mode="after")
+    def _columns_are_fields(self) -> AmigoConfig:
+        """dataset.columns maps the stage's own fields (README): a key that is none of them is a typo."""
+        from train.schema import stage_spec
+
+        for n, sc in self.stages.items():
+            fields = stage_spec(n).fields
+            bad = [k for k in sc.dataset.columns if k not in fields]
+            if bad:
+                raise ValueError(f"stages.{n}.dataset.columns: {', '.join(map(repr, bad))} is not a field of stage "
+                                 f"{n} (its fields: {', '.join(fields)}); map field = \"source column\"")
+        return self
+
     @property
     def root(self) -> Path:
         """The project folder: where amigo.toml lives (relative paths resolve against it)."""
@@ -174,6 +203,25 @@ class AmigoConfig(Strict):
         if n not in self.stages:
             raise UserError(f"{self.path or CONFIG_NAME}: no [stages.{n}] section")
         return self.stages[n]
+
+    def previous_stage(self, n: int) -> int | None:
+        """The stage whose adapter stage N continues: the nearest configured stage below N (a stage
+        left out of amigo.toml is skipped: without [stages.3], stage 4 continues stage 2's adapter);
+        None: N starts from the base model."""
+        below = [s for s in self.stages if s < n]
+        return max(below) if below else None
+
+    def chain_note(self) -> str:
+        """One line saying what a gap in the configured stages means ("" when there is none)."""
+        notes = []
+        for n in sorted(self.stages):
+            prev = self.previous_stage(n)
+            skipped = [s for s in range(prev + 1 if prev else 1, n)]
+            if skipped:
+                what = f"stage {prev}'s adapter" if prev else "the base model"
+                notes.append(f"stage {n} continues from {what} (no "
+                             + ", ".join(f"[stages.{s}]" for s in skipped) + " in amigo.toml)")
+        return "; ".join(notes)
 
     def resolve(self, p: str) -> Path:
         path = Path(os.path.expanduser(p))
@@ -198,6 +246,10 @@ def _describe(err: ValidationError) -> str:
         msg = "unknown key"
     elif e["type"] == "missing":
         msg = "required field is missing"
+    elif e["type"] == "value_error":  # our own validators' words, which name their key themselves when at the top
+        msg = msg.removeprefix("Value error, ")
+        if not e["loc"]:
+            return msg
     return f"{loc}: {msg}"
 
 
@@ -220,6 +272,8 @@ def load_config(path: Path | str | None = None) -> AmigoConfig:
         raise UserError(f"config file not found: {p}") from None
     except (UnicodeDecodeError, IsADirectoryError, PermissionError) as e:
         raise UserError(f"{p}: cannot read: {e.__class__.__name__}") from None
+    except OSError as e:  # a file's child (x.toml/sub), /proc/self/mem: any path a user can type
+        raise UserError(f"{p}: cannot read: {e.strerror or e.__class__.__name__}") from None
     cfg = parse_config(text, str(p)).model_copy(update={"path": p.resolve()})
     from amigo_burst.targets import check_config_targets  # here: targets are read from the project's sky/
 

@@ -59,6 +59,7 @@ P = "tests/test_sky_paid_clouds.py::"
 R = "tests/test_train_resume.py::"
 S = "tests/test_storage.py::"
 
+P2 = "tests/test_second_pass.py::"  # issue 25
 MUTANTS: tuple[Mutant, ...] = (
     # --- the fault ledger (tests/faults_summary.py) and artifacts lost ---
     Mutant("ledger: a loss passes", "tests/faults_summary.py",
@@ -169,10 +170,25 @@ MUTANTS: tuple[Mutant, ...] = (
     # the whole file: its prepare tests are being reshaped (unusable rows skipped and counted)
     Mutant("prepare skips row validation", "amigo_burst/lifecycle/prepare.py",
            "problem = validate_row(spec, canon)", "problem = None", ("tests/test_guards.py",),
-           alt=(("train/prepare.py", "reason = validate_row(spec, row)", "reason = None"),)),
+           alt=(("train/prepare.py", "reason = missing_column(validate_row(spec, row), src.columns, raw)",
+                 "reason = None"),)),
     Mutant("the entrypoint skips row validation", "train/data.py",
            "reason = validate_row(spec, row)", "reason = None",
            ("tests/test_train_badinput.py::test_bad_row_names_file_line_and_field",)),
+    # --- issue 25: a second pass as a new user ---
+    Mutant("a probe counts as its stage's done run", "amigo_burst/lifecycle/pipeline.py",
+           'ok = [r for r in runs if r.status == "SUCCEEDED" and not r.is_probe]',
+           'ok = [r for r in runs if r.status == "SUCCEEDED"]',
+           (P2 + "test_a_probe_is_never_the_done_run_of_its_stage",)),
+    Mutant("arguments that are not UTF-8 pass", "amigo_burst/cli/app.py",
+           'check_utf8(ctx.meta.get("amigo.args", []))', "None",
+           (P2 + "test_hostile_arguments_are_one_line_exit_2",)),
+    Mutant("launch does not check the base model", "amigo_burst/lifecycle/launch.py",
+           "    check_base(cfg)  # a missing/broken", "    None  # a missing/broken",
+           (P2 + "test_a_broken_base_model_is_refused_by_every_command_before_anything_is_recorded",)),
+    Mutant("down asks SkyPilot for an all-local project", "amigo_burst/lifecycle/teardown.py",
+           "sky = uses_sky(cfg, runs)", "sky = True",
+           (P2 + "test_down_on_an_all_local_project_never_asks_skypilot",)),
 )
 
 

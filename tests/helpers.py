@@ -145,3 +145,25 @@ def wait_http(url: str, timeout_s: float = 30.0, proc: subprocess.Popen | None =
         return True
 
     wait_for(answers, url, timeout=timeout_s, proc=proc, poll=0.1)
+
+
+# the shape of mistralai/Mistral-Nemo-Base-2407's config.json (the shipped amigo.toml's base)
+NEMO_CONFIG = {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 5120,
+               "num_hidden_layers": 40, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+               "intermediate_size": 14336, "vocab_size": 131072, "tie_word_embeddings": False}
+
+
+def cache_hub_config(cache: Path, repo: str, config: dict | None = None) -> Path:
+    """A Hugging Face cache (HF_HUB_CACHE) holding REPO's config.json, laid out as huggingface_hub
+    writes it (models--org--name/refs/main -> snapshots/<commit>/config.json): "downloaded before"."""
+    import json
+
+    commit = "0" * 40
+    d = cache / f"models--{repo.replace('/', '--')}"
+    (d / "refs").mkdir(parents=True, exist_ok=True)
+    (d / "refs" / "main").write_text(commit)
+    snap = d / "snapshots" / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    (snap / "config.json").write_text(json.dumps(config or NEMO_CONFIG))
+    return cache
+

@@ -32,9 +32,9 @@ def test_targets_table_reads_sky_yamls():
         assert name in r.output
 
 
-def test_config_check_masks_secrets(tmp_path):
-    cfg = tmp_path / "amigo.toml"
-    cfg.write_text((ROOT / "presets" / "demo.toml").read_text())
+def test_config_check_masks_secrets(tmp_path, tiny_model):
+    cfg = tmp_path / "amigo.toml"  # a real base model: `config check` finds it (issue 25 item 4)
+    cfg.write_text((ROOT / "presets" / "demo.toml").read_text().replace('"tiny-model"', f'"{tiny_model}"'))
     (tmp_path / ".env").write_text("HF_TOKEN=hf_SECRETSECRETSECRET123\n")
     r = invoke("--config", str(cfg), "config", "check")
     assert r.exit_code == 0, r.output
@@ -94,10 +94,10 @@ def test_sky_yaml_missing_field_names_field(tmp_path):
     assert r.exit_code == 2 and "nope.yaml: missing field 'run'" in r.output
 
 
-def test_config_after_the_command_too(tmp_path):
+def test_config_after_the_command_too(tmp_path, tiny_model):
     """README: every command takes --config; after the command's name as well as before it."""
     cfg = tmp_path / "amigo.toml"
-    cfg.write_text((ROOT / "presets" / "demo.toml").read_text())
+    cfg.write_text((ROOT / "presets" / "demo.toml").read_text().replace('"tiny-model"', f'"{tiny_model}"'))
     for args in (("--config", str(cfg), "config", "check"), ("config", "check", "--config", str(cfg)),
                  ("config", "check", f"--config={cfg}"), ("config", "check", "-c", str(cfg))):
         r = invoke(*args)

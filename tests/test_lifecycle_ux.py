@@ -60,6 +60,10 @@ def test_ctrl_c_during_launch_then_pipeline_reattaches_and_goes_on(tmp_path, tin
     stale = Run(id="s2-local-20200101-000000-0bad", stage=2, target="local-rtx4050", status="SUCCEEDED",
                 started="2020-01-01T00:00:00Z", artifacts={"from_run": "s1-local-20200101-000000-0old"})
     records(project).create(stale)
+    # and a probe of stage 2 on this very stage 1 (`probe --stage 2`): a few steps, never the stage's run
+    probe = Run(id="s2-local-20200101-000001-prob", stage=2, target="local-rtx4050", status="SUCCEEDED",
+                started="2020-01-01T00:00:01Z", artifacts={"from_run": run.id, "probe": True})
+    records(project).create(probe)
 
     r = cli(project, "pipeline", "--plan", "local", "--stages", "1-2", env={"AMIGO_FAULT_STEP_DELAY_S": "0"})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
@@ -69,7 +73,7 @@ def test_ctrl_c_during_launch_then_pipeline_reattaches_and_goes_on(tmp_path, tin
     assert f"{stale.id} continues s1-local-20200101-000000-0old, not {run.id}" in r.stdout, r.stdout
     rows = runs_of(project)
     assert [x.id for x in rows if x.stage == 1] == [run.id], "stage 1 ran once"
-    s2 = [x for x in rows if x.stage == 2 and x.id != stale.id]
+    s2 = [x for x in rows if x.stage == 2 and x.id not in (stale.id, probe.id)]
     assert len(s2) == 1 and s2[0].status == "SUCCEEDED" and s2[0].artifacts["from_run"] == run.id
 
     again = cli(project, "pipeline", "--plan", "local", "--stages", "1-2", check=True)

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, invoke, make_project, runs_of
+from tests.helpers import cli, cli_argv, invoke, make_project, records, runs_of, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +114,48 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, msg):
     assert r.exit_code == 2, r.output
     assert msg in r.output and r.output.strip().count("\n") == 0
     assert not (p / ".amigo" / "evals").exists() and not (tmp_path / "proj" / "x").exists()
+
+
+def _sigint_as_a_shell_leaves_it() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@pytest.mark.slow
+def test_ctrl_c_early_in_eval_leaves_no_folder_and_no_benchmark(project, tmp_path):
+    """Issue 25 item 11: Ctrl-C as the benchmark starts: exit 130, the benchmark process (its own session:
+    the terminal's SIGINT does not reach it) stopped, no .amigo/evals/<id>/ holding only a log."""
+    out = tmp_path / "eval.out"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen(cli_argv(project, "eval", "--stage", "1", "--limit", "3"), cwd=project, stdout=f,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=_sigint_as_a_shell_leaves_it,
+                                env={**os.environ, "COLUMNS": "160", "NO_COLOR": "1"})
+    evals = project / ".amigo" / "evals"
+    before = set(evals.iterdir()) if evals.is_dir() else set()
+    log = wait_for(lambda: next((d / "eval.log" for d in evals.glob("*") if d not in before and
+                                 (d / "eval.log").is_file()), None) if evals.is_dir() else None,
+                   "the evaluation's log", timeout=120, proc=proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 130, out.read_text()[-2000:]
+    assert not log.parent.exists(), "no folder with only a log"
+    bench = subprocess.run(["pgrep", "-f", f"train.humaneval.*{log.parent.name}"], capture_output=True, text=True)
+    assert not bench.stdout.strip(), "the benchmark process was stopped"
+    assert "Traceback" not in out.read_text()
+
+
+@pytest.mark.slow
+def test_try_names_the_base_it_loads_after_the_project_moved(project, tmp_path, tiny_model):
+    """Issue 25 item 11: the folder the run trained against is gone (the project moved with its model):
+    `try` loads amigo.toml's base and names that one, not the recorded path."""
+    moved = tmp_path / "moved"
+    shutil.copytree(project, moved)
+    runs = records(moved)
+    run = runs.list()[0]
+    runs.update(run.id, metrics={**run.metrics, "base_model": str(tmp_path / "old-place" / "tiny-model")})
+    r = invoke("--config", str(moved / "amigo.toml"), "try", "--stage", "1", "def f():", "--max-new-tokens", "2",
+               env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    first = r.output.splitlines()[0]
+    assert first == f"stage 1 ({run.id}) on {tiny_model}", first
+

@@ -70,7 +70,9 @@ def test_more_unusable_rows_than_allowed_fail_in_one_line_naming_reason_count_an
 
 def test_a_wrong_column_fails_the_stage_instead_of_training_on_nothing(tmp_path, hub_root):
     cfg = shipped(tmp_path, hub_root, lambda t: t.replace('error = "exec_stacktraces"', 'error = "stacktraces"'))
-    with pytest.raises(UserError, match=r"40 of 40 rows unusable .*missing field 'error' x40"):
+    # the parquet file's header says at once which mapped column is not there, and what it has (issue 25)
+    with pytest.raises(UserError, match=r"column 'stacktraces' \(dataset.columns\) not in the file; its columns: "
+                                        r".*exec_stacktraces"):
         prepare_stage(cfg, get_stage(3), tmp_path / "prep")
 
 

@@ -19,7 +19,7 @@ from amigo_burst.config import load_config
 from amigo_burst.lifecycle.rehearsal_record import config_hash, unrehearsed_warning
 from amigo_burst.lifecycle.rehearse import toml_dump
 from tests.dataset_shapes import shipped_with_local_data, write_hub
-from tests.helpers import cli, invoke, runs_of
+from tests.helpers import cache_hub_config, cli, invoke, runs_of
 from tests.hub_server import FakeHub
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +41,8 @@ def test_warning_before_a_paid_cloud_until_a_rehearsal_passed_for_this_config(tm
     (home / ".config" / "vastai").mkdir(parents=True)
     (home / ".config" / "vastai" / "vast_api_key").write_text("k-0123\n")
     monkeypatch.setenv("HOME", str(home))
+    # the base model was downloaded before: its config.json is in the cache (launch checks the base first)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache_hub_config(tmp_path / "hf", "mistralai/Mistral-Nemo-Base-2407")))
     cfg = load_config(tmp_path / "amigo.toml")
     w = unrehearsed_warning(cfg, ["vast"])
     assert w and "amigo-burst rehearse" in w and config_hash(cfg) in w and "vast" in w
@@ -170,7 +172,8 @@ def test_rehearse_fails_a_stage_with_mostly_unusable_rows_in_one_line_and_still_
     assert set(doc) >= {"passed", "config_hash", "model", "rows", "steps", "project", "log", "stages"}
     first = doc["stages"][0]
     assert first["status"] == "failed" and "\n" not in first["reason"]
-    assert "40 of 40 rows unusable" in first["reason"] and "missing field 'code' x40 (first: " in first["reason"]
+    assert "40 of 40 rows unusable" in first["reason"] and "missing column 'seed_code' (columns.code) x40 (first: " \
+        in first["reason"] and "the source's columns: lang, raw_index" in first["reason"]  # the map's other side
     assert [s["status"] for s in doc["stages"][1:]] == ["not run"] * 4
     assert doc["stages"][2]["rows"]["used"] == 8 and doc["stages"][2]["dropped"][0]["reason"] == "field 'error' is empty"
     assert not doc["passed"] and not (project / ".amigo" / "state.db").exists()

@@ -96,7 +96,7 @@ def test_status_json(proj):
     runs = json.loads(r.output)
     assert [x["id"] for x in runs] == [IDS["d"], IDS["c"], IDS["b"], IDS["a"]]
     assert set(runs[0]) == {"id", "stage", "target", "status", "reason", "started", "ended", "cluster", "from_run",
-                            "usd_per_hour", "tokens_per_s", "peak_vram_gib", "downloaded", "never_started"}
+                            "usd_per_hour", "tokens_per_s", "peak_vram_gib", "downloaded", "never_started", "probe"}
     c = next(x for x in runs if x["id"] == IDS["c"])
     assert c["from_run"] == IDS["a"] and c["status"] == "SUCCEEDED" and c["never_started"] is False
     assert next(x for x in runs if x["id"] == IDS["b"])["never_started"] is True

@@ -22,16 +22,15 @@ import argparse
 import hashlib
 import json
 import os
-import random
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from train.formats import CONTEXT_FIELDS, sequences, trim
+from train.readers import Bad, local_rows
 from train.schema import EXIT_BAD_INPUT, StageSpec, TrainInputError, stage_spec, validate_row
 
-MAX_LINE_BYTES = 8 * 2**20  # a JSONL row above 8 MiB is a broken line, not a training example
 SHUFFLE_BUFFER = 1000  # streamed hub rows held for the seeded shuffle: 1,000 x ~49 kB (OpenCodeReasoning) = 49 MB
 CHECK_EVERY = 1000  # rows read between bad-fraction checks: a wrong column fails in seconds, not after 500k rows
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -78,6 +77,7 @@ class Tally:
     unusable: dict[str, list] = field(default_factory=dict)  # reason -> [count, first where]
     filtered: dict[str, list] = field(default_factory=dict)  # licence, too long: [count, first where]
     trimmed: list = field(default_factory=lambda: [0, ""])  # context trimmed to fit: [count, first where]
+    columns: list = field(default_factory=list)  # the source's column names, as its first row has them
 
     @property
     def bad(self) -> int:
@@ -103,59 +103,6 @@ class Tally:
 
 
 # --- reading -------------------------------------------------------------------------------------
-
-
-class Bad(str):
-    """A row that could not even be read (bad JSON, not UTF-8, an 8 MiB line): its reason."""
-
-
-def _jsonl_line(raw: bytes) -> object:
-    if len(raw) > MAX_LINE_BYTES:
-        return Bad(f"line over 8 MiB ({len(raw) / 2**20:.0f} MiB)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return Bad("not UTF-8")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        return Bad(f"invalid JSON ({e.msg})")
-
-
-def _iter_jsonl(path: Path, seed: int | None) -> Iterator[tuple[str, object]]:
-    """(file:line, row) in file order; with a seed, in a seeded order of the lines (one pass to find
-    each line's byte offset, then a seek per row: a multi-GB file is never held in memory)."""
-    with path.open("rb") as f:
-        if seed is None:
-            for lineno, raw in enumerate(f, 1):
-                if raw.strip():
-                    yield f"{path}:{lineno}", _jsonl_line(raw)
-            return
-        offsets, pos = [], 0
-        for lineno, raw in enumerate(f, 1):
-            if raw.strip():
-                offsets.append((lineno, pos))
-            pos += len(raw)
-        random.Random(seed).shuffle(offsets)
-        for lineno, off in offsets:
-            f.seek(off)
-            yield f"{path}:{lineno}", _jsonl_line(f.readline())
-
-
-def _iter_parquet(path: Path, columns: list[str], seed: int | None) -> Iterator[tuple[str, object]]:
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-        have = [c for c in columns if c in pf.schema_arrow.names] or None
-        table = pf.read(columns=have)  # only the mapped columns: a wide file stays small in memory
-    except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
-        raise TrainInputError(f"{path}: not a readable parquet file ({e.__class__.__name__})") from None
-    order = list(range(table.num_rows))
-    if seed is not None:
-        random.Random(seed).shuffle(order)
-    for i in order:
-        yield f"{path}:{i + 1}", table.slice(i, 1).to_pylist()[0]
 
 
 def _iter_hub(src: Source, columns: list[str], shuffle: bool) -> Iterator[tuple[str, object]]:
@@ -198,13 +145,8 @@ def source_rows(src: Source, spec: StageSpec, resolve: Callable[[str], Path] = P
     if src.hub:
         yield from _iter_hub(src, columns, shuffle)
         return
-    path = resolve(src.path or "")
-    if not path.is_file():
-        raise TrainInputError(f"dataset file not found: {path}")
-    if path.suffix == ".parquet":
-        yield from _iter_parquet(path, columns, src.seed if shuffle else None)
-    else:
-        yield from _iter_jsonl(path, src.seed if shuffle else None)
+    yield from local_rows(resolve(src.path or ""), columns, sorted(set(src.columns.values())),
+                          src.seed if shuffle else None)
 
 
 def canonical(spec: StageSpec, row: object, columns: dict[str, str]) -> object:
@@ -294,8 +236,10 @@ def prepare(spec: StageSpec, src: Source, out: Path, *, tokenizer=None, max_len:
             if allowed and isinstance(raw, dict) and str(raw.get("license") or "").lower() not in allowed:
                 tally.note(tally.filtered, "licence not in dataset.licenses", f"{where} ({raw.get('license')})")
                 continue
+            if not tally.columns and isinstance(raw, dict):
+                tally.columns = list(raw)
             row = canonical(spec, raw, src.columns)
-            reason = validate_row(spec, row)
+            reason = missing_column(validate_row(spec, row), src.columns, raw)
             if reason:
                 tally.note(tally.unusable, reason, where)
                 continue
@@ -322,15 +266,31 @@ def prepare(spec: StageSpec, src: Source, out: Path, *, tokenizer=None, max_len:
     return tally, h.hexdigest()
 
 
+def missing_column(reason: str | None, columns: dict[str, str], raw: object) -> str | None:
+    """A missing field the column map renames is the source column that is missing: say that one."""
+    if reason and reason.startswith("missing field '") and isinstance(raw, dict):
+        f = reason[len("missing field '"):-1]
+        if columns.get(f, f) != f and columns[f] not in raw:
+            return f"missing column '{columns[f]}' (columns.{f})"
+    return reason
+
+
+def _columns_hint(t: Tally) -> str:
+    """When rows miss fields or columns: the columns the source does have (the map's other side)."""
+    if t.columns and any(r.startswith("missing ") for r in t.unusable):
+        return f"; the source's columns: {', '.join(map(str, t.columns[:20]))}"
+    return ""
+
+
 def _check_bad(spec: StageSpec, src: Source, t: Tally, final: bool = False) -> None:
     considered = t.read - sum(c for c, _ in t.filtered.values())
     if considered and t.bad / considered > src.max_bad_fraction:
         raise TrainInputError(
             f"stage {spec.number} dataset {src.name}: {t.bad} of {considered} rows unusable "
             f"({100 * t.bad / considered:.0f}%, more than dataset.max_bad_fraction {src.max_bad_fraction:g}): "
-            f"{t.reasons()}")
+            f"{t.reasons()}{_columns_hint(t)}")
     if final and t.used == 0:
-        why = f": {t.reasons()}" if t.dropped else ""
+        why = f": {t.reasons()}{_columns_hint(t)}" if t.dropped else ""
         raise TrainInputError(f"stage {spec.number} dataset {src.name}: no usable rows of {t.read} read{why}")
 
 

@@ -30,7 +30,7 @@ def _one_red_line(text: str) -> None:
 
     from amigo_burst.errors import one_line
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(one_line(text, 1000))}")
+    Console(stderr=True, highlight=False, soft_wrap=True, emoji=False).print(f"[red]error:[/red] {escape(one_line(text, 1000))}")
 
 
 def hoist_config(args: list[str]) -> list[str]:
@@ -54,16 +54,31 @@ def hoist_config(args: list[str]) -> list[str]:
     return front + rest
 
 
+def check_utf8(args: list[str]) -> None:
+    """Arguments are text: bytes that are not UTF-8 (Python hands them over as lone surrogates) would
+    fail later as a traceback in a tokenizer, a path or the terminal. Refused here, in one line."""
+    for a in args:
+        try:
+            a.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = repr(a.encode("utf-8", "surrogateescape"))[2:-1]
+            raise UserError(f"argument '{shown}' is not UTF-8 text: amigo-burst reads its arguments, "
+                            "prompts and paths as UTF-8") from None
+
+
 class _Group(TyperGroup):
     """Turns a UserError from any command into one red line on stderr and exit code 2."""
 
     def parse_args(self, ctx, args):  # noqa: ANN001 - click's signature
         if ctx.parent is None:  # the root group sees the whole command line
             args = hoist_config(list(args))
+            ctx.meta["amigo.args"] = list(args)  # checked in invoke(), where a UserError is one line
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx):  # noqa: ANN001 - click's signature
         try:
+            if ctx.parent is None:
+                check_utf8(ctx.meta.get("amigo.args", []))
             return super().invoke(ctx)
         except UserError as e:
             _one_red_line(str(e))

@@ -51,4 +51,4 @@ def config_or_none(ctx: typer.Context):
 def console(width: int | None = None):
     from rich.console import Console
 
-    return Console(highlight=False, width=width)
+    return Console(highlight=False, width=width, emoji=False)  # "H100:x:" or a path is no emoji code

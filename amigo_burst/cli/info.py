@@ -52,16 +52,22 @@ def _gpu_memory(tg, cfg) -> str:
 
 
 def config_check(ctx: typer.Context) -> None:
-    """Validate amigo.toml and print the resolved config (secrets masked)."""
+    """Validate amigo.toml, find the base model (folder, cache or hub: its architecture and size), check
+    .env, and print the resolved config (secrets masked)."""
     import json
 
+    from rich.markup import escape
+
+    from amigo_burst.lifecycle.basemodel import check_base
     from amigo_burst.secrets import SECRET_NAMES, load_secrets, mask
 
     cfg = config(ctx)
+    found = load_secrets(cfg.root)  # a malformed .env and a missing base model refuse before "is valid"
+    base = check_base(cfg)
     con = console()
-    con.print(f"[green]✓[/green] {cfg.path} is valid")
+    con.print(f"[green]✓[/green] {escape(str(cfg.path))} is valid", soft_wrap=True)
+    con.print(f"[green]✓[/green] {escape(base.line())}", soft_wrap=True)
     con.print_json(json.dumps(cfg.model_dump(mode="json")))
-    found = load_secrets(cfg.root)
     con.print("secrets (.env): " + ", ".join(f"{n}={mask(found.get(n))}" for n in SECRET_NAMES))
 
 
@@ -70,20 +76,37 @@ def doctor(ctx: typer.Context) -> None:
 
     Exit code 0: everything this project uses is there (✓, or notes for what it does not use).
     1: something it needs is missing (✗ lines, each with its fix). 2: bad input (e.g. a broken --config)."""
-    from rich.markup import escape
-
-    from amigo_burst.lifecycle.doctor import FAIL, OK, run_checks
+    from amigo_burst.lifecycle.doctor import FAIL, run_checks
 
     con = console()
     failed = 0
     for level, what, fix in run_checks(lambda: config(ctx)):
-        mark = {OK: "[green]✓[/green]", FAIL: "[red]✗[/red]"}.get(level, "[yellow]-[/yellow]")
-        note = " (not used by this project)" if level not in (OK, FAIL) else ""
-        # one line per check, however long (the terminal wraps it; `doctor | grep vast` finds it whole)
-        con.print(f"{mark} {escape(what)}{note}" + (f"  [dim]→ {escape(fix)}[/dim]" if fix and level != OK else ""),
-                  soft_wrap=True)
+        print_check(con, level, what, fix)
         failed += level == FAIL
     if failed:
         con.print(f"[red]{failed} check(s) this project needs failed[/red] (exit 1)")
         raise typer.Exit(1)
     con.print("[green]everything this project uses is here[/green]")
+
+
+def print_check(con, level: str, what: str, fix: str) -> None:
+    """One doctor check. At a terminal: wrapped at words under its text, the fix on its own line below;
+    piped: one line per check, however long (`doctor | grep vast` finds it whole)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from amigo_burst.lifecycle.doctor import FAIL, OK
+
+    mark = {OK: "[green]✓[/green]", FAIL: "[red]✗[/red]"}.get(level, "[yellow]-[/yellow]")
+    note = " (not used by this project)" if level not in (OK, FAIL) else ""
+    fix = fix if fix and level != OK else ""
+    if not con.is_terminal:
+        con.print(f"{mark} {escape(what)}{note}" + (f"  [dim]→ {escape(fix)}[/dim]" if fix else ""), soft_wrap=True)
+        return
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")  # a long path or command breaks, never runs off the screen
+    grid.add_row(mark, f"{escape(what)}{note}")
+    if fix:
+        grid.add_row("", f"[dim]→ {escape(fix)}[/dim]")
+    con.print(grid)

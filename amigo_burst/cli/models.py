@@ -18,10 +18,10 @@ def eval_(
     ctx: typer.Context,
     stage: Stage,
     run_id: RunOpt = None,
-    limit: Annotated[int | None, typer.Option(help="the first K of the 164 problems (default: [eval] limit, "
+    limit: Annotated[int | None, typer.Option(help="the first K of the 164 problems (default: \\[eval] limit, "
                                               "else all)")] = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="per answer "
-                                                       "(default: [eval] max_new_tokens)")] = None,
+                                                       "(default: \\[eval] max_new_tokens)")] = None,
     cloud: Annotated[str | None, typer.Option("--cloud", help="run it on this target (local, slurm, runpod...) "
                                               "instead of this machine")] = None,
     gpu: Annotated[str | None, typer.Option(help="with --cloud: override the target's accelerator")] = None,
@@ -40,7 +40,11 @@ def eval_(
     # with --json, stdout holds the JSON alone: progress goes to stderr
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if as_json else \
         (lambda line: con.print(line, highlight=False, markup=False))
-    result = evaluate(config(ctx), opts, on_line=say)
+    try:
+        result = evaluate(config(ctx), opts, on_line=say)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the benchmark was stopped and its .amigo/evals/ folder removed", file=sys.stderr)
+        raise typer.Exit(130) from None
     if as_json:
         print(json.dumps(result))
         return
@@ -61,11 +65,15 @@ def try_(
 ) -> None:
     """Ask a stage's model (base + adapter, its chat template), streaming the answer.
     Example: amigo-burst try --stage 1 "Write a function that reverses a string" """
-    from amigo_burst.lifecycle.models import stage_model, try_prompt
+    from rich.markup import escape
 
+    from amigo_burst.lifecycle.models import check_sampling, local_base, stage_model, try_prompt
+
+    check_sampling(max_new_tokens, temperature)
     cfg = config(ctx)
     sm = stage_model(cfg, stage, run_id)
-    console().print(f"[dim]stage {sm.stage} ({sm.run.id}) on {sm.base}[/dim]", highlight=False)
+    # the base as this machine loads it (a moved project: amigo.toml's, not the path recorded at training)
+    console().print(f"[dim]stage {sm.stage} ({sm.run.id}) on {escape(local_base(cfg, sm))}[/dim]", highlight=False)
     try_prompt(cfg, sm, prompt, max_new_tokens=max_new_tokens, temperature=temperature, system=system,
                device=device)
 
@@ -84,11 +92,14 @@ def export(
 ) -> None:
     """A stage's model as merged safetensors, a GGUF, or an Ollama model.
     Example: amigo-burst export --stage 5 --format ollama --out amigo-1.0"""
-    from amigo_burst.lifecycle.export import ExportOptions
+    from amigo_burst.lifecycle.export import ExportOptions, check_destination, llama_cpp_version
     from amigo_burst.lifecycle.export import export as do_export
     from amigo_burst.lifecycle.models import stage_model
 
     opts = ExportOptions(fmt=fmt, out=out, quant=quant, dtype=dtype, force=force)
+    check_destination(out)  # before the adapter is fetched or a base loaded
+    if fmt in ("gguf", "ollama"):
+        llama_cpp_version()  # no llama-cpp-python: refused before a merge that holds the base in RAM
     cfg = config(ctx)
     con = console()
     dest = do_export(cfg, stage_model(cfg, stage, run_id), opts,

@@ -21,7 +21,7 @@ from amigo_burst.errors import UserError
 def _console(width: int | None = None):
     from rich.console import Console
 
-    return Console(highlight=False, width=width)
+    return Console(highlight=False, width=width, emoji=False)
 
 
 def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 2048, micro_batch: int = 1,
@@ -29,13 +29,20 @@ def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 
                  grad_ckpt: bool = True, packing: bool = True, download_gbit_s: float = 1.0, json_out: bool = False,
                  cfg=None, runs=None, console=None) -> dict:
     from amigo_burst import planner
+    from amigo_burst.numbers import check_positive
     from amigo_burst.planning.calibration import calibrate
     from amigo_burst.planning.estimate import SetupCost, Workload, estimate
     from amigo_burst.planning.hardware import ALL_LINEAR, load_arch, load_gpu
-    from amigo_burst.planning.units import hours_text
+    from amigo_burst.planning.units import hours_text, usd_text
 
+    check_positive(epochs, "--epochs")  # before any arithmetic: nan epochs printed "$nan"
+    check_positive(download_gbit_s, "--download-gbps")  # 0 divided; -1 made setup shorter
     arch = load_arch(cfg.resolve(model) if cfg is not None and Path(model).suffix == ".json" else model)
-    g = load_gpu(gpu)
+    name, colon, count = gpu.partition(":")  # NAME:COUNT as plan and launch take it (--gpu H100:2)
+    if colon and not (count.strip().isdigit() and int(count) >= 1):
+        raise UserError(f"--gpu {gpu}: the count after ':' must be a whole number >= 1 (e.g. H100:2)")
+    gpus = int(count) if colon else 1
+    g = load_gpu(name)
     local = planner.local_gpu(cfg)
     if g.name == local.name:  # the configured laptop: its real VRAM
         from dataclasses import replace
@@ -43,9 +50,9 @@ def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 
         g = replace(g, memory_gib=local.vram_gib)
     targets = tuple(cfg.lora.target_modules) if cfg is not None else ALL_LINEAR
     w = Workload(method, seq_len, micro_batch, grad_ckpt, packing, tokens, epochs,
-                 rank or (cfg.lora.r if cfg is not None else 16), targets, trainer,
-                 lora_dropout=cfg.lora.dropout > 0 if cfg is not None else True)
-    rate, rate_src = planner.usd_per_hour_for(g, cfg, planner.price_table(cfg))
+                 rank if rank is not None else (cfg.lora.r if cfg is not None else 16), targets, trainer,
+                 lora_dropout=cfg.lora.dropout > 0 if cfg is not None else True, gpus=gpus)
+    rate, rate_src = planner.usd_per_hour_for(g, cfg, planner.price_table(cfg), count=gpus)
     setup = SetupCost.local() if g.kind in ("laptop", "cpu") else SetupCost.cloud(download_gbit_s)
     e = estimate(arch, g, w, calibrate(planner.runs_as_dicts(runs)), usd_per_hour=rate, setup=setup)
     d = e.to_dict() | {"usd_per_hour_source": rate_src}
@@ -54,7 +61,8 @@ def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 
         con.print_json(json.dumps(d)) if console is None else con.print(json.dumps(d), soft_wrap=True)
         return d
     mark = "[green]fits[/green]" if e.fits else f"[red]does not fit[/red]: {e.reason}"
-    con.print(f"{arch.name} {method} on {g.name} ({g.memory_gib:g} GiB), seq {seq_len} x micro-batch {micro_batch}: "
+    con.print(f"{arch.name} {method} on {g.name}{f' x{gpus}' if gpus > 1 else ''} ({g.memory_gib:g} GiB"
+              f"{' each' if gpus > 1 else ''}), seq {seq_len} x micro-batch {micro_batch}: "
               f"{mark}")
     bd = e.breakdown_gib
     act = bd.get("checkpoints", bd.get("activations", 0))
@@ -64,7 +72,7 @@ def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 
     con.print(f"  {e.tokens_per_s:,.0f} tokens/s ({e.flops_per_token / 1e9:.2f} GFLOP/token, {e.bound}-bound) "
               f"\\[{e.calibration}]")
     if e.hours is not None:
-        usd = f"${e.usd:.2f}" if e.usd is not None else "$?"
+        usd = usd_text(e.usd) if e.usd is not None else "$?"
         con.print(f"  {tokens:,} tokens x {epochs:g} epochs: {hours_text(e.train_hours)} training + "
                   f"{hours_text(e.setup_hours)} setup = {hours_text(e.hours)}, {usd} at "
                   f"${rate or 0:.3f}/h ({rate_src})")
@@ -84,6 +92,8 @@ def check_limit(name: str, value: float | None) -> None:
 def plan_cmd(*, stages: str | None = None, budget_usd: float | None = None, deadline_hours: float | None = None,
              json_out: bool = False, compare: bool = False, cfg=None, runs=None, console=None,
              tokens: dict | None = None) -> dict:
+    from rich.markup import escape
+
     from amigo_burst import planner
     from amigo_burst.cli import plan_view
     from amigo_burst.stages import parse_stage_range
@@ -91,10 +101,13 @@ def plan_cmd(*, stages: str | None = None, budget_usd: float | None = None, dead
     check_limit("--budget-usd", budget_usd)
     check_limit("--deadline-hours", deadline_hours)
     numbers = parse_stage_range(stages) if stages else None
+    base_warning = check_plan_base(cfg) if cfg is not None else ""
     plan, prices, arch = planner.make_plan(cfg, runs, numbers, max_usd=budget_usd, max_hours=deadline_hours,
                                            tokens=tokens)
     inputs = planner.stage_inputs(cfg, sorted(plan.recommended), tokens, max_usd=budget_usd, max_hours=deadline_hours)
     d = plan_view.plan_to_dict(plan, prices, inputs)
+    if base_warning:
+        d["warnings"] = [*d["warnings"], base_warning]
     rows = planner.compare_rows(cfg, plan, prices, arch) if compare else None
     if rows is not None:
         d["compare"] = rows
@@ -102,11 +115,15 @@ def plan_cmd(*, stages: str | None = None, budget_usd: float | None = None, dead
     if json_out:
         con.print(json.dumps(d, default=str), soft_wrap=True)
         return d
+    if base_warning:
+        con.print(f"[yellow]warning:[/yellow] {escape(base_warning)}")
     if compare:
         plan_view.render_compare(con, rows)
         plan_view.render_strategies(con, plan)
         return d
     plan_view.render_plan(con, plan, prices, arch, inputs)
+    if cfg is not None and cfg.chain_note():  # a stage left out of amigo.toml: what the next one continues
+        con.print(f"chain: {escape(cfg.chain_note())}", highlight=False)
     if any(c.hours is None and c.fits for c in plan.cells):
         con.print("some stages have no token count (hub dataset without max_rows): hours and $ need `prepare`")
     return d
@@ -145,10 +162,10 @@ def report_cmd(*, fmt: str = "table", out: Path | None = None, cfg=None, runs=No
 
             with open(out, "w", encoding="utf-8") as f:
                 fc = Console(file=f, width=width or 100, highlight=False, color_system=None)
-                for t in rp.rich_tables(rep):
+                for t in rp.rich_tables(rep, fc.width):
                     fc.print(t)
             return ""
-        for t in rp.rich_tables(rep):
+        for t in rp.rich_tables(rep, con.width):
             con.print(t)
         if not rep["runs"]:
             con.print("No runs yet.")
@@ -171,7 +188,7 @@ def estimate(
     ctx: typer.Context,
     *,
     model: Annotated[str, typer.Option("--model", "-m", help="preset name, hub id, or path to a config.json "
-                                       "(or its folder); default: [model].arch")] = "",
+                                       "(or its folder); default: \\[model].arch")] = "",
     gpu: Annotated[str, typer.Option("--gpu", "-g", help="A100, A100-80GB, H100, H200, L40S, RTX4090, RTX3090, "
                                      "RTX4050-Laptop, cpu")] = "RTX4050-Laptop",
     method: Annotated[str, typer.Option(help="lora (bf16 base) or qlora (NF4 base)")] = "qlora",
@@ -180,7 +197,7 @@ def estimate(
     tokens: Annotated[str | None, typer.Option(help="training tokens per epoch: gives hours and $ "
                                                "(50000000, 50_000_000, 50e6 or 50M)")] = None,
     epochs: Annotated[float, typer.Option(help="passes over the tokens")] = 1.0,
-    rank: Annotated[int | None, typer.Option(help="LoRA rank (default: [lora].r or 16)")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank (default: \\[lora].r or 16)")] = None,
     trainer: Annotated[str, typer.Option(help="sft, or dpo (chosen + rejected + reference passes)")] = "sft",
     grad_ckpt: Annotated[bool, typer.Option("--grad-ckpt/--no-grad-ckpt", help="gradient checkpointing")] = True,
     download_gbps: Annotated[float, typer.Option("--download-gbps", help="model download Gbit/s (cloud)")] = 1.0,
@@ -217,10 +234,24 @@ def plan(
 
     cfg = config(ctx)
     if cloud:
+        check_plan_base(cfg)
         optimizer_cmd(cfg, cloud, stages)
         return
     plan_cmd(stages=stages, budget_usd=budget_usd, deadline_hours=deadline_hours, json_out=json_out, compare=compare,
              cfg=cfg, runs=planner.past_runs(cfg))
+
+
+def check_plan_base(cfg) -> str:
+    """A missing or broken base folder is refused; a hub id that cannot be checked now (offline, not
+    cached) is a warning the plan shows (text and --json "warnings"): its numbers come from [model].arch,
+    and a launch refuses until the model can be found."""
+    from amigo_burst.lifecycle.basemodel import HubUnreachable, check_base
+
+    try:
+        check_base(cfg)
+    except HubUnreachable as e:
+        return f"{e}; `launch` refuses until it can be found"
+    return ""
 
 
 def optimizer_cmd(cfg, cloud: str, stages: str | None) -> dict:

@@ -44,7 +44,8 @@ def plan_to_dict(plan, prices, stage_inputs) -> dict:
                                   "max_hours": st.max_hours, "chosen": cell_dict(chosen) if chosen else None,
                                   "reason": why, "targets": [cell_dict(c) for c in best]}
     return {
-        "prices": {c: {"source": s.kind, "path": s.path, "as_of": s.as_of.isoformat(), "detail": s.detail}
+        "prices": {c: {"source": s.kind, "path": s.path, "as_of": s.as_of.isoformat(), "detail": s.detail,
+                       "note": s.note}
                    for c, s in prices.sources.items()},
         "stages": stages,
         "cells": [cell_dict(c) for c in per_target],
@@ -66,6 +67,12 @@ def strategy_dict(s) -> dict:
                        for n, p in s.picks.items()}}
 
 
+def _fits(heads, rows, width: int) -> bool:
+    """Does a _table of these cells fit WIDTH whole (one space of padding each side, no edge)?"""
+    widths = [max(len(str(x)) for x in col) for col in zip(heads, *rows, strict=True)]
+    return sum(widths) + 2 * (len(widths) - 1) <= width
+
+
 def render_plan(con, plan, prices, arch, stage_inputs) -> None:
     from rich.markup import escape
 
@@ -79,18 +86,28 @@ def render_plan(con, plan, prices, arch, stage_inputs) -> None:
         limits = ", ".join(x for x in (f"max ${st.max_usd:g}" if st.max_usd else "",
                                        f"max {st.max_hours:g} h" if st.max_hours else "") if x)
         tokens = f"{tokens_text(st.tokens)} tokens" if st.tokens else "tokens unknown"
-        t = _table(f"stage {st.number} {st.name} · {tokens} · seq {st.seq_len}" + (f" · {limits}" if limits else ""))
-        for col, right in (("target", False), ("GPU", False), ("method", False), ("batch", True),
-                           ("peak GiB", True), ("time", True), ("cost", True)):
-            t.add_column(col, justify="right" if right else "left", no_wrap=True)
+        title = f"stage {st.number} {st.name} · {tokens} · seq {st.seq_len}" + (f" · {limits}" if limits else "")
+        heads = ("target", "GPU", "method", "batch", "peak GiB", "time", "cost")
+        rows = []
         for c in best_per_target(cells, st.max_usd, st.max_hours):
             mark = " *" if chosen is not None and c is chosen else ""
             fit = c.fits
-            t.add_row(c.target + mark, c.gpu_label, c.method if c.estimate else "-",
-                      f"{c.micro_batch}x{c.grad_accum}" if fit else "-",
-                      f"{c.peak_vram_gib:.1f}/{c.memory_gib:g}" if c.estimate else "-",
-                      hours_text(c.hours) if fit else "no fit", usd_text(c.usd) if fit else "-")
-        con.print(t)
+            rows.append((c.target + mark, c.gpu_label, c.method if c.estimate else "-",
+                         f"{c.micro_batch}x{c.grad_accum}" if fit else "-",
+                         f"{c.peak_vram_gib:.1f}/{c.memory_gib:g}" if c.estimate else "-",
+                         hours_text(c.hours) if fit else "no fit", usd_text(c.usd) if fit else "-"))
+        if not _fits(heads, rows, con.width):  # a narrow terminal: one wrapped line per target, nothing cut
+            con.print(f"[bold]{escape(title)}[/bold]")
+            for r in rows:
+                con.print(escape(f"  {r[0]}: {r[1]} {r[2]} {r[3]}, peak {r[4]} GiB, {r[5]}, {r[6]}"))
+        else:
+            t = _table(title)
+            for col in heads:
+                t.add_column(col, justify="right" if col in ("batch", "peak GiB", "time", "cost") else "left",
+                             no_wrap=True)
+            for r in rows:
+                t.add_row(*r)
+            con.print(t)
         con.print(f"  → {escape(why)}", soft_wrap=False)
     render_strategies(con, plan)
     con.print(f"prices: {escape(prices.summary())} (amigo-burst prices: sources and every machine)")
@@ -99,15 +116,21 @@ def render_plan(con, plan, prices, arch, stage_inputs) -> None:
 def render_strategies(con, plan) -> None:
     from rich.markup import escape
 
-    t = _table("strategies (hours and dollars of the stages each one places)")
-    t.add_column("strategy", no_wrap=True)
-    t.add_column("stages", justify="right", no_wrap=True)
-    t.add_column("time", justify="right", no_wrap=True)
-    t.add_column("cost", justify="right", no_wrap=True)
-    t.add_column("where")
-    for s in plan.strategies:
-        t.add_row(s.name, f"{s.placed}/{len(s.picks)}", hours_text(s.hours), usd_text(s.usd), escape(s.where()))
-    con.print(t)
+    heads = ("strategy", "stages", "time", "cost", "where")
+    rows = [(s.name, f"{s.placed}/{len(s.picks)}", hours_text(s.hours), usd_text(s.usd), s.where())
+            for s in plan.strategies]
+    if not _fits(heads[:4] + ("where: 20 columns",), [r[:4] + ("",) for r in rows], con.width):
+        con.print("[bold]strategies (hours and dollars of the stages each one places)[/bold]")
+        for r in rows:  # a narrow terminal: one wrapped line each, nothing cut
+            con.print(escape(f"  {r[0]}: {r[1]} stages, {r[2]}, {r[3]}: {r[4]}"))
+    else:
+        t = _table("strategies (hours and dollars of the stages each one places)")
+        for col in heads:
+            t.add_column(col, justify="right" if col in ("stages", "time", "cost") else "left",
+                         no_wrap=col != "where")
+        for r in rows:
+            t.add_row(*r[:4], escape(r[4]))
+        con.print(t)
     for s in plan.strategies:
         if s.note:
             con.print(f"[yellow]{s.name}:[/yellow] {escape(s.note)}")

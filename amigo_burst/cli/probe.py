@@ -31,7 +31,7 @@ def probe(
     if json_out:
         from rich.console import Console
 
-        con = Console(stderr=True, highlight=False)  # the launch's progress to stderr: stdout is the JSON
+        con = Console(stderr=True, highlight=False, emoji=False)  # the launch's progress to stderr: stdout is the JSON
     r = do_probe(cfg, opts, con)
     if json_out:
         typer.echo(json.dumps(r.to_json()))

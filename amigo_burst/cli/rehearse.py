@@ -24,15 +24,20 @@ def rehearse(
 
     from amigo_burst.lifecycle.rehearse import RehearseOptions, rehearsal_dir
     from amigo_burst.lifecycle.rehearse import rehearse as do_rehearse
+    from amigo_burst.lifecycle.rehearse_guard import rehearsal_lock
 
     cfg = config(ctx)
     opts = RehearseOptions(rows=rows, steps=steps, model=model)
-    out = Console(stderr=True, highlight=False) if as_json else console()
+    out = Console(stderr=True, highlight=False, emoji=False) if as_json else console()
     log_path = rehearsal_dir(cfg.root) / "rehearse.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w", encoding="utf-8") as log:
+    with rehearsal_lock(log_path.parent), log_path.open("w", encoding="utf-8") as log:  # one at a time
         log_console = Console(file=log, width=160, highlight=False, no_color=True)
-        passed, results, facts = do_rehearse(cfg, opts, out, log_console)
+        try:
+            passed, results, facts = do_rehearse(cfg, opts, out, log_console)
+        except KeyboardInterrupt:
+            out.print("\n[yellow]rehearsal interrupted[/yellow]: its stage was stopped, nothing is left running "
+                      "(`amigo-burst rehearse` starts over)")
+            raise typer.Exit(130) from None
     if as_json:
         from dataclasses import asdict
 

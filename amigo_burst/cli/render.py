@@ -16,17 +16,20 @@ from amigo_burst.errors import UserError
 
 COLORS = {"SUCCEEDED": "green", "FAILED": "red", "STOPPED": "yellow", "RUNNING": "cyan"}
 JSON_KEYS = ("id", "stage", "target", "status", "reason", "started", "ended", "cluster", "from_run",
-             "usd_per_hour", "tokens_per_s", "peak_vram_gib", "downloaded", "never_started")
+             "usd_per_hour", "tokens_per_s", "peak_vram_gib", "downloaded", "never_started", "probe")
 
 
 def _money(v) -> str:
-    return f"${v:.2f}/h" if v else "-"
+    from amigo_burst.planning.units import usd_text
+
+    return f"{usd_text(v)}/h" if v else "-"  # $0.0195/h on a laptop, not $0.02/h
 
 
 def _cells(r) -> dict[str, str]:
     started = (r.started or "-")
     return {
-        "run": r.id, "stage": str(r.stage), "target": r.target, "status": r.status,
+        "run": r.id, "stage": str(r.stage), "target": r.target,
+        "status": f"{r.status} (probe)" if r.is_probe else r.status,  # a probe is never the stage's run
         "started": f"{started[5:10]} {started[11:16]}" if len(started) >= 16 else started,
         "tok/s": f"{r.tokens_per_s:,.0f}" if r.tokens_per_s else "-",
         "peak GiB": f"{r.peak_vram_gib:.2f}" if r.peak_vram_gib else "-",
@@ -45,6 +48,8 @@ def runs_table(runs, width: int) -> list[str]:
 
     rows = [_cells(r) for r in runs]
     widths = {c: max([len(c)] + [len(row[c]) for row in rows]) for c in (*REQUIRED, *OPTIONAL)}
+    if sum(widths[c] for c in REQUIRED) + GAP * (len(REQUIRED) - 1) > width:
+        return _stacked(runs, rows, width)
     cols = list(REQUIRED)
     for c in OPTIONAL:  # the optional columns while they fit
         if sum(widths[x] for x in cols) + GAP * len(cols) + widths[c] <= width:
@@ -71,6 +76,28 @@ def runs_table(runs, width: int) -> list[str]:
     return lines
 
 
+def _stacked(runs, rows, width: int) -> list[str]:
+    """A terminal too narrow for the table: each run as its id, then stage, target and status below it
+    (nothing cut: they are what you type next)."""
+    from rich.markup import escape
+
+    lines = []
+    for r, cells in zip(runs, rows, strict=True):
+        color = COLORS.get(r.status, "default")
+        lines.append(f"[bold]{escape(cells['run'])}[/bold]")
+        where = f"  stage {cells['stage']}  {cells['target']}"
+        status = f"[{color}]{escape(cells['status'])}[/{color}]"
+        if len(where) + 2 + len(cells["status"]) <= width:
+            lines.append(f"{escape(where)}  {status}")
+        else:
+            lines += [escape(where), f"  {status}"]
+        if r.reason:
+            room = max(width - 4, 20)
+            reason = r.reason if len(r.reason) <= room else r.reason[: room - 1] + "…"
+            lines.append(f"  [dim]↳ {escape(reason)}[/dim]")
+    return lines
+
+
 def render_runs(con, runs, hidden: int = 0) -> None:
     """The `status` list: newest first (runs as given), with how many never-started runs are hidden."""
     if not runs:
@@ -88,6 +115,7 @@ def run_json(r) -> dict:
     d = asdict(r)
     d["from_run"] = (r.artifacts or {}).get("from_run")
     d["never_started"] = r.never_started
+    d["probe"] = r.is_probe
     return {k: d.get(k) for k in JSON_KEYS}
 
 
@@ -103,8 +131,29 @@ def render_run(con, r) -> None:
         con.print(f"{k:>14}: {escape(str(getattr(r, k, None)))}", soft_wrap=True)
     for k in ("artifacts", "estimate", "metrics"):
         v = getattr(r, k, None)
-        if v:
-            con.print(f"{k:>14}: {escape(json.dumps(v, sort_keys=True))}", soft_wrap=True)
+        if v:  # one key a line (nested keys dotted), not one JSON line hundreds of characters wide
+            from rich.padding import Padding
+            from rich.table import Table
+
+            con.print(f"{k:>14}:")
+            grid = Table.grid(padding=(0, 1))
+            grid.add_column(no_wrap=True)
+            grid.add_column(overflow="fold")  # a hash or a path breaks under its own column
+            for key, value in flat(v):
+                grid.add_row(escape(key) + ":", escape(value))
+            con.print(Padding(grid, (0, 0, 0, 16), expand=False))
+
+
+def flat(d: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, value as short text) for every leaf of D, keys sorted; lists and scalars as JSON."""
+    out = []
+    for k in sorted(d, key=str):
+        v, key = d[k], f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out += flat(v, key + ".")
+        else:
+            out.append((key, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)))
+    return out
 
 
 def check_out_file(out: Path | None, flag: str) -> None:
@@ -119,3 +168,11 @@ def check_out_file(out: Path | None, flag: str) -> None:
         raise UserError(f"{flag} {out}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise UserError(f"{flag} {out}: folder {parent} is not writable")
+    try:  # what the file system says, not the permission bits alone (/proc/x: root "may" write there)
+        import tempfile
+
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".amigo-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{flag} {out}: cannot write in {parent} ({e.strerror or e})") from None

@@ -167,7 +167,8 @@ def down(
 def pipeline(
     ctx: typer.Context,
     plan: Annotated[str, typer.Option(help="hybrid (stage 1 local, 2-5 cloud), local, cloud or auto")] = "hybrid",
-    stages: Annotated[str, typer.Option(help="which stages, e.g. 1-5 or 2,4")] = "1-5",
+    stages: Annotated[str | None, typer.Option(help="which stages, e.g. 1-5 or 2,4 (default: every stage "
+                                               "amigo.toml configures)")] = None,
     max_usd: Annotated[float | None, typer.Option(help="budget per stage (wins over each stage's max_usd)")] = None,
     force: Annotated[bool, typer.Option(help="run stages the estimate says won't fit or exceed budget")] = False,
 ) -> None:
@@ -177,7 +178,8 @@ def pipeline(
     from amigo_burst.lifecycle.pipeline import PipelineOptions, run_pipeline
     from amigo_burst.stages import parse_stage_range
 
-    opts = PipelineOptions(plan=plan, stages=tuple(parse_stage_range(stages)), max_usd=max_usd, force=force)
+    opts = PipelineOptions(plan=plan, stages=tuple(parse_stage_range(stages)) if stages else None, max_usd=max_usd,
+                           force=force)
     cfg = config(ctx)
     with _interrupts("pipeline"):
         results = run_pipeline(cfg, opts, console())

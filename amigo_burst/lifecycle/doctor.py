@@ -76,6 +76,12 @@ def check_skypilot(needed_clouds: set[str] = frozenset()) -> Iterator[tuple[Chec
     if not v:
         yield (False, "skypilot not installed", "pip install -e '.[cloud]'"), bool(needed_clouds)
         return
+    try:
+        import sky  # noqa: F401 - SkyPilot makes ~/.sky/ when imported: an unwritable HOME fails here
+    except OSError as e:
+        yield (False, f"skypilot {v} cannot start: {e.filename or ''}: {e.strerror or e}",
+               "HOME must be a writable folder (SkyPilot keeps its state in ~/.sky)"), bool(needed_clouds)
+        return
     yield (True, f"skypilot {v}", ""), bool(needed_clouds)
     for cloud, (ok, fix) in enabled_clouds().items():
         what = f"SkyPilot can use {cloud}" if ok else f"SkyPilot cannot use {cloud}"

@@ -15,10 +15,12 @@ The result: {stage, benchmark, problems, passed, pass_at_1, ...} (train/humaneva
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,8 +73,28 @@ def evaluate(cfg: AmigoConfig, opts: EvalOptions, on_line: Callable[[str], None]
     max_new = opts.max_new_tokens or cfg.eval.max_new_tokens
     eval_id = "eval-" + ids.new_run_id(sm.stage, target.alias if target else "here")
     out = evals_dir(cfg.root, eval_id)
-    out.mkdir(parents=True)
     secrets = load_secrets(cfg.root)
+    out.mkdir(parents=True)
+    children: list[int] = []  # the benchmark's process groups (own sessions: Ctrl-C does not reach them)
+    try:
+        rc = _run(cfg, sm, target, eval_id, out, limit, max_new, opts, secrets, on_line, children)
+    except KeyboardInterrupt:  # Ctrl-C: the benchmark stops too, and no folder holding only a log stays
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(paths.work_dir(cfg.root, eval_id), ignore_errors=True)
+        raise
+    metrics = out / "metrics.json"
+    if rc != 0 or not metrics.is_file():
+        raise UserError(f"the benchmark failed (exit {rc}): see {out / 'eval.log'}")
+    summary = json.loads(metrics.read_text())["humaneval"]
+    return {"stage": sm.stage, **{k: summary[k] for k in KEYS[1:]}, "run": sm.run.id, "eval_id": eval_id,
+            "where": target.name if target else "here", **{k: v for k, v in summary.items() if k not in KEYS}}
+
+
+def _run(cfg, sm: StageModel, target, eval_id: str, out: Path, limit, max_new: int, opts: EvalOptions, secrets,
+         on_line, children: list[int]) -> int:
     with (out / "eval.log").open("a", encoding="utf-8") as log:
         def sink(line: str) -> None:
             line = redact(line, secrets)
@@ -83,24 +105,17 @@ def evaluate(cfg: AmigoConfig, opts: EvalOptions, on_line: Callable[[str], None]
         on_line(f"{eval_id}: stage {sm.stage} adapter of {sm.run.id}, "
                 f"{limit or 164} problems, {'on ' + target.name if target else 'on this machine'}")
         if target is None:
-            rc = _here(cfg, sm, out, limit, max_new, opts.device, secrets, sink)
-        else:
-            rc = _on_target(cfg, sm, target, eval_id, out, limit, max_new, opts.gpu, secrets, sink)
-    metrics = out / "metrics.json"
-    if rc != 0 or not metrics.is_file():
-        raise UserError(f"the benchmark failed (exit {rc}): see {out / 'eval.log'}")
-    summary = json.loads(metrics.read_text())["humaneval"]
-    return {"stage": sm.stage, **{k: summary[k] for k in KEYS[1:]}, "run": sm.run.id, "eval_id": eval_id,
-            "where": target.name if target else "here", **{k: v for k, v in summary.items() if k not in KEYS}}
+            return _here(cfg, sm, out, limit, max_new, opts.device, secrets, sink, children.append)
+        return _on_target(cfg, sm, target, eval_id, out, limit, max_new, opts.gpu, secrets, sink, children.append)
 
 
-def _here(cfg, sm: StageModel, out: Path, limit, max_new: int, device: str, secrets, sink) -> int:
+def _here(cfg, sm: StageModel, out: Path, limit, max_new: int, device: str, secrets, sink, on_start=None) -> int:
     argv = [sys.executable, "-m", "train.humaneval", "--model", local_base(cfg, sm), "--adapter", str(sm.adapter),
             "--method", "auto", "--device", device, "--max-new-tokens", str(max_new), "--output-dir", str(out)]
     if limit:
         argv += ["--limit", str(limit)]
     env = {**os.environ, **secrets, "PYTHONUNBUFFERED": "1"}  # a gated hub base needs HF_TOKEN
-    return run_step(shlex.join(argv), cfg.root, env, sink)
+    return run_step(shlex.join(argv), cfg.root, env, sink, on_start)
 
 
 def _envs(cfg, sm: StageModel, eval_id: str, limit, max_new: int, store_manifest: str | None) -> dict[str, str]:
@@ -116,7 +131,7 @@ def _envs(cfg, sm: StageModel, eval_id: str, limit, max_new: int, store_manifest
 
 
 def _on_target(cfg, sm: StageModel, target: Target, eval_id: str, out: Path, limit, max_new: int, gpu,
-               secrets, sink) -> int:
+               secrets, sink, on_start=None) -> int:
     """The target YAML's setup + run (run.sh, AMIGO_TASK=eval): locally, or on a cluster torn down after."""
     workdir = paths.work_dir(cfg.root, eval_id)
     workdir.mkdir(parents=True)
@@ -133,7 +148,7 @@ def _on_target(cfg, sm: StageModel, target: Target, eval_id: str, out: Path, lim
         shutil.copytree(sm.adapter, workdir / "inputs" / "adapter")
     envs = _envs(cfg, sm, eval_id, limit, max_new, manifest)
     if target.is_local:
-        rc = run_task(target.config, envs, secrets, workdir, sink)
+        rc = run_task(target.config, envs, secrets, workdir, sink, on_start)
         _take(workdir / "outputs", out)
         return rc
     cluster = ids.cluster_name(eval_id)

@@ -61,8 +61,14 @@ class ExportOptions:
 
 
 def export(cfg: AmigoConfig, sm: StageModel, opts: ExportOptions, say=print) -> Path:
+    if opts.fmt in ("gguf", "ollama"):
+        llama_cpp_version()  # no llama-cpp-python: refused before a merge that holds the base in RAM (~25 GB, 12B)
+    check_destination(opts.out)
     out = opts.out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {opts.out}: cannot write there ({e.strerror or e})") from None
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         work = Path(tmp)
         merged = merge(cfg, sm, work / "merged", opts.dtype, say)
@@ -81,6 +87,19 @@ def export(cfg: AmigoConfig, sm: StageModel, opts: ExportOptions, say=print) -> 
                 (result / "Modelfile").write_text(text, encoding="utf-8")
         _place(result, out)
     return out
+
+
+def check_destination(out: Path) -> None:
+    """Where --out will be written, before anything is loaded or merged (/proc/x, /sys/x, a file's
+    child): a folder is made and removed in its nearest existing parent. Nothing is left behind."""
+    out = out.resolve()
+    parent = next((p for p in out.parents if p.exists()), Path("/"))
+    if not parent.is_dir():
+        raise UserError(f"--out {out}: cannot write there ({parent} is a file, not a folder)")
+    try:
+        tempfile.TemporaryDirectory(prefix=".amigo-probe-", dir=parent).cleanup()
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write in {parent} ({e.strerror or e})") from None
 
 
 def _place(src: Path, out: Path) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from amigo_burst import planner
 from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError, one_line
+from amigo_burst.lifecycle.basemodel import check_base
 from amigo_burst.lifecycle.download import ensure_downloaded
 from amigo_burst.lifecycle.follow import follow
 from amigo_burst.lifecycle.handoff import LaunchPlan, spawn_worker, write_plan
@@ -37,6 +38,7 @@ from amigo_burst.lifecycle.prepare import load_tokenizer, stage_data
 from amigo_burst.lifecycle.rehearsal_record import warn_unrehearsed
 from amigo_burst.numbers import check_positive
 from amigo_burst.planning.matrix import Cell
+from amigo_burst.secrets import load_secrets
 from amigo_burst.stages import get_stage
 from amigo_burst.state import ids, paths
 from amigo_burst.state.records import Run, RunStore, open_records
@@ -269,8 +271,17 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     if runs.read_only:
         raise UserError(f"{paths.state_dir(cfg.root)} is read-only here: a launch records its run and writes "
                         "its work copy there; it needs a writable .amigo/")
-    prev = previous_run(spec.number, opts.from_run, opts.from_base, runs)
+    parent = cfg.previous_stage(spec.number)
+    prev = previous_run(spec.number, opts.from_run, opts.from_base, runs, parent=parent)
+    if prev is not None and parent != spec.number - 1:  # a stage left out of amigo.toml: say what it continues
+        from rich.markup import escape
+
+        console.print(escape(f"stage {spec.number} continues from stage {parent}'s adapter ({prev.id}): "
+                             + ", ".join(f"[stages.{s}]" for s in range(parent + 1, spec.number))
+                             + " not in amigo.toml"))
     check_fit_first(cfg, spec.number, target, opts.force, gpu=opts.gpu)
+    check_base(cfg)  # a missing/broken base folder or an unreachable hub id: refused before a run or machine
+    load_secrets(cfg.root)  # a malformed .env: here, not in the worker
     open_from_config(cfg, bars=False).list_manifests("inputs/")  # reachable? a wrong bucket costs nothing yet
     adapter = ensure_downloaded(cfg, prev.id) / "adapter" if prev is not None else None
     from_id = prev.id if prev is not None else None

@@ -147,6 +147,16 @@ def chat_ids(tok, prompt: str, system: str | None = None):
     return tok(text, return_tensors="pt", add_special_tokens=False)
 
 
+def check_sampling(max_new_tokens: int, temperature: float) -> None:
+    """Before any model loads: a negative or nan temperature is no sampling setting (it printed nothing)."""
+    import math
+
+    if max_new_tokens < 1:
+        raise UserError("--max-new-tokens must be >= 1")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise UserError(f"--temperature must be a number >= 0 (0: greedy), got {temperature}")
+
+
 def try_prompt(cfg: AmigoConfig, sm: StageModel, prompt: str, *, max_new_tokens: int = 256,
                temperature: float = 0.0, system: str | None = None, device: str = "auto", out=None) -> str:
     """Generate an answer through the stage's chat template, streaming tokens to `out` (stdout)."""
@@ -157,8 +167,7 @@ def try_prompt(cfg: AmigoConfig, sm: StageModel, prompt: str, *, max_new_tokens:
 
     if not prompt.strip():
         raise UserError("the prompt is empty")
-    if max_new_tokens < 1:
-        raise UserError("--max-new-tokens must be >= 1")
+    check_sampling(max_new_tokens, temperature)
     model, tok, _ = load(cfg, sm, device)
     enc = {k: v.to(model.device) for k, v in chat_ids(tok, prompt, system).items()}
     out = out or sys.stdout

@@ -12,11 +12,13 @@ with Ctrl-C) is reattached to, not refused. Stops at the first stage that does n
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from amigo_burst import planner
 from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError
+from amigo_burst.lifecycle.basemodel import check_base
 from amigo_burst.lifecycle.follow import follow
 from amigo_burst.lifecycle.launch import LaunchOptions, launch, resolve_target
 from amigo_burst.lifecycle.preflight import preflight
@@ -31,7 +33,7 @@ PLANS = ("hybrid", "local", "cloud", "auto")
 @dataclass(kw_only=True, frozen=True)
 class PipelineOptions:
     plan: str = "hybrid"
-    stages: tuple[int, ...] = (1, 2, 3, 4, 5)
+    stages: tuple[int, ...] | None = None  # None: every stage amigo.toml configures
     max_usd: float | None = None  # per stage; wins over each stage's max_usd (planner.budget_for)
     force: bool = False
 
@@ -41,23 +43,23 @@ class PipelineOptions:
         check_positive(self.max_usd, "--max-usd")
 
 
-def done_runs(runs: list[Run]) -> dict[int, Run]:
+def done_runs(runs: list[Run], stages: Iterable[int] = (1, 2, 3, 4, 5)) -> dict[int, Run]:
     """stage -> the run that makes it done (pure: a table a test reads).
 
-    Stage 1: its newest successful run. Stage N > 1: the newest successful run whose adapter came from
-    the done stage N-1 run (artifacts["from_run"]). A stage whose lineage is broken has no entry, and
-    neither has any stage after it."""
+    STAGES: the configured ones (`cfg.stages`); a stage left out of amigo.toml is no link of the chain
+    (without stage 3, stage 4 continues stage 2). The first: its newest successful run from the base
+    model. Each next: the newest successful run whose adapter came from the done run of the stage
+    before it (artifacts["from_run"]). Probes (a few measuring steps) are never done runs. A stage
+    whose lineage is broken has no entry, and neither has any stage after it."""
     done: dict[int, Run] = {}
-    ok = [r for r in runs if r.status == "SUCCEEDED"]  # oldest first, as RunStore.list gives them
-    for stage in range(1, 6):
-        parent = done.get(stage - 1)
-        if stage > 1 and parent is None:
-            break
+    ok = [r for r in runs if r.status == "SUCCEEDED" and not r.is_probe]  # oldest first, as RunStore.list gives
+    parent = None
+    for stage in sorted(stages):
         fitting = [r for r in ok if r.stage == stage
                    and (r.artifacts.get("from_run") == parent.id if parent else not r.artifacts.get("from_run"))]
         if not fitting:
             break
-        done[stage] = fitting[-1]
+        done[stage] = parent = fitting[-1]
     return done
 
 
@@ -78,13 +80,14 @@ def target_for(cfg: AmigoConfig, opts: PipelineOptions, stage: int, console) -> 
     return auto_choice(cfg, stage, opts.max_usd, console)
 
 
-def _not_done_why(stage: int, runs: list[Run], done: dict[int, Run]) -> str:
+def _not_done_why(cfg: AmigoConfig, stage: int, runs: list[Run], done: dict[int, Run]) -> str:
     """Why a stage with successful runs is not done: the lineage its newest one has."""
-    newest = [r for r in runs if r.stage == stage and r.status == "SUCCEEDED"]
+    newest = [r for r in runs if r.stage == stage and r.status == "SUCCEEDED" and not r.is_probe]
     if not newest:
         return ""
     got = newest[-1].artifacts.get("from_run") or "the base model"
-    want = done[stage - 1].id if stage > 1 and stage - 1 in done else "the base model"
+    prev = cfg.previous_stage(stage)
+    want = done[prev].id if prev in done else "the base model"
     return f" ({newest[-1].id} continues {got}, not {want}: run again)"
 
 
@@ -97,19 +100,42 @@ def _running(cfg: AmigoConfig, store: RunStore, stage: int) -> Run | None:
     return None
 
 
+def pipeline_stages(cfg: AmigoConfig, wanted: tuple[int, ...] | None, console) -> list[int]:
+    """The stages a pipeline runs: WANTED (None: all) that amigo.toml configures. Left-out stages in a
+    range are said and skipped; a range with none configured is refused."""
+    asked = sorted(wanted) if wanted else sorted(cfg.stages)
+    missing = [s for s in asked if s not in cfg.stages]
+    stages = [s for s in asked if s in cfg.stages]
+    if not stages:
+        raise UserError(f"--stages: {', '.join(f'[stages.{s}]' for s in missing)} not in {cfg.path}: nothing "
+                        f"to run (configured: {', '.join(map(str, sorted(cfg.stages)))})")
+    if missing and wanted:
+        console.print(f"stage{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}: not in amigo.toml, "
+                      "skipped")
+    note = cfg.chain_note()
+    if note:
+        from rich.markup import escape
+
+        console.print(escape(note))
+    return stages
+
+
 def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple[int, str | None, str]]:
     """Launch each stage in turn; returns [(stage, run_id or None, status)]."""
     store = open_records(cfg.root)
+    stages = pipeline_stages(cfg, opts.stages, console)
     if opts.plan != "auto":  # every cloud's credentials before stage 1 trains for an hour
-        done = done_runs(store.list())
-        ahead = [resolve_target(cfg, s, target_for(cfg, opts, s, console)) for s in opts.stages if s not in done]
+        done = done_runs(store.list(), cfg.stages)
+        ahead = [resolve_target(cfg, s, target_for(cfg, opts, s, console)) for s in stages if s not in done]
         for target in ahead:
             preflight(target)
+    check_base(cfg)  # the base model every stage loads: found and readable before stage 1 trains
+    if opts.plan != "auto":
         warn_unrehearsed(cfg, [t.name for t in ahead], console)  # once, for all of them
     results = []
-    for stage in opts.stages:
+    for stage in stages:
         runs = store.list()
-        done = done_runs(runs)
+        done = done_runs(runs, cfg.stages)
         if stage in done:
             console.print(f"stage {stage}: already done by {done[stage].id}, skipped")
             results.append((stage, done[stage].id, "SKIPPED"))
@@ -118,7 +144,7 @@ def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple
         if running is not None:
             console.rule(f"stage {stage}: reattaching to {running.id} (already running)")
             run = follow(cfg, running.id, console)
-            if run.status == "SUCCEEDED" and stage in done_runs(store.list()):
+            if run.status == "SUCCEEDED" and stage in done_runs(store.list(), cfg.stages):
                 results.append((stage, run.id, run.status))
                 continue
             if run.status != "SUCCEEDED":
@@ -126,8 +152,8 @@ def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple
                 console.print(f"[red]stage {stage} {run.status}[/red]: {run.reason or ''} — pipeline stopped")
                 break
         target = target_for(cfg, opts, stage, console)
-        console.rule(f"stage {stage} on {target}" + _not_done_why(stage, runs, done))
-        parent = done.get(stage - 1)
+        console.rule(f"stage {stage} on {target}" + _not_done_why(cfg, stage, runs, done))
+        parent = done.get(cfg.previous_stage(stage))
         run = launch(cfg, LaunchOptions(stage=stage, cloud=target, max_usd=opts.max_usd, force=opts.force,
                                         from_run=parent.id if parent else None,
                                         warn_unrehearsed=opts.plan == "auto"), console)

@@ -2,7 +2,7 @@
 
     check_target_options   options that make no sense on the target (--gpu on the laptop)
     preflight              SkyPilot's own credential check for the target's cloud (no API server)
-    previous_run           the lineage: --from names a successful stage N-1 run
+    previous_run           the lineage: --from names a successful run of the stage before
     check_fit_first        the pure memory-fit check, before any dataset or tokenizer is touched
     check_estimate         the estimate with the real token count against the budget
     hub_offline_if_unreachable   no network: the hub libraries read their caches instead of retrying
@@ -13,15 +13,13 @@ Each refusal is a UserError: one line, exit 2, no run recorded.
 from __future__ import annotations
 
 import os
-import socket
-import threading
-from urllib.parse import urlsplit
 
 from amigo_burst import planner
 from amigo_burst.clouds import CLOUDS
 from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError
 from amigo_burst.planning.matrix import Cell
+from amigo_burst.planning.units import usd_text
 from amigo_burst.runners.sky import cloud_access
 from amigo_burst.state.records import Run, RunStore
 from amigo_burst.targets import Target
@@ -48,28 +46,37 @@ def preflight(target: Target) -> None:
                         "checks every cloud)")
 
 
-def previous_run(stage: int, from_run: str | None, from_base: bool, runs: RunStore) -> Run | None:
-    """The run whose adapter this stage continues: --from RUN (a successful stage N-1 run), else the
-    newest successful stage N-1 run; None for stage 1 and --from-base."""
+def previous_run(stage: int, from_run: str | None, from_base: bool, runs: RunStore,
+                 parent: int | None | str = "default") -> Run | None:
+    """The run whose adapter this stage continues: --from RUN (a successful run of the PARENT stage),
+    else the newest successful run of it; None for the first stage and --from-base. PARENT: the stage
+    before it in amigo.toml (`AmigoConfig.previous_stage`: without [stages.3], stage 4's parent is 2);
+    None: the stage starts from the base model."""
+    parent = stage - 1 if parent == "default" else parent
+    if parent == 0:
+        parent = None
     if from_base:
         return None
     if from_run:
         prev = runs.get(from_run)
-        if stage == 1:
-            raise UserError(f"--from {prev.id}: stage 1 starts from the base model; --from is for stages 2-5")
-        if prev.stage != stage - 1:
+        if parent is None:
+            raise UserError(f"--from {prev.id}: stage {stage} starts from the base model (no stage before it in "
+                            "amigo.toml); --from names the run of the stage before")
+        if prev.stage != parent:
             raise UserError(f"--from {prev.id}: that is a stage {prev.stage} run; stage {stage} continues from a "
-                            f"stage {stage - 1} run (`amigo-burst status` lists them)")
+                            f"stage {parent} run (`amigo-burst status` lists them)")
         if prev.status != "SUCCEEDED":
             raise UserError(f"--from {prev.id}: that run is {prev.status}, not SUCCEEDED")
+        if prev.is_probe:
+            raise UserError(f"--from {prev.id}: that is a probe (a few measuring steps), not the stage's run")
         return prev
-    if stage == 1:
+    if parent is None:
         return None
-    prev = runs.latest(stage - 1)
+    prev = runs.latest(parent)
     if prev is None:
         raise UserError(
-            f"stage {stage} starts from the stage {stage - 1} adapter, and no stage {stage - 1} run succeeded: "
-            f"run stage {stage - 1} first, or pass --from RUN or --from-base"
+            f"stage {stage} starts from the stage {parent} adapter, and no stage {parent} run succeeded: "
+            f"run stage {parent} first, or pass --from RUN or --from-base"
         )
     return prev
 
@@ -91,22 +98,9 @@ def hub_offline_if_unreachable(cfg: AmigoConfig, stage: int, timeout_s: float = 
     needs_hub = not cfg.resolve(cfg.model.base).exists() or bool(cfg.stage(stage).dataset.hub)
     if not needs_hub or "HF_HUB_OFFLINE" in os.environ:
         return False
-    reachable = []
-    # the hub the libraries will ask: HF_ENDPOINT (a mirror, a company proxy) when set
-    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    from amigo_burst.lifecycle.basemodel import hub_reachable
 
-    def probe() -> None:  # DNS has no timeout of its own: the probe runs in a thread we stop waiting for
-        try:
-            socket.create_connection((host, port), timeout=timeout_s).close()
-            reachable.append(True)
-        except OSError:
-            pass
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout_s)
-    if reachable:
+    if hub_reachable(timeout_s):  # the hub of HF_ENDPOINT (a mirror, a proxy) when set
         return False
     os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     return True
@@ -117,8 +111,9 @@ def check_estimate(stage: int, target: Target, est: Cell | None, budget: planner
     if est is None or force:
         return
     if budget.usd and est.usd and est.usd > budget.usd:
-        raise UserError(f"estimated ${est.usd:.2f} exceeds the ${budget.usd:.2f} budget by "
-                        f"${est.usd - budget.usd:.2f}: raise --max-usd or pass --force")
+        # dollars as the plan shows them: "$0.0042", not "$0.00 exceeds the $0.00 budget by $0.00"
+        raise UserError(f"estimated {usd_text(est.usd)} exceeds the {usd_text(budget.usd)} budget by "
+                        f"{usd_text(est.usd - budget.usd)}: raise --max-usd or pass --force")
     if not est.fits:
         raise UserError(f"stage {stage} does not fit {target.name} ({est.reason or 'not enough GPU memory'}): "
                         "pick another --cloud, or --force")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from amigo_burst import planner
 from amigo_burst.config import AmigoConfig, DatasetConfig
-from amigo_burst.errors import UserError
+from amigo_burst.errors import UserError, one_line
 from train import prepare as shared
 from train.schema import StageSpec, TrainInputError
 
@@ -91,7 +91,12 @@ def load_tokenizer(cfg: AmigoConfig):
         return shared.load_tokenizer(str(base) if base.exists() else cfg.model.base)
     except (AttributeError, TypeError, NameError):  # our bug, not a missing tokenizer: never hide it
         raise
-    except Exception:  # noqa: BLE001 - no transformers, no network, gated model: fall back to an estimate
+    except ImportError:  # no transformers on this machine: the target counts
+        return None
+    except Exception as e:  # noqa: BLE001 - no network, gated model: fall back to an estimate
+        if base.is_dir():  # a local folder the trainer would fail on, minutes later: refused here
+            raise UserError(f"[model] base = {cfg.model.base!r}: the tokenizer in {base} cannot be loaded: "
+                            f"{one_line(e, 200)}") from None
         return None
 
 

@@ -78,7 +78,8 @@ def probe(cfg: AmigoConfig, opts: ProbeOptions, console) -> ProbeResult:
     """Run the probe, record what it measured, re-estimate the stage; UserError when it did not finish."""
     target = resolve_target(cfg, opts.stage, opts.cloud)
     records = open_records(cfg.root)
-    from_base = opts.stage > 1 and records.latest(opts.stage - 1) is None  # the adapter does not change speed
+    parent = cfg.previous_stage(opts.stage)
+    from_base = parent is not None and records.latest(parent) is None  # the adapter does not change speed
     lo = LaunchOptions(stage=opts.stage, cloud=target.name, from_base=from_base, gpu=opts.gpu, force=opts.force,
                        probe_steps=opts.steps, keep=opts.keep_cluster is not None, cluster=opts.keep_cluster)
     run = launch(cfg, lo, console)

@@ -27,10 +27,12 @@ from pathlib import Path
 
 from amigo_burst.config import AmigoConfig, load_config
 from amigo_burst.errors import UserError
-from amigo_burst.lifecycle.follow import parse_progress
+from amigo_burst.lifecycle.basemodel import check_model_folder
+from amigo_burst.lifecycle.follow import Detached, parse_progress
 from amigo_burst.lifecycle.launch import LaunchOptions, launch, resolve_target
 from amigo_burst.lifecycle.prepare import load_tokenizer, prepare_stage, prepared_on_target
 from amigo_burst.lifecycle.rehearsal_record import config_hash, rehearsal_dir
+from amigo_burst.lifecycle.rehearse_guard import stop_live_runs
 from amigo_burst.stages import get_stage
 from amigo_burst.state import paths
 from amigo_burst.targets import get_target
@@ -233,17 +235,31 @@ def rehearse(cfg: AmigoConfig, opts: RehearseOptions, console, log_console) -> t
     """Run the rehearsal; returns (passed, per-stage results, facts for the report)."""
     d = rehearsal_dir(cfg.root)
     project = d / "project"
-    if opts.model:
+    if opts.model:  # checked as a base model is, before stage 1 trains on it
         model = Path(opts.model).expanduser().resolve()
-        if not (model / "config.json").is_file():
-            raise UserError(f"--model {opts.model}: not a model folder (no config.json)")
+        check_model_folder(model, f"--model {opts.model}")
         info = {"like": cfg.model.base, "family": "given", "tokenizer": "the model's own", "path": str(model)}
     else:
         model, info = standin(cfg, console)
         info = {**info, "path": str(model)}
+    stop_live_runs(project)  # a stage an earlier, killed rehearsal left training
     shutil.rmtree(project, ignore_errors=True)  # a fresh project: records and store of this rehearsal only
     names = write_project(cfg, project, model, opts)
     rcfg = load_config(project / "amigo.toml")
+    try:
+        results = _stages(cfg, rcfg, names, opts, console, log_console)
+    except (KeyboardInterrupt, Detached):  # Ctrl-C: the stage's training stops with us, nothing orphaned
+        stop_live_runs(project)
+        raise KeyboardInterrupt from None
+    passed = all(r.status == "passed" for r in results)
+    facts = {"config_hash": config_hash(cfg), "model": info, "rows": opts.rows, "steps": opts.steps,
+             "project": str(project)}
+    _record(cfg, passed, results, facts)
+    return passed, results, facts
+
+
+def _stages(cfg: AmigoConfig, rcfg: AmigoConfig, names: dict[int, str], opts: RehearseOptions, console,
+            log_console) -> list[StageResult]:
     results, previous, failed = [], None, False
     for n in sorted(cfg.stages):
         if failed:
@@ -256,11 +272,7 @@ def rehearse(cfg: AmigoConfig, opts: RehearseOptions, console, log_console) -> t
             failed = res.status != "passed"
             previous = res.run_id
         results.append(res)
-    passed = all(r.status == "passed" for r in results)
-    facts = {"config_hash": config_hash(cfg), "model": info, "rows": opts.rows, "steps": opts.steps,
-             "project": str(project)}
-    _record(cfg, passed, results, facts)
-    return passed, results, facts
+    return results
 
 
 def _record(cfg: AmigoConfig, passed: bool, results: list[StageResult], facts: dict) -> None:

@@ -22,10 +22,14 @@ def down(cfg, run_id: str | None, all_: bool, cluster: str | None):
         said = list(_stop_run(runs, run))
         yield from said or [f"{run.id} is {run.status}: nothing to stop"]
         return
+    sky = uses_sky(cfg, runs)  # an all-local project never starts SkyPilot's API server (it stays running)
     if cluster:
         if not is_ours(cluster):
             raise UserError(f"cluster {cluster} was not started by amigo-burst (no {CLUSTER_PREFIX} prefix): "
                             "use `sky down`")
+        if not sky:
+            raise UserError(f"cluster {cluster} does not exist: this project has no cloud target and never "
+                            "started a cluster (`amigo-burst status` lists its runs)")
         if cluster not in {c["name"] for c in our_clusters(CLUSTER_PREFIX)}:
             raise UserError(f"cluster {cluster} does not exist: nothing to tear down (`amigo-burst status` "
                             "warns about every amigo- cluster still up)")
@@ -35,9 +39,24 @@ def down(cfg, run_id: str | None, all_: bool, cluster: str | None):
     for run in runs.list():
         if run.status in ACTIVE:
             said += list(_stop_run(runs, run))
-    for c in our_clusters(CLUSTER_PREFIX):
+    for c in our_clusters(CLUSTER_PREFIX) if sky else []:
         said += list(_down_cluster(c["name"]))
     yield from said or ["nothing to stop: no run is running and no amigo- cluster is up"]
+
+
+def uses_sky(cfg, runs) -> bool:
+    """Does this project reach SkyPilot at all: a cloud target in amigo.toml, or a run that had a cluster?"""
+    from amigo_burst.lifecycle.handoff import launched_clusters
+    from amigo_burst.targets import get_target
+
+    names = {cfg.targets.local, cfg.targets.cloud} | {s.target for s in cfg.stages.values() if s.target}
+    for name in names:
+        try:
+            if not get_target(name, cfg.root).is_local:
+                return True
+        except UserError:
+            return True  # a target it cannot read: do not assume there is no cluster
+    return any(r.cluster for r in runs.list()) or launched_clusters(cfg.root)
 
 
 def _stop_run(runs, run):

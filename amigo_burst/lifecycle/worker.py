@@ -20,6 +20,7 @@ from pathlib import Path
 from amigo_burst.config import load_config
 from amigo_burst.errors import UserError, one_line
 from amigo_burst.lifecycle.download import worker_log_aside
+from amigo_burst.lifecycle.follow import NOISE
 from amigo_burst.lifecycle.handoff import AUTOSTOP_IDLE_MIN, LaunchPlan, read_plan
 from amigo_burst.runners import sky as skyr
 from amigo_burst.runners.local import run_task
@@ -45,6 +46,8 @@ def reason_score(line: str) -> int:
     (srun's "task 0: Exited with exit code 2" must not hide the line that says why)."""
     text = line.strip()
     if not text or text.startswith("AMIGO_"):
+        return 0
+    if any(p.search(text) for p in NOISE):  # a library's warning ("Failed to load CPU gemm_4bit...") explains nothing
         return 0
     if text.startswith("error:"):
         return 3
@@ -235,6 +238,18 @@ def collect_outputs(cfg, plan: LaunchPlan, sink) -> None:
 STOP_CODES = (-signal.SIGTERM, 128 + signal.SIGTERM, 130)  # SIGTERM (as a signal or via bash), Ctrl-C
 
 
+def killed_by(rc: int) -> int | None:
+    """The signal that ended the target: -N (Popen's word for it) or 128+N (a shell's, run.sh's)."""
+    n = -rc if rc < 0 else rc - 128 if 128 < rc < 128 + 65 else 0
+    return n if n in {s.value for s in signal.Signals} else None
+
+
+def killed_text(n: int) -> str:
+    hint = "; SIGKILL: `kill -9`, or the system's out-of-memory killer" if n == signal.SIGKILL else \
+        f"; {signal.Signals(n).name}"
+    return f"training process killed (signal {n}){hint}"
+
+
 def final_status(rc: int, *, has_adapter: bool, last_error: str, recorded: str,
                  recorded_reason: str | None, stage: int | None = None,
                  metrics: dict | None = None) -> tuple[str, str]:
@@ -261,6 +276,8 @@ def final_status(rc: int, *, has_adapter: bool, last_error: str, recorded: str,
         status, reason = "STOPPED", f"{who}{step}, checkpoint saved: {resume}"
     elif rc in STOP_CODES:
         status, reason = "STOPPED", f"stopped by user: {resume} from its last checkpoint"
+    elif killed_by(rc):  # the signal is the story, not a library's warning line before it
+        status, reason = "FAILED", killed_text(killed_by(rc))
     else:
         status, reason = "FAILED", last_error or f"exit code {rc}"
     if recorded == "STOPPED" and status == "FAILED":

@@ -119,8 +119,8 @@ class Workload:
                 raise UserError(f"{name.replace('_', '-')} must be >= 1")
         if self.tokens is not None and self.tokens < 0:
             raise UserError("tokens must be >= 0")
-        if self.epochs <= 0:
-            raise UserError("epochs must be > 0")
+        if not (math.isfinite(self.epochs) and self.epochs > 0):  # nan compares false both ways: not "$nan"
+            raise UserError(f"epochs must be a number > 0 (got {self.epochs})")
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,10 @@ class SetupCost:
     setup_s: float = 0.0  # pip install of the training stack (train/setup.sh)
     download_gbit_s: float = 1.0  # model download bandwidth; bf16 safetensors = 2 B/param
     download: bool = False  # False: the model is already cached there (the laptop)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.download_gbit_s) and self.download_gbit_s > 0):  # 0: "ZeroDivisionError"
+            raise UserError(f"download-gbps must be a number > 0 (got {self.download_gbit_s})")
 
     @classmethod
     def local(cls) -> SetupCost:

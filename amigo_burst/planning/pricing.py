@@ -26,7 +26,7 @@ from __future__ import annotations
 import ast
 import csv
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -68,6 +68,7 @@ class CloudSource:
     as_of: datetime  # catalog: file time; snapshot: the day the rows were copied
     detail: str = ""  # snapshot: repository, commit; catalog: ""
     has_spot: bool = True  # the cloud sells spot at all (Lambda: no)
+    note: str = ""  # why SkyPilot's own catalog file was not used (unreadable, no prices): said, not hidden
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ class PriceTable:
             else:
                 parts.append(f"{names}: shipped snapshot of SkyPilot's catalog, copied "
                              f"{min(s.as_of for s in srcs):%Y-%m-%d}")
-        return "; ".join(parts) or "no prices"
+        notes = [f"warning: {s.note}" for _, s in sorted(self.sources.items()) if s.note]
+        return "; ".join(parts + notes) or "no prices"
 
     def describe(self, cloud: str | None = None, now: datetime | None = None) -> str:
         """'runpod: SkyPilot catalog, 3 h old' or, for every cloud, one short clause each."""
@@ -126,7 +128,8 @@ def source_text(s: CloudSource, now: datetime | None = None) -> str:
     if s.kind == "catalog":
         return f"{s.cloud}: SkyPilot catalog, {age_text(s.as_of, now)} old"
     days = ((now or datetime.now(timezone.utc)) - s.as_of).days  # the copy is dated to the day
-    return f"{s.cloud}: snapshot {s.detail}, copied {s.as_of:%Y-%m-%d}" + (f" ({days} days ago)" if days >= 2 else "")
+    return f"{s.cloud}: snapshot {s.detail}, copied {s.as_of:%Y-%m-%d}" + (f" ({days} days ago)" if days >= 2 else "") \
+        + (f"; warning: {s.note}" if s.note else "")
 
 
 def age_text(then: datetime, now: datetime | None = None) -> str:
@@ -214,12 +217,16 @@ def load_prices(*, home: Path | None = None, clouds: tuple[str, ...] = PRICED) -
     sources: dict[str, CloudSource] = {}
     for cloud in clouds:
         f = catalog_root(home) / cloud / "vms.csv"
-        got = None
+        got, note = None, ""
         if f.is_file():
             try:
                 got = read_catalog(f, cloud)
-            except (OSError, csv.Error, UnicodeDecodeError):
-                got = None
+            except (OSError, csv.Error, UnicodeDecodeError) as e:
+                note = f"{f} is unreadable ({e.__class__.__name__})"
+            if got == []:
+                note = f"{f} has no priced GPU rows"
+            if note:  # SkyPilot reads that file too when it launches: the user should know
+                note += ": using the shipped snapshot (remove that file, then `amigo-burst prices --refresh` fetches a fresh one)"
         if got:
             as_of = datetime.fromtimestamp(f.stat().st_mtime, timezone.utc)
             offers += got
@@ -227,7 +234,7 @@ def load_prices(*, home: Path | None = None, clouds: tuple[str, ...] = PRICED) -
         else:
             snap, src = read_snapshot(cloud)
             offers += snap
-            sources[cloud] = src
+            sources[cloud] = replace(src, note=note)
     return PriceTable(tuple(offers), sources)
 
 

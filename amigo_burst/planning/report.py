@@ -18,7 +18,7 @@ import json
 import math
 from datetime import datetime
 
-from amigo_burst.planning.units import hours_text, usd_text
+from amigo_burst.planning.units import hours_text, sig, usd_text
 
 ROW_KEYS = ("id", "stage", "target", "status", "kind", "trained", "started", "est_hours", "actual_hours",
             "hours_error_pct", "est_usd", "actual_usd", "usd_error_pct", "est_tokens_per_s", "actual_tokens_per_s",
@@ -129,7 +129,8 @@ def build_benchmarks(runs: list[dict]) -> list[dict]:
     best: dict[int, dict] = {}
     for run in sorted(runs, key=lambda r: str(r.get("started") or "")):
         he = (run.get("metrics") or {}).get("humaneval") or {}
-        if run.get("status") == "SUCCEEDED" and he.get("problems"):
+        probe = (run.get("artifacts") or {}).get("probe")  # a few measuring steps: never the stage's model
+        if run.get("status") == "SUCCEEDED" and he.get("problems") and not probe:
             best[run["stage"]] = run
     out, spent, prev = [], 0.0, None
     for stage in sorted(best):
@@ -189,7 +190,7 @@ CALIBRATION_COLUMNS = (("GPU", "gpu", str), ("method", "method", str), ("tokens/
                        ("peak x", "peak_factor", str), ("runs", "runs", str))
 BENCH_COLUMNS = (("stage", "stage", str), ("run", "id", str), ("problems", "problems", str),
                  ("pass@1", "pass_at_1", lambda x: f"{x:.3f}"), ("change", "pass_at_1_change", lambda x: f"{x:+.3f}"),
-                 ("$", "usd", usd_text), ("pass@1 per $", "pass_at_1_per_usd", lambda x: f"{x:.3g}"))
+                 ("$", "usd", usd_text), ("pass@1 per $", "pass_at_1_per_usd", lambda x: f"{x:,.0f}" if x >= 100 else sig(x, 3)))
 COMPARE_COLUMNS = (("figure", "figure", str), ("original", "original", str), ("computed", "computed", str),
                    ("why", "reason", str))
 
@@ -208,8 +209,23 @@ def _started(run_id: str | None, started: str | None) -> str:
     return run_id or "-"
 
 
-def rich_tables(report: dict) -> list:
-    """Terminal tables (fit 100 columns): each measure is one cell, estimate above actual (error %)."""
+def _fitting(cols, rows: list[dict], width: int, optional: tuple[str, ...]) -> tuple:
+    """COLS without the OPTIONAL keys (dropped in that order) until every column fits WIDTH whole."""
+    def need(cs) -> int:
+        return sum(max(len(x) for x in [h, *(cells(r, ((h, k, fn),))[0] for r in rows)]) + 2
+                   for h, k, fn in cs)
+
+    cols = tuple(cols)
+    for key in optional:
+        if need(cols) <= width:
+            break
+        cols = tuple(c for c in cols if c[1] != key)
+    return cols
+
+
+def rich_tables(report: dict, width: int = 100) -> list:
+    """Terminal tables (fit 100 columns): each measure is one cell, estimate above actual (error %).
+    WIDTH: the terminal's; the benchmark table drops its optional columns rather than cut a run id."""
     from rich import box
     from rich.table import Table
 
@@ -239,9 +255,16 @@ def rich_tables(report: dict) -> list:
                               ("HumanEval pass@1 per stage", BENCH_COLUMNS, report.get("benchmarks") or [])):
         if not rows:
             continue
-        t = Table(title=title, box=box.SIMPLE_HEAD)
-        for head, key, fn in cols:
-            t.add_column(head, justify="left" if fn is str and key not in ("runs",) else "right")
+        bench = cols is BENCH_COLUMNS
+        if bench:
+            cols = _fitting(cols, rows, width, ("pass_at_1_per_usd", "pass_at_1_change", "problems", "usd", "stage"))  # the widest: compact, so its run ids fit 80 columns whole
+        t = Table(title=title, box=box.SIMPLE_HEAD, **({"padding": (0, 1), "collapse_padding": True} if bench else {}))
+        for i, (head, key, fn) in enumerate(cols):
+            # a run id or a figure is never cut ("s2-local-202…", "$0.000…"): those columns keep their width
+            whole = key in ("id", "group") or fn is not str or bench
+            least = max(len(x) for x in [head, *(cells(r, cols)[i] for r in rows)])
+            t.add_column(head, justify="left" if fn is str and key not in ("runs",) else "right", no_wrap=whole,
+                         min_width=least if whole else None)
         for r in rows:
             t.add_row(*cells(r, cols))
         out.append(t)

@@ -24,6 +24,7 @@ import yaml
 
 from amigo_burst import clouds
 from amigo_burst.errors import UserError
+from amigo_burst.runners.sky_api import api_errors, sdk
 from amigo_burst.secrets import SECRET_NAMES
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -200,8 +201,7 @@ def launch(
     a crashed controller never leaves a machine billing for more than idle_minutes.
     down=True unless keep (and on clouds that cannot stop, always).
     """
-    import sky
-
+    sky = sdk()
     c = clouds.cloud(task_cloud(task))
     down = not keep or (c is not None and not c.can_stop)  # a cloud that cannot stop always tears down
     try:
@@ -239,18 +239,18 @@ def rented_machine(handle) -> dict | None:
     return {"accelerator": accel, "instance_type": res.instance_type, "usd_per_hour": usd_h}
 
 
+@api_errors
 def tail(cluster: str, job_id: int, follow: bool, on_line: Callable[[str], None]) -> int:
     """The job's log, line by line; returns SkyPilot's exit code (0 succeeded, 100 failed)."""
-    import sky
-
+    sky = sdk()
     with LineWriter(on_line) as out:
         return sky.tail_logs(cluster, job_id, follow=follow, output_stream=out)
 
 
+@api_errors
 def job_status(cluster: str, job_id: int) -> str:
     """PENDING, SETTING_UP, RUNNING, SUCCEEDED, FAILED, FAILED_SETUP, CANCELLED... or UNKNOWN."""
-    import sky
-
+    sky = sdk()
     status = sky.get(sky.job_status(cluster, [job_id])).get(job_id)
     return status.value if status is not None else "UNKNOWN"
 
@@ -275,22 +275,22 @@ def rsync_down(cluster: str, remote: str, local: Path, exclude: tuple[str, ...] 
         raise UserError(f"rsync from {cluster}:{remote} failed (exit {done.returncode}): {last}")
 
 
+@api_errors
 def down(cluster: str) -> None:
     """Tear CLUSTER down; a cluster that is already gone is fine."""
-    import sky
-
+    sky = sdk()
     try:
         sky.get(sky.down(cluster))
     except sky.exceptions.ClusterDoesNotExist:
         pass
 
 
+@api_errors
 def our_clusters(prefix: str, refresh: bool = False) -> list[dict[str, Any]]:
     """Clusters this tool started (names start with PREFIX): name, status, launched_at (epoch s)."""
     from sky.utils import common
 
-    import sky
-
+    sky = sdk()
     mode = common.StatusRefreshMode.AUTO if refresh else common.StatusRefreshMode.NONE
     records = sky.get(sky.status(refresh=mode))
     return [
@@ -309,8 +309,7 @@ def spot_launch(task, name: str) -> int:
     A preempted machine takes its disk with it: the job must mirror checkpoints to an
     S3 store (AMIGO_STORE_URI) and resume from there, so the rsync transport is refused.
     """
-    import sky
-
+    sky = sdk()
     cloud = task_cloud(task)
     if cloud is not None and not getattr(clouds.cloud(cloud), "spot", True):
         spot_ones = " or ".join(n for n, c in clouds.CLOUDS.items() if c.spot)
@@ -322,10 +321,10 @@ def spot_launch(task, name: str) -> int:
     return job_ids[0]
 
 
+@api_errors
 def spot_queue() -> list[dict[str, Any]]:
     """Managed jobs: job_id, name, status, recovery_count, failure_reason."""
-    import sky
-
+    sky = sdk()
     records = sky.get(sky.jobs.queue(refresh=False))
     return [
         {
@@ -351,8 +350,11 @@ def cloud_access(name: str) -> tuple[bool, str]:
     ~/.runpod/config.toml, then its API (list instances); Lambda - ~/.lambda_cloud/lambda_keys, then
     its API; Slurm - ~/.slurm/config, then ssh to each cluster. Without the files no API is called.
     """
-    from sky.clouds.cloud import CloudCapability
-    from sky.utils import registry
+    try:
+        from sky.clouds.cloud import CloudCapability
+        from sky.utils import registry
+    except OSError as e:  # SkyPilot makes ~/.sky/ on import: HOME not writable
+        return False, f"SkyPilot cannot start: {e.filename or ''}: {e.strerror or e} (HOME must be a writable folder)"
 
     cloud = registry.CLOUD_REGISTRY.from_str(name)
     try:

@@ -117,6 +117,12 @@ class Run:
         (`status` hides these unless --all; a report has no actual time or cost to compare for them)."""
         return self.status == "FAILED" and self.child_pid is None and self.job_id is None and not self.metrics
 
+    @property
+    def is_probe(self) -> bool:
+        """`amigo-burst probe` / `launch --probe`: a few steps that measured speed and memory. Never the
+        stage's finished run (lineage, `pipeline`, `report`'s per-stage rows), whatever its status."""
+        return bool((self.artifacts or {}).get("probe"))
+
 
 COLUMNS = tuple(f.name for f in fields(Run))
 
@@ -332,7 +338,7 @@ class RunStore:
     def latest(self, stage: int, status: str | None = "SUCCEEDED") -> Run | None:
         """The newest run of a stage with that status; probes (`amigo-burst probe`: a few steps to
         measure speed and memory) never count as the stage's run."""
-        runs = [r for r in self.list(stage=stage, status=status) if not (r.artifacts or {}).get("probe")]
+        runs = [r for r in self.list(stage=stage, status=status) if not r.is_probe]
         return runs[-1] if runs else None
 
     def active(self, stage: int | None = None) -> list[Run]:
