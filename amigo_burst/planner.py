@@ -297,14 +297,23 @@ def auto_target(cfg: AmigoConfig, stage: int, runs=None, *, max_usd: float | Non
 
 
 def estimate_for_target(cfg: AmigoConfig, stage: int, target_name: str, tokens: int | None = None,
-                        runs=None, gpu: str | None = None, max_usd: float | None = None) -> Cell:
+                        runs=None, gpu: str | None = None, max_usd: float | None = None,
+                        gpu_count: int | None = None) -> Cell:
     """The plan cell of one (stage, target): its best option (or the one `gpu` names, "H100" or
-    "H100:2"): fits, method, micro-batch x accum, accelerator and count, hours, $, the Estimate."""
+    "H100:2"; gpu_count: only machines with that many GPUs, what a resume trained on): fits, method,
+    micro-batch x accum, accelerator and count, hours, $, the Estimate."""
     plan, _, _ = make_plan(cfg, runs if runs is not None else past_runs(cfg), [stage], max_usd=max_usd,
                            tokens={stage: tokens} if tokens is not None else None)
     mine = [c for c in plan.cells if c.target == target_name]
     if not mine:
         raise UserError(f"no target named {target_name!r} in sky/")
+    if gpu_count:
+        same = [c for c in mine if c.gpu_count == gpu_count or c.local or not c.option or c.option.cloud not in PRICED]
+        if not same:
+            raise UserError(f"--resume: the run trained on {gpu_count} GPUs and {target_name} offers no {gpu_count}-GPU "
+                            "machine in the catalog now: a different count changes the global batch under the "
+                            "checkpoint; resume on another target with that count, or start over without --resume")
+        mine = same
     if gpu:
         name, _, count = gpu.partition("@")[0].partition(":")
         same = [c for c in mine if (c.accelerator or "").lower() == name.lower()
@@ -326,7 +335,8 @@ def estimate_for_target(cfg: AmigoConfig, stage: int, target_name: str, tokens: 
 
 
 def estimate_for_launch(cfg: AmigoConfig, stage: int, target: Target, tokens: int, gpu: str | None = None,
-                        max_usd: float | None = None, cpu_fallback: bool = False) -> Cell | None:
+                        max_usd: float | None = None, cpu_fallback: bool = False,
+                        gpu_count: int | None = None) -> Cell | None:
     """The estimate a launch checks and records (calibration later compares it with what happened),
     with the machine the plan chose on that target (`gpu` overrides it).
 
@@ -337,7 +347,7 @@ def estimate_for_launch(cfg: AmigoConfig, stage: int, target: Target, tokens: in
     """
     if not target.is_local and not target.accelerator and target.infra not in PRICED:
         return cpu_cell(cfg, stage, target, tokens) if cpu_fallback else None
-    return estimate_for_target(cfg, stage, target.name, tokens, gpu=gpu, max_usd=max_usd)
+    return estimate_for_target(cfg, stage, target.name, tokens, gpu=gpu, max_usd=max_usd, gpu_count=gpu_count)
 
 
 def cpu_cell(cfg: AmigoConfig, stage: int, target: Target, tokens: int | None, runs=None) -> Cell:

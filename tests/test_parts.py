@@ -219,3 +219,27 @@ def test_calibrated_headroom_is_the_error_left_over():
     assert c.peak == pytest.approx(1.1, rel=1e-6) and headroom(c) == pytest.approx(0.1, rel=1e-6)
     assert estimate(arch, gpu, Workload("lora", 2048, 4), two).headroom == pytest.approx(0.1, rel=1e-6)
     assert math.isclose(headroom(None), PEAK_HEADROOM)
+
+
+# --- a resume keeps the GPU count ---------------------------------------------------------------------
+
+
+def test_a_resume_keeps_the_gpu_count_or_refuses_in_one_line(shipped):
+    from amigo_burst.errors import UserError
+    from amigo_burst.lifecycle.launch import resume_gpu_count
+    from amigo_burst.targets import get_target
+
+    cfg = shipped[0]
+    vast, laptop = get_target("vast", cfg.root), get_target("local", cfg.root)
+    assert resume_gpu_count({"gpu_count": 2}, None, vast) == 2
+    assert resume_gpu_count({"gpu_count": 2}, "H100:2", vast) == 2
+    assert resume_gpu_count({"gpu_count": 2}, None, laptop) is None and resume_gpu_count(None, None, vast) is None
+    with pytest.raises(UserError) as e:
+        resume_gpu_count({"gpu_count": 2}, "H100:4", vast)
+    assert "\n" not in str(e.value) and "trained on 2 GPUs" in str(e.value)
+    # the plan for the resume is made among machines with that count only, even where 1 GPU is cheaper
+    free = planner.estimate_for_target(cfg, 1, "vast")
+    kept = planner.estimate_for_target(cfg, 1, "vast", gpu_count=2)
+    assert free.gpu_count == 1 and kept.gpu_count == 2 and kept.micro_batch * kept.grad_accum * 2 >= 16
+    with pytest.raises(UserError, match="offers no 3-GPU machine"):
+        planner.estimate_for_target(cfg, 1, "vast", gpu_count=3)

@@ -212,6 +212,20 @@ def same_batch(recorded: dict | None, est: Cell | None) -> Cell | None:
     return dataclasses.replace(est, micro_batch=rec["micro_batch"], grad_accum=rec["grad_accum"])
 
 
+def resume_gpu_count(recorded: dict | None, gpu: str | None, target: Target) -> int | None:
+    """A resumed cloud run rents as many GPUs as it trained on: its checkpoint counts steps of micro x accum x
+    GPUs sequences, and another count would change the global batch under it. --gpu with another count is
+    refused in one line; None when there is nothing to keep (a fresh run, the laptop)."""
+    count = (recorded or {}).get("gpu_count")
+    if target.is_local or not isinstance(count, int) or count < 1:
+        return None
+    asked = gpu.partition("@")[0].partition(":")[2] if gpu else ""
+    if asked and asked != str(count):
+        raise UserError(f"--resume: the run trained on {count} GPUs; --gpu {gpu} asks for {asked}, which changes "
+                        f"the global batch under its checkpoint: use --gpu NAME:{count}, or start over without --resume")
+    return count
+
+
 def link_tree(src: Path, dest: Path) -> None:
     """A copy of SRC at DEST made of hard links where the filesystem allows (a 24 GB model folder is
     not copied just to be hashed and sent), real copies where it does not."""
@@ -285,8 +299,10 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     # a continued adapter fixes the method: estimate (micro-batch, memory, cost) for that one
     method = choose_method(cfg, None, adapter) if adapter_method(adapter) else None
     ecfg = cfg if method is None else cfg.model_copy(update={"model": cfg.model.model_copy(update={"method": method})})
+    resume_id = _resumable(runs, spec.number) if opts.resume else None
+    count = resume_gpu_count(runs.get(resume_id).estimate if resume_id else None, opts.gpu, target)
     est = planner.estimate_for_launch(ecfg, spec.number, target, data.tokens, gpu=opts.gpu, max_usd=opts.max_usd,
-                                      cpu_fallback=probe)
+                                      cpu_fallback=probe, gpu_count=count)
     budget = planner.budget_for(cfg, spec.number, max_usd=opts.max_usd)
     # a probe costs minutes, not the stage: only the fit is checked, and it is capped in time
     check_estimate(spec.number, target, est, planner.Budget() if probe else budget, opts.force)
@@ -295,7 +311,6 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     cap_usd_h = est.max_usd_per_hour if est is not None else None
     max_runtime = PROBE_MAX_RUNTIME_S if probe else planner.runtime_limit_s(budget, cap_usd_h)
 
-    resume_id = _resumable(runs, spec.number) if opts.resume else None
     if resume_id:
         est = same_batch(runs.get(resume_id).estimate, est)
     run_id = resume_id or ids.new_run_id(spec.number, target.alias)
