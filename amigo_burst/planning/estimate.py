@@ -194,6 +194,13 @@ class Estimate:
     parts: dict = field(default_factory=dict)  # hours per named part (planning/parts.py); hours = their sum
     packing: bool = False
 
+    def step_seconds(self, grad_accum: int) -> float:
+        """One optimizer step: micro x accum sequences on each GPU, at the estimated rate (rows padded to
+        seq_len: the worst step, what a cap must allow)."""
+        useful = 1.0 if (self.packing or self.micro_batch == 1) else 1 - PAD_WASTE
+        seqs = 2 if self.trainer == "dpo" else 1
+        return self.micro_batch * seqs * grad_accum * self.gpu_count * self.seq_len * useful / self.tokens_per_s
+
     def to_dict(self) -> dict:
         d = asdict(self)
         for k, v in d.items():

@@ -139,3 +139,29 @@ def benchmark_s(s: Shape, x: StageExtras) -> float:
     step = s.weight_bytes / s.bandwidth_bps + s.layers * DECODE_LAYER_OVERHEAD_S + s.forward_overhead_s
     batches = math.ceil(x.benchmark_problems / BENCH_BATCH)
     return load + batches * x.benchmark_new_tokens * step + x.benchmark_problems * BENCH_EXEC_S
+
+
+# A probe's cap: PROBE_CAP_FACTOR x its estimated download and steps, at least PROBE_CAP_MIN_S. Why 2x: the
+# estimate of a step can be that far off before calibration (issue 24: one measured case a third over).
+PROBE_CAP_FACTOR = 2.0
+PROBE_CAP_MIN_S = 300.0
+
+
+def probe_rows(micro_batch: int, grad_accum: int, gpus: int, steps: int) -> int:
+    """Rows a probe of STEPS optimizer steps trains on: one step is micro x accum sequences on each GPU."""
+    return max(1, micro_batch) * max(1, grad_accum) * max(1, gpus) * steps
+
+
+def probe_plan(e, grad_accum: int, steps: int, rows_fraction: float) -> dict:
+    """What a probe of STEPS steps costs before it starts, from the stage's estimate E (an Estimate): its
+    setup and download as the stage's, the inputs for its rows only (rows_fraction of the stage's), the
+    steps at the estimated step time; no validation, no benchmark. Seconds per part, the total, the cap
+    the trainer gets (--max-runtime-s counts from its start: the download and the steps), and dollars."""
+    p = {k: v * 3600 for k, v in (e.parts or {}).items()}
+    step_s = e.step_seconds(grad_accum)
+    secs = {"setup": p.get("setup", 0.0), "download": p.get("download", 0.0),
+            "inputs": p.get("inputs", 0.0) * min(1.0, rows_fraction), "steps": steps * step_s}
+    total = sum(secs.values())
+    cap = max(PROBE_CAP_MIN_S, PROBE_CAP_FACTOR * (secs["download"] + secs["steps"]))
+    usd = total / 3600 * e.usd_per_hour if e.usd_per_hour is not None else None
+    return {"seconds": secs, "total_s": total, "step_s": step_s, "cap_s": int(cap), "usd": usd}
