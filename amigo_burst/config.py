@@ -80,6 +80,9 @@ class DatasetConfig(Strict):
     prepare: Literal["auto", "here", "target"] = "auto"
     # for `plan` before anything is downloaded: average tokens per row (dataset card or a sample)
     tokens_per_row: int | None = Field(None, ge=1)
+    # for `plan`: GB of source rows preparation reads to find max_rows usable ones (the card's bytes per
+    # row x rows read); default: the stage's tokens x 3.6 bytes (every row read is used)
+    read_gb: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:

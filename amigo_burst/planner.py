@@ -24,6 +24,7 @@ from amigo_burst.config import AmigoConfig, LocalGpuConfig
 from amigo_burst.errors import UserError
 from amigo_burst.planning.calibration import calibrate
 from amigo_burst.planning.compare import compare
+from amigo_burst.planning.estimate import StageExtras
 from amigo_burst.planning.hardware import gpu_for_accelerator, gpu_table, load_arch
 from amigo_burst.planning.matrix import (
     Cell,
@@ -39,7 +40,7 @@ from amigo_burst.planning.strategies import Plan, build_plan
 from amigo_burst.stages import STAGES
 from amigo_burst.state import paths
 from amigo_burst.state.records import open_records
-from amigo_burst.targets import Target, all_targets
+from amigo_burst.targets import REPO_ROOT, Target, all_targets
 
 # The entrypoint gets 90% of the budget's machine-hours: setup and the model download run inside
 # the same billed hours, and it stops at the next step boundary after the limit (then saves).
@@ -144,22 +145,88 @@ def stage_tokens(cfg: AmigoConfig, number: int) -> int | None:
     return None
 
 
+def stage_rows(cfg: AmigoConfig, number: int) -> int | None:
+    """Rows (DPO: pairs) a stage trains on before preparation: max_rows, capped by a local JSONL's lines."""
+    ds = cfg.stages[number].dataset
+    if ds.path and cfg.resolve(ds.path).suffix == ".jsonl" and cfg.resolve(ds.path).is_file():
+        with open(cfg.resolve(ds.path), "rb") as f:
+            lines = sum(1 for line in f if line.strip())
+        return min(lines, ds.max_rows) if ds.max_rows else lines
+    return ds.max_rows
+
+
+def train_defaults(number: int) -> dict:
+    """train/configs/stage<N>.yaml: the entrypoint's defaults the controller does not override (save_steps,
+    eval_steps), read as data (the controller never imports the entrypoint)."""
+    import yaml
+
+    p = REPO_ROOT / "train" / "configs" / f"stage{number}.yaml"
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def stage_extras(cfg: AmigoConfig, number: int, *, local: bool, tokens: int | None, rows: int | None,
+                 arch=None) -> StageExtras:
+    """What stage NUMBER does besides its training steps, on the laptop (local) or a cloud machine
+    (planning/parts.py). The inputs: a hub dataset is read (dataset.read_gb, else its tokens x 3.6 bytes)
+    and tokenized by whoever prepares it -- the laptop before a local run, the machine itself when
+    dataset.prepare sends it there; else the machine fetches the prepared rows (+ the previous adapter,
+    fp32). Data prepared here before a cloud launch is not on the machine's clock. Validation and
+    checkpoint cadence as stage_envs passes them (amigo.toml, else train/configs); the benchmark: [eval]."""
+    from amigo_burst.planning.parts import BYTES_PER_TOKEN
+
+    sc = cfg.stage(number)
+    ds, y = sc.dataset, train_defaults(number)
+    source = (ds.read_gb * 1e9 if ds.read_gb else (tokens or 0) * BYTES_PER_TOKEN)
+    on_target = bool(ds.hub) and (ds.prepare == "target" or (ds.prepare == "auto" and not local))
+    adapter = arch.lora_params(cfg.lora.r, tuple(cfg.lora.target_modules)) * 4 if arch and number > 1 else 0
+    if local:
+        fetch, prepare = (source if ds.hub else 0.0), source
+    elif on_target:
+        fetch, prepare = source + adapter, source
+    else:
+        fetch, prepare = (tokens or 0) * BYTES_PER_TOKEN + adapter, 0.0
+    eval_steps, save_steps = sc.eval_steps or y.get("eval_steps") or 0, y.get("save_steps") or 0
+    if sc.max_steps and sc.max_steps <= 100:  # launch.stage_envs: an eval and a checkpoint half-way
+        half = max(1, sc.max_steps // 2)
+        save_steps, eval_steps = half, sc.eval_steps or half
+    return replace(benchmark_extras(cfg), rows=rows, fetch_bytes=fetch, prepare_bytes=prepare,
+                   eval_fraction=sc.eval_fraction, eval_max_rows=sc.eval_max_rows, eval_steps=int(eval_steps),
+                   save_steps=int(save_steps), save_minutes=sc.save_minutes)
+
+
+def benchmark_extras(cfg: AmigoConfig | None) -> StageExtras:
+    """The benchmark every stage runs after training ([eval]; all 164 problems without a config)."""
+    from amigo_burst.planning.parts import HUMANEVAL_PROBLEMS
+
+    if cfg is None:
+        return StageExtras(benchmark_problems=HUMANEVAL_PROBLEMS)
+    return StageExtras(benchmark_problems=HUMANEVAL_PROBLEMS if cfg.eval.limit is None else cfg.eval.limit,
+                       benchmark_new_tokens=cfg.eval.max_new_tokens)
+
+
 def stage_inputs(cfg: AmigoConfig, numbers: list[int], tokens: dict[int, int | None] | None = None, *,
-                 max_usd: float | None = None, max_hours: float | None = None) -> list[StageInput]:
+                 max_usd: float | None = None, max_hours: float | None = None, arch=None) -> list[StageInput]:
     out = []
     for n in numbers:
         sc = cfg.stage(n)
         t = (tokens or {}).get(n)
         t = t if t is not None else stage_tokens(cfg, n)
+        rows = stage_rows(cfg, n)
         epochs = sc.epochs
         if sc.max_steps and isinstance(sc.micro_batch, int) and isinstance(sc.grad_accum, int):
             # max_steps caps the run: steps x micro x accum x seq tokens at most (packed)
             cap = sc.max_steps * sc.micro_batch * sc.grad_accum * sc.max_seq_len
             if t is None or t * epochs > cap:
                 t, epochs = cap, 1.0
+                rows = sc.max_steps * sc.micro_batch * sc.grad_accum
         b = budget_for(cfg, n, max_usd=max_usd, max_hours=max_hours)
         out.append(StageInput(n, STAGES[n].name, STAGES[n].trainer, sc.max_seq_len, sc.micro_batch, sc.grad_accum,
-                              t, epochs, b.usd, b.hours))
+                              t, epochs, b.usd, b.hours,
+                              stage_extras(cfg, n, local=True, tokens=t, rows=rows, arch=arch),
+                              stage_extras(cfg, n, local=False, tokens=t, rows=rows, arch=arch)))
     return out
 
 
@@ -196,14 +263,15 @@ def _arch(cfg: AmigoConfig):
     return load_arch(cfg.resolve(ref) if as_path else ref)
 
 
-def settings_for(cfg: AmigoConfig) -> Settings:
+def settings_for(cfg: AmigoConfig, packing: bool = False) -> Settings:
+    """packing: the estimate for packed rows (a target with flash-attn); the targets pad (train/accel.py)."""
     return Settings(method=cfg.model.method, rank=cfg.lora.r, target_modules=tuple(cfg.lora.target_modules),
-                    lora_dropout=cfg.lora.dropout > 0, packing=False)
+                    lora_dropout=cfg.lora.dropout > 0, packing=packing)
 
 
 def make_plan(cfg: AmigoConfig | None, runs, stages: list[int] | None = None, *, max_usd: float | None = None,
               max_hours: float | None = None, tokens: dict[int, int | None] | None = None,
-              prices: PriceTable | None = None) -> tuple[Plan, PriceTable, object]:
+              prices: PriceTable | None = None, packing: bool = False) -> tuple[Plan, PriceTable, object]:
     if cfg is None:
         raise UserError("plan needs an amigo.toml: pass --config PATH")
     prices = prices or price_table(cfg)
@@ -211,8 +279,8 @@ def make_plan(cfg: AmigoConfig | None, runs, stages: list[int] | None = None, *,
     if not numbers:
         raise UserError(f"no configured stage among {stages}: amigo.toml has {sorted(cfg.stages)}")
     arch = _arch(cfg)
-    plan = build_plan(arch, stage_inputs(cfg, numbers, tokens, max_usd=max_usd, max_hours=max_hours),
-                      target_options(cfg, prices), gpus_for(cfg), settings=settings_for(cfg),
+    plan = build_plan(arch, stage_inputs(cfg, numbers, tokens, max_usd=max_usd, max_hours=max_hours, arch=arch),
+                      target_options(cfg, prices), gpus_for(cfg), settings=settings_for(cfg, packing),
                       calibration=calibrate(runs_as_dicts(runs)))
     return plan, prices, arch
 
@@ -229,14 +297,23 @@ def auto_target(cfg: AmigoConfig, stage: int, runs=None, *, max_usd: float | Non
 
 
 def estimate_for_target(cfg: AmigoConfig, stage: int, target_name: str, tokens: int | None = None,
-                        runs=None, gpu: str | None = None, max_usd: float | None = None) -> Cell:
+                        runs=None, gpu: str | None = None, max_usd: float | None = None,
+                        gpu_count: int | None = None) -> Cell:
     """The plan cell of one (stage, target): its best option (or the one `gpu` names, "H100" or
-    "H100:2"): fits, method, micro-batch x accum, accelerator and count, hours, $, the Estimate."""
+    "H100:2"; gpu_count: only machines with that many GPUs, what a resume trained on): fits, method,
+    micro-batch x accum, accelerator and count, hours, $, the Estimate."""
     plan, _, _ = make_plan(cfg, runs if runs is not None else past_runs(cfg), [stage], max_usd=max_usd,
                            tokens={stage: tokens} if tokens is not None else None)
     mine = [c for c in plan.cells if c.target == target_name]
     if not mine:
         raise UserError(f"no target named {target_name!r} in sky/")
+    if gpu_count:
+        same = [c for c in mine if c.gpu_count == gpu_count or c.local or not c.option or c.option.cloud not in PRICED]
+        if not same:
+            raise UserError(f"--resume: the run trained on {gpu_count} GPUs and {target_name} offers no {gpu_count}-GPU "
+                            "machine in the catalog now: a different count changes the global batch under the "
+                            "checkpoint; resume on another target with that count, or start over without --resume")
+        mine = same
     if gpu:
         name, _, count = gpu.partition("@")[0].partition(":")
         same = [c for c in mine if (c.accelerator or "").lower() == name.lower()
@@ -258,7 +335,8 @@ def estimate_for_target(cfg: AmigoConfig, stage: int, target_name: str, tokens: 
 
 
 def estimate_for_launch(cfg: AmigoConfig, stage: int, target: Target, tokens: int, gpu: str | None = None,
-                        max_usd: float | None = None, cpu_fallback: bool = False) -> Cell | None:
+                        max_usd: float | None = None, cpu_fallback: bool = False,
+                        gpu_count: int | None = None) -> Cell | None:
     """The estimate a launch checks and records (calibration later compares it with what happened),
     with the machine the plan chose on that target (`gpu` overrides it).
 
@@ -269,15 +347,16 @@ def estimate_for_launch(cfg: AmigoConfig, stage: int, target: Target, tokens: in
     """
     if not target.is_local and not target.accelerator and target.infra not in PRICED:
         return cpu_cell(cfg, stage, target, tokens) if cpu_fallback else None
-    return estimate_for_target(cfg, stage, target.name, tokens, gpu=gpu, max_usd=max_usd)
+    return estimate_for_target(cfg, stage, target.name, tokens, gpu=gpu, max_usd=max_usd, gpu_count=gpu_count)
 
 
 def cpu_cell(cfg: AmigoConfig, stage: int, target: Target, tokens: int | None, runs=None) -> Cell:
     """STAGE on a CPU-only target (no price: your own cluster), on gpus.csv's cpu row."""
     gpus = gpus_for(cfg)
     option = Option(target.name, target.infra, None, 1, "cpu", None, price_note="your own cluster")
-    st = stage_inputs(cfg, [stage], {stage: tokens})[0]
-    return plan_cell(_arch(cfg), option, gpus["cpu"], st, settings_for(cfg),
+    arch = _arch(cfg)
+    st = stage_inputs(cfg, [stage], {stage: tokens}, arch=arch)[0]
+    return plan_cell(arch, option, gpus["cpu"], st, settings_for(cfg),
                      calibrate(runs_as_dicts(runs if runs is not None else past_runs(cfg))))
 
 

@@ -21,10 +21,12 @@ def test_shipped_configs_validate(path):
     assert cfg.path == path.resolve()
 
 
-def test_real_plan_is_hybrid_12b_with_hub_datasets():
+def test_real_plan_is_12b_on_the_cloud_with_hub_datasets():
     cfg = load_config(ROOT / "amigo.toml")
     assert cfg.model.arch == "mistral-nemo-12b"
-    assert cfg.stages[1].target == "local" and cfg.targets.cloud != "local"
+    # a 12B base does not fit the 6 GB laptop: every stage on [targets].cloud (rehearse refuses a plan that
+    # puts one where a launch would be refused)
+    assert all(st.target is None for st in cfg.stages.values()) and cfg.targets.cloud != "local"
     for n, st in cfg.stages.items():
         assert st.dataset.hub and st.dataset.columns, f"stage {n} names a hub dataset with a column map"
 

@@ -18,6 +18,7 @@ from amigo_burst.planning.estimate import (
     GiB,
     SetupCost,
     Workload,
+    calibration_key,
     estimate,
     largest_fit,
     max_seq_len,
@@ -99,7 +100,9 @@ def test_usd_includes_setup_and_download():
                  setup=SetupCost.cloud(download_gbit_s=1.0))
     # 300 s provision + 240 s setup + 16.06 GB x 8 / 1 Gbit/s = 128 s download
     assert e.setup_hours * 3600 == pytest.approx(300 + 240 + a.params * 16 / 1e9)
-    assert e.usd == pytest.approx((e.train_hours + e.setup_hours) * 2.0)
+    # and the parts besides training and setup (here: the final adapter save) are in the hours too
+    assert e.hours == pytest.approx(sum(e.parts.values())) and e.hours > e.train_hours + e.setup_hours
+    assert e.usd == pytest.approx(e.hours * 2.0)
     assert estimate(a, g, Workload("lora", 2048, 4)).hours is None
 
 
@@ -214,7 +217,7 @@ def test_cpu_runs_predicted_within_30pct_after_one_calibration_run(prior):
            "efficiency 2x wrong": replace(gpu, eff_lora=gpu.eff_lora / 2)}[prior]
     first, rest = recs[0], recs[1:]
     cal = calibrate([_run_record(first, arch, gpu)])
-    assert describe(cal, "cpu", "lora") == "calibrated from 1 run"
+    assert describe(cal, calibration_key("cpu", "lora", "sft", first["seq_len"])) == "calibrated from 1 run"
     for rec in rest:
         w = Workload("lora", rec["seq_len"], rec["micro_batch"], grad_ckpt=rec["grad_ckpt"])
         e = estimate(arch, gpu, w, cal)
@@ -230,7 +233,7 @@ def test_calibration_is_per_gpu_and_method_and_ignores_failed_runs():
            "estimate": est.to_dict(), "metrics": {}}
     failed = dict(run, status="FAILED", tokens_per_s=1.0)
     cal = calibrate([run, run, failed])
-    c = cal[("H100", "lora")]
+    c = cal[calibration_key("H100", "lora")]
     assert (c.runs, c.mem_runs) == (2, 2)
     assert c.tokens_per_s == pytest.approx(2.0, rel=1e-4) and c.peak == pytest.approx(1.1, rel=1e-4)
     e = estimate(arch, gpu, w, cal)
@@ -241,14 +244,14 @@ def test_calibration_is_per_gpu_and_method_and_ignores_failed_runs():
     assert not estimate(arch, load_gpu("A100"), w, cal).calibrated
     # a calibrated estimate recorded by a later run does not compound: the default is the reference
     again = calibrate([dict(run, estimate=e.to_dict())])
-    assert again[("H100", "lora")].tokens_per_s == pytest.approx(2.0, rel=1e-4)
+    assert again[calibration_key("H100", "lora")].tokens_per_s == pytest.approx(2.0, rel=1e-4)
 
 
 def test_gpu_named_like_torch_in_metrics():
     est = estimate(load_arch("llama-3.1-8b"), load_gpu("RTX4090"), Workload("qlora", 2048, 1)).to_dict()
     run = {"status": "SUCCEEDED", "estimate": {k: v for k, v in est.items() if k != "gpu"},
            "metrics": {"gpu_name": "NVIDIA GeForce RTX 4090", "tokens_per_s": est["tokens_per_s"] / 2}}
-    assert calibrate([run])[("RTX4090", "qlora")].tokens_per_s == pytest.approx(0.5, rel=1e-3)
+    assert calibrate([run])[calibration_key("RTX4090", "qlora")].tokens_per_s == pytest.approx(0.5, rel=1e-3)
 
 
 # --------------------------------------------------------------------------- the loss as TRL runs it
@@ -309,4 +312,5 @@ def test_a_local_run_pays_its_start_up():
     """Issue 15: a 30-second local start-up was missing, so every short demo run came in 63-99% under."""
     e = estimate(load_arch("tiny"), load_gpu("cpu"), Workload("lora", 128, 4, tokens=4096), usd_per_hour=0.02,
                  setup=SetupCost.local())
-    assert e.setup_hours * 3600 == 30 and e.hours == pytest.approx(e.train_hours + 30 / 3600)
+    assert e.setup_hours * 3600 == 30 and e.parts["setup"] * 3600 == 30
+    assert e.hours == pytest.approx(sum(e.parts.values())) and e.hours > e.train_hours + 30 / 3600

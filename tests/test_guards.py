@@ -13,7 +13,7 @@ from faults_summary import Ledger
 from amigo_burst.config import load_config
 from amigo_burst.errors import UserError
 from amigo_burst.lifecycle.prepare import prepare_stage
-from amigo_burst.planning.estimate import ALLOCATOR_MARGIN, Workload, estimate
+from amigo_burst.planning.estimate import ALLOCATOR_MARGIN, PEAK_HEADROOM, Workload, estimate
 from amigo_burst.planning.hardware import load_arch, load_gpu
 from amigo_burst.secrets import MASK, redact
 from amigo_burst.stages import get_stage
@@ -35,7 +35,8 @@ def test_fit_check_counts_the_allocator_margin_and_cuda_context():
     # a card holding the allocated peak (and even the peak + context) but not the margin: does not fit
     assert not estimate(arch, card_with(e.peak_alloc_gib + ctx + 0.01), W).fits
     assert not estimate(arch, card_with(e.peak_alloc_gib * (1 + ALLOCATOR_MARGIN) + 0.01), W).fits
-    assert estimate(arch, card_with(e.peak_vram_gib + 0.01), W).fits
+    assert not estimate(arch, card_with(e.peak_vram_gib + 0.01), W).fits  # the peak, but not the headroom
+    assert estimate(arch, card_with(e.peak_vram_gib * (1 + PEAK_HEADROOM) + 0.01), W).fits
 
 
 @pytest.mark.parametrize("over", [0.01, 0.03, 0.05])

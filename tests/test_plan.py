@@ -58,7 +58,7 @@ def test_12b_plan_local_never_fits_and_every_strategy_has_numbers():
     assert hyb.usd > s["all cloud"].usd
     # the three ways out for stage 1, each with its numbers (or why there is none)
     assert [w.split(":")[0] for w in p.local_options] == ["a smaller base", "a shorter sequence",
-                                                           "rehearse stage 1 on the laptop (30 s, $0.00029), train it on vast RTX4090"]
+                                                           "rehearse stage 1 on the laptop (32 s, $0.00031), train it on vast RTX4090"]
     assert "NF4 weights alone" in p.local_options[1] and re.search(r"\$\d", p.local_options[0])
     for _n, (cell, why) in p.recommended.items():
         assert cell.target in ("vast", "runpod") and "cheapest" in why and "local" in why

@@ -128,7 +128,7 @@ def test_an_unknown_target_in_amigo_toml_fails_config_check(tmp_path):
         assert r.returncode == 2 and len(lines) == 1, r.stdout + r.stderr
         assert "[targets] cloud = 'gcp': unknown target 'gcp'" in lines[0] and "vast" in lines[0]
     stage = tmp_path / "stage.toml"
-    stage.write_text((ROOT / "amigo.toml").read_text().replace('target = "local"', 'target = "locla"', 1))
+    stage.write_text((ROOT / "amigo.toml").read_text().replace("learning_rate = 2e-4\n", 'learning_rate = 2e-4\ntarget = "locla"\n', 1))
     r = _cli(tmp_path, "config", "check", config=stage)
     assert r.returncode == 2 and "[stages.1] target = 'locla'" in r.stderr
 

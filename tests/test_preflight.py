@@ -158,7 +158,7 @@ def test_gpu_on_the_local_target_is_refused(tmp_path):
 
 # --- the fit check first, the hub offline fast (item 8) ----------------------------------------------
 def test_12b_stage_1_on_the_laptop_is_refused_by_the_fit_check_before_any_hub_access(tmp_path, monkeypatch):
-    """The shipped amigo.toml: stage 1 of a 12B base on the 6 GB laptop. The pure fit check refuses it
+    """The shipped amigo.toml's stage 1 of a 12B base put on the 6 GB laptop. The pure fit check refuses it
     before the tokenizer or the hub dataset is touched (both would be hub calls)."""
     from amigo_burst.lifecycle import launch as launch_mod
 
@@ -170,7 +170,7 @@ def test_12b_stage_1_on_the_laptop_is_refused_by_the_fit_check_before_any_hub_ac
     p = tmp_path / "real"
     p.mkdir()
     (p / "amigo.toml").write_text((REPO / "amigo.toml").read_text())
-    r = invoke("--config", str(p / "amigo.toml"), "launch", "--stage", "1")
+    r = invoke("--config", str(p / "amigo.toml"), "launch", "--stage", "1", "--cloud", "local")
     assert r.exit_code == 2, r.output
     assert "stage 1 does not fit local-rtx4050" in r.output and "weights 7.7" in r.output, r.output
     assert not (p / ".amigo").exists()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from amigo_burst.config import load_config
+from amigo_burst.lifecycle.rehearsal_plan import check_sky_tasks, stage_plans
 from amigo_burst.lifecycle.rehearsal_record import config_hash, unrehearsed_warning
 from amigo_burst.lifecycle.rehearse import toml_dump
 from tests.dataset_shapes import shipped_with_local_data, write_hub
@@ -63,6 +64,114 @@ def test_warning_before_a_paid_cloud_until_a_rehearsal_passed_for_this_config(tm
     assert unrehearsed_warning(load_config(tmp_path / "amigo.toml"), ["vast"]) is None
     (tmp_path / "amigo.toml").write_text(SHIPPED.replace("learning_rate = 1e-4", "learning_rate = 2e-4", 1))
     assert unrehearsed_warning(load_config(tmp_path / "amigo.toml"), ["runpod"])
+
+
+def test_the_rehearsal_runs_each_shipped_stage_with_the_plans_method_and_batch(tmp_path):
+    """What `launch --stage N` of the shipped amigo.toml would run, stage by stage (the plan's machine,
+    method and micro-batch x grad-accum; later stages keep stage 1's method), is what the rehearsal
+    project trains with; nothing is refused."""
+    from amigo_burst import planner
+    from amigo_burst.lifecycle.rehearse import RehearseOptions, write_project
+
+    (tmp_path / "amigo.toml").write_text(SHIPPED)
+    cfg = load_config(tmp_path / "amigo.toml")
+    plans = stage_plans(cfg)
+    assert sorted(plans) == [1, 2, 3, 4, 5] and not any(p.refused for p in plans.values())
+    first = planner.estimate_for_launch(cfg, 1, planner_target(cfg, 1), planner.stage_tokens(cfg, 1))
+    for n, p in plans.items():
+        chained = cfg.model_copy(update={"model": cfg.model.model_copy(update={"method": plans[1].method})})
+        cell = planner.estimate_for_launch(chained if n > 1 else cfg, n, planner_target(cfg, n),
+                                           planner.stage_tokens(cfg, n))
+        assert (p.method, p.micro_batch, p.grad_accum, p.gpu_count, p.machine) == (
+            cell.method, cell.micro_batch, cell.grad_accum, cell.gpu_count, cell.gpu_label), n
+        assert p.target == "vast"
+    assert plans[1].method == first.method == "lora"  # the plan rents a 48 GB card: bf16 LoRA, not NF4
+    write_project(cfg, tmp_path / "r", tmp_path / "standin", RehearseOptions(), plans)
+    rcfg = load_config(tmp_path / "r" / "amigo.toml")
+    assert rcfg.model.method == plans[1].method and rcfg.model.arch == "tiny"
+    for n, p in plans.items():
+        assert (rcfg.stages[n].micro_batch, rcfg.stages[n].grad_accum) == (p.micro_batch, p.grad_accum)
+    # SkyPilot's own validation of the task a launch of the plan builds, offline
+    assert check_sky_tasks(cfg) == {"vast": ""}
+
+
+def planner_target(cfg, n):
+    from amigo_burst.lifecycle.launch import resolve_target
+
+    return resolve_target(cfg, n, None)
+
+
+def test_a_stage_a_real_launch_would_refuse_fails_its_rehearsal(tmp_path):
+    """Stage 1 of the 12B plan on the 6 GB laptop: `launch --stage 1` refuses it at once, so the rehearsal
+    reports it failed with that reason and trains nothing (no --force anywhere); so does a stage over
+    its budget."""
+    from amigo_burst.lifecycle.rehearse import run_stage
+
+    (tmp_path / "amigo.toml").write_text(SHIPPED.replace('learning_rate = 2e-4\n', 'learning_rate = 2e-4\ntarget = "local"\n', 1))
+    cfg = load_config(tmp_path / "amigo.toml")
+    plans = stage_plans(cfg)
+    assert plans[1].target == "local-rtx4050" and "does not fit local-rtx4050" in plans[1].refused
+    assert not plans[2].refused
+    res = run_stage(cfg, 1, "local-rtx4050", "local-rtx4050", None, None, plans[1])  # never reaches launch
+    assert res.status == "failed" and res.run_id is None and "\n" not in res.reason
+    assert res.reason.startswith("`launch --stage 1` would be refused: stage 1 does not fit local-rtx4050")
+    over = load_config_text(tmp_path, SHIPPED.replace("max_usd = 25", "max_usd = 0.5"))
+    assert "exceeds the $0.50 budget" in stage_plans(over)[2].refused
+
+
+def load_config_text(tmp_path, text):
+    (tmp_path / "other.toml").write_text(text)
+    return load_config(tmp_path / "other.toml")
+
+
+def test_editing_train_or_sky_clears_the_rehearsal_mark(tmp_path):
+    """The mark is for what trains: the training code (train/) and the targets' task YAMLs too."""
+    import shutil
+
+    from amigo_burst.lifecycle.rehearsal_record import passed_record
+
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "amigo.toml").write_text(SHIPPED)
+    shutil.copytree(REPO / "sky", project / "sky")  # the project's own sky/ (targets.sky_dir)
+    train = tmp_path / "train"
+    shutil.copytree(REPO / "train", train, ignore=shutil.ignore_patterns("__pycache__"))
+    cfg = load_config(project / "amigo.toml")
+    mark = config_hash(cfg, train)
+    assert mark == config_hash(cfg, train) and config_hash(cfg) == config_hash(cfg, REPO / "train")
+    (train / "sft.py").write_text((train / "sft.py").read_text() + "\n# a change\n")
+    assert config_hash(cfg, train) != mark
+    (train / "sft.py").write_text((train / "sft.py").read_text().replace("\n# a change\n", ""))
+    assert config_hash(cfg, train) == mark
+    (train / "__pycache__").mkdir(exist_ok=True)
+    (train / "__pycache__" / "x.pyc").write_bytes(b"cache")
+    assert config_hash(cfg, train) == mark  # caches are not code
+    # a target YAML the stages run on: the mark goes, and with it the record's "passed"
+    record = project / ".amigo" / "rehearsal" / "rehearsal.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"passed": True, "config_hash": config_hash(cfg)}))
+    assert passed_record(cfg) is not None
+    y = project / "sky" / "vast.yaml"
+    y.write_text(y.read_text().replace("disk_size: 120", "disk_size: 200"))
+    assert passed_record(cfg) is None and unrehearsed_warning(cfg, ["vast"])
+    # a YAML no stage runs on does not matter
+    y.write_text(y.read_text().replace("disk_size: 200", "disk_size: 120"))
+    r = project / "sky" / "runpod.yaml"
+    r.write_text(r.read_text().replace("disk_size: 120", "disk_size: 200"))
+    assert passed_record(cfg) is not None
+
+
+def test_skypilot_validation_refuses_a_broken_task_offline(tmp_path):
+    import shutil
+
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "amigo.toml").write_text(SHIPPED)
+    shutil.copytree(REPO / "sky", project / "sky")
+    y = project / "sky" / "vast.yaml"
+    y.write_text(y.read_text().replace("disk_size: 120", "disk_size: lots"))
+    found = check_sky_tasks(load_config(project / "amigo.toml"))
+    assert set(found) == {"vast"} and "disk_size" in found["vast"] and "\n" not in found["vast"]
 
 
 def test_the_rehearsal_config_reads_back_as_the_same_plan(tmp_path):
@@ -133,17 +242,25 @@ def test_rehearse_runs_the_shipped_amigo_toml_over_the_hub(tmp_path):
     for line in ("1 nl2code", "2 context", "3 debugging", "4 reasoning", "5 preference"):
         assert line in out
     assert out.count("passed") >= 6 and "rehearsal passed" in out
-    assert "stand-in: mistral" in out and "local-rtx4050" in out and "vast" in out
+    assert "stand-in: mistral" in out and "vast" in out
     assert "field 'error' is empty" in out and "JetBrains-Research/mbpp_w_stacktraces[" in out
     assert "← stage 4" in out
     rec = json.loads((project / ".amigo" / "rehearsal" / "rehearsal.json").read_text())
     assert rec["passed"] and rec["config_hash"] == config_hash(load_config(project / "amigo.toml"))
     assert [s["status"] for s in rec["stages"]] == ["passed"] * 5
     assert all(s["loss"]["steps"] == 2 for s in rec["stages"])
-    # stage 1 runs on the laptop: its data prepared here; 2-5 on clouds: fetched by the target's run.sh
-    assert [s["prepared"] for s in rec["stages"]] == ["here"] + ["target"] * 4
+    # every stage on the cloud (a 12B base does not fit the laptop): fetched and prepared by the target's run.sh
+    assert [s["prepared"] for s in rec["stages"]] == ["target"] * 5
+    # each stage trained with the method and micro-batch x grad-accum the real launch would use
+    plans = stage_plans(load_config(project / "amigo.toml"))
+    for s in rec["stages"]:
+        p = plans[s["stage"]]
+        assert s["plan"] == {"machine": p.machine, "method": p.method, "micro_batch": p.micro_batch,
+                             "grad_accum": p.grad_accum, "gpu_count": p.gpu_count}, s["stage"]
+        assert s["ran"] == {"method": p.method, "micro_batch": p.micro_batch, "grad_accum": p.grad_accum}
+    assert rec["sky"] == {"vast": ""} and "SkyPilot accepts vast's task" in out
     runs_dir = project / ".amigo" / "rehearsal" / "project" / ".amigo" / "runs"
-    for s in rec["stages"][1:]:
+    for s in rec["stages"]:
         log = (runs_dir / s["run_id"] / "train.log").read_text()
         assert '"where": "target"' in log and '"sample_matches": true' in log, s["stage"]
     # the rows came over HTTP, commitpackft through its data file (its loading script never fetched)

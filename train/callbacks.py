@@ -6,6 +6,8 @@
   save a checkpoint and stop; and a checkpoint every `save_minutes` of training.
 - `BestCallback`: eval losses (first/best/final) and a copy of the best adapter in best/.
 - `MirrorCallback`: hands each saved checkpoint to the `Mirror` (train/mirror.py).
+- `inject_oom_above`: fault injection for tests (AMIGO_FAULT_OOM_ABOVE=K): an out-of-memory error from any
+  training forward pass of more than K sequences, where a CPU cannot run out of CUDA memory.
 
 Each callback gets what it needs (a reporter, the stage number, a mirror) and nothing else.
 """
@@ -47,11 +49,16 @@ class ProgressCallback(TrainerCallback):
         self._hooks: list = []
 
     def on_train_begin(self, args, state, control, model=None, **kw):
+        self.step_times = []  # a new attempt (an OOM back-off starts training again): its own steps
+        self.saved = False
         self.t_begin = self._t_log = time.perf_counter()
         self.tokens_begin = self._tokens_log = state.num_input_tokens_seen
         self.step_begin = state.global_step
         # Recompute probe: with checkpointing, the decoder layers run again in backward while the
         # embedding (outside the checkpointed blocks) does not: layer calls > embedding calls.
+        for h in self._hooks:  # an earlier attempt's (Session.train starts again after an OOM)
+            h.remove()
+        self.calls = {"embed": 0, "layer": 0}
         layer = _inside_first_layer(model) if model is not None else None
         if layer is not None and model.get_input_embeddings() is not None:
             self._hooks = [
@@ -61,6 +68,9 @@ class ProgressCallback(TrainerCallback):
 
     def _count(self, key: str) -> None:
         self.calls[key] += 1
+
+    def on_save(self, args, state, control, **kw):
+        self.saved = True  # past the first checkpoint, an OOM is no longer "in the first steps" (Session.train)
 
     def on_step_begin(self, args, state, control, **kw):
         self._t_step = time.perf_counter()
@@ -242,6 +252,19 @@ class MirrorCallback(TrainerCallback):
             if (ckpt / "trainer_state.json").is_file():
                 self.mirror.checkpoint(ckpt)
                 self.mirror.outputs()  # train.log so far: a preempted run's log survives too
+
+
+def inject_oom_above(model, k: int):
+    """Tests only (AMIGO_FAULT_OOM_ABOVE): raise torch's out-of-memory error from a training forward pass of
+    more than K sequences, as CUDA does when a micro-batch does not fit. Returns the hook's handle."""
+    import torch
+
+    def hook(module, args, kwargs):
+        ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else (args[0] if args else None)
+        if module.training and ids is not None and ids.shape[0] > k:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected: {ids.shape[0]} sequences > {k})")
+
+    return model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
 def quiet(trainer):

@@ -91,7 +91,7 @@ def run(cfg: TrainConfig) -> int:
     # 6. Train, resuming from the newest complete checkpoint (local, else the store).
     with trainer.args.main_process_first(local=True):
         resume = session.resume_checkpoint()
-    trainer.train(resume_from_checkpoint=resume)
+    session.train(trainer, resume)  # an OOM in the first steps: half the micro-batch, twice the accumulation
 
     # 7. adapter/ (the "default" adapter, best by held-out DPO loss or last), metrics.json, AMIGO_DONE;
     #    exit 3 if the budget stopped us, 4 if a stop signal did.

@@ -320,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m train.prepare --stage N --job JSON --model M --out FILE`: the target prepares a hub
     dataset itself (amigo.toml dataset.prepare = "target", or "auto" on a cloud target).
 
-    JSON: {"source": Source, "max_length": max_seq_len, "check": {"rows": K, "sha256": ...}}; check
+    JSON: {"source": Source, "max_length": max_seq_len, "check": {"rows": K, "sha256": ...}, "limit": N}; limit
+    (optional, a probe) stops after N usable rows; check
     (optional) is the laptop's sample: the first K rows here must hash the same, else the hub's data
     changed since the launch checked it (said in the log, not fatal)."""
     p = argparse.ArgumentParser(prog="python -m train.prepare", description=main.__doc__.splitlines()[0])
@@ -336,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".part")
-        tally, sha = prepare(spec, src, tmp, tokenizer=load_tokenizer(a.model), max_len=int(job["max_length"]))
+        tally, sha = prepare(spec, src, tmp, tokenizer=load_tokenizer(a.model), max_len=int(job["max_length"]),
+                             limit=job.get("limit"))  # a probe: only the rows its steps need
         os.replace(tmp, out)
     except (TrainInputError, ValueError, KeyError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

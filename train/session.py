@@ -50,6 +50,8 @@ class Session:
         self.stop = StopCallback(cfg.max_runtime_s, self.t0, cfg.save_minutes, self.reporter)
         self.best = BestCallback(self.out / "best" if cfg.keep == "best" else None, rank() == 0, self.reporter)
         self.resumed_from: str | None = None
+        self.oom_backoff: list[dict] = []  # each halving of the micro-batch after an OOM (train())
+        self.batch: tuple[int, int] | None = None  # (micro-batch, grad-accum) that ran, set by finish()
         self._handlers: dict = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -170,6 +172,76 @@ class Session:
                 return str(dest)
         return None
 
+    def train(self, trainer, resume: str | None):
+        """trainer.train(), surviving an out-of-memory error in the first steps (before this attempt's first
+        checkpoint): the micro-batch halves and gradient accumulation doubles -- the same sequences per
+        optimizer step, so the same number of steps and the same learning-rate schedule -- and training
+        starts again from where it started (the adapter put back, the optimizer and scheduler new).
+        One process only: under DDP one rank's OOM leaves the others waiting in a collective."""
+        import torch
+
+        model = trainer.model
+        start = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+        fault = int(os.environ.get("AMIGO_FAULT_OOM_ABOVE", "0") or 0)
+        hook = None
+        if fault:
+            from train.callbacks import inject_oom_above
+
+            hook = inject_oom_above(model, fault)
+        try:
+            while True:
+                try:
+                    return trainer.train(resume_from_checkpoint=resume)
+                except torch.OutOfMemoryError as e:
+                    if not self._can_back_off(trainer):
+                        raise
+                    event = self._back_off(trainer, str(e).splitlines()[0][:200])
+                self._restart(trainer, model, start)
+                self.reporter.line(
+                    f"amigo train: out of memory at micro-batch {event['from'][0]} (step {event['step']}): micro-batch "
+                    f"{event['to'][0]} x grad-accum {event['to'][1]} instead of {event['from'][0]} x "
+                    f"{event['from'][1]}, the same {event['sequences']} sequences per step and schedule; starting again")
+        finally:
+            if hook is not None:
+                hook.remove()
+
+    def _can_back_off(self, trainer) -> bool:
+        import torch.distributed as dist
+
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        return trainer.args.per_device_train_batch_size > 1 and world == 1 and not self.progress.saved
+
+    def _back_off(self, trainer, error: str) -> dict:
+        a = trainer.args
+        before = [a.per_device_train_batch_size, a.gradient_accumulation_steps]
+        a.per_device_train_batch_size //= 2
+        a.gradient_accumulation_steps *= 2
+        a.per_device_eval_batch_size = min(a.per_device_eval_batch_size, a.per_device_train_batch_size)
+        trainer._train_batch_size = a.train_batch_size  # what the Trainer sizes its dataloader from
+        event = {"step": trainer.state.global_step, "from": before,
+                 "to": [a.per_device_train_batch_size, a.gradient_accumulation_steps],
+                 "sequences": before[0] * before[1], "error": error}
+        self.oom_backoff.append(event)
+        return event
+
+    @staticmethod
+    def _restart(trainer, model, start: dict) -> None:
+        """Free what the failed attempt held and put the adapter back as it was before training."""
+        import gc
+
+        import torch
+
+        trainer.optimizer, trainer.lr_scheduler = None, None
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in start:
+                    p.copy_(start[n].to(p.device))
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()  # the peak metrics.json reports is the batch that ran
+
     def _fetch_best(self, store) -> None:
         """best/ of the earlier attempt, from its mirrored outputs (a new machine has no local copy)."""
         from train.storage import names
@@ -202,6 +274,7 @@ class Session:
             gathered: list = [None] * world
             dist.all_gather_object(gathered, digests[0])
             digests = gathered
+        self.batch = (trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps)
         stopped = self.stop.stopped
         reason = {"budget": "budget", "signal": "preempted" if os.environ.get("AMIGO_SPOT") == "1" else "stopped",
                   None: "completed"}[stopped]
@@ -264,8 +337,10 @@ class Session:
             "gpu_name": torch.cuda.get_device_name() if cuda else None,
             "gpu_mem_gib": round(torch.cuda.get_device_properties(0).total_memory / gib, 2) if cuda else None,
             "world_size": world, "steps": state.global_step, "total_steps": state.max_steps,
-            "per_device_train_batch_size": c.per_device_train_batch_size,
-            "gradient_accumulation_steps": c.gradient_accumulation_steps,
+            # what ran: an OOM back-off (train()) halved the micro-batch and doubled accumulation
+            "per_device_train_batch_size": self.batch[0] if self.batch else c.per_device_train_batch_size,
+            "gradient_accumulation_steps": self.batch[1] if self.batch else c.gradient_accumulation_steps,
+            "oom_backoff": self.oom_backoff,
             **self.progress.summary(state),
             "eval_loss": self.best.summary(),
             "eval_rows": self.split.get("eval_rows", 0), "train_rows": self.split.get("train_rows"),

@@ -98,7 +98,7 @@ def run(cfg: TrainConfig) -> int:
     #    Local main process first: it fetches from the store, the other local ranks then find it on disk.
     with trainer.args.main_process_first(local=True):
         resume = session.resume_checkpoint()
-    trainer.train(resume_from_checkpoint=resume)
+    session.train(trainer, resume)  # an OOM in the first steps: half the micro-batch, twice the accumulation
 
     # 7. adapter/ (the best evaluated one, or the last) + amigo_adapter.json + metrics.json + AMIGO_DONE.
     #    Exit 3 if the budget ended the run, 4 if a stop signal did (a checkpoint of that step is saved).

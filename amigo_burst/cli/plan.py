@@ -26,14 +26,20 @@ def _console(width: int | None = None):
 
 def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 2048, micro_batch: int = 1,
                  tokens: int | None = None, epochs: float = 1.0, rank: int | None = None, trainer: str = "sft",
-                 grad_ckpt: bool = True, packing: bool = True, download_gbit_s: float = 1.0, json_out: bool = False,
+                 grad_ckpt: bool = True, packing: bool = False, download_gbit_s: float = 1.0, json_out: bool = False,
+                 gpus: int = 1, grad_accum: int | None = None, stage: int | None = None,
                  cfg=None, runs=None, console=None) -> dict:
+    """One estimate. With --stage (and an amigo.toml) the stage's sequence length, trainer, tokens, epochs
+    and everything it does besides training (planner.stage_extras) come from the config, so the numbers
+    are the plan's for that machine; a flag given explicitly wins."""
+    from dataclasses import replace
+
     from amigo_burst import planner
     from amigo_burst.numbers import check_positive
     from amigo_burst.planning.calibration import calibrate
     from amigo_burst.planning.estimate import SetupCost, Workload, estimate
     from amigo_burst.planning.hardware import ALL_LINEAR, load_arch, load_gpu
-    from amigo_burst.planning.units import hours_text, usd_text
+    from amigo_burst.planning.matrix import GLOBAL_BATCH
 
     check_positive(epochs, "--epochs")  # before any arithmetic: nan epochs printed "$nan"
     check_positive(download_gbit_s, "--download-gbps")  # 0 divided; -1 made setup shorter
@@ -41,44 +47,65 @@ def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 
     name, colon, count = gpu.partition(":")  # NAME:COUNT as plan and launch take it (--gpu H100:2)
     if colon and not (count.strip().isdigit() and int(count) >= 1):
         raise UserError(f"--gpu {gpu}: the count after ':' must be a whole number >= 1 (e.g. H100:2)")
-    gpus = int(count) if colon else 1
+    if colon:
+        if gpus != 1 and gpus != int(count):
+            raise UserError(f"--gpu {gpu} and --gpus {gpus} disagree: give the count once")
+        gpus = int(count)
     g = load_gpu(name)
     local = planner.local_gpu(cfg)
     if g.name == local.name:  # the configured laptop: its real VRAM
-        from dataclasses import replace
-
         g = replace(g, memory_gib=local.vram_gib)
+    is_local = g.kind in ("laptop", "cpu")
+    extras = planner.benchmark_extras(cfg)  # every launch benchmarks its stage (train/run.sh)
+    if stage is not None:
+        if cfg is None:
+            raise UserError("--stage needs an amigo.toml")
+        st = planner.stage_inputs(cfg, [stage], arch=arch)[0]
+        seq_len, trainer = st.seq_len, st.trainer
+        tokens, epochs = (tokens if tokens is not None else st.tokens), st.epochs
+        extras = st.extras_local if is_local else st.extras_cloud
+    accum = grad_accum or max(1, -(-GLOBAL_BATCH // (micro_batch * gpus)))
+    extras = replace(extras, grad_accum=accum)
     targets = tuple(cfg.lora.target_modules) if cfg is not None else ALL_LINEAR
     w = Workload(method, seq_len, micro_batch, grad_ckpt, packing, tokens, epochs,
                  rank if rank is not None else (cfg.lora.r if cfg is not None else 16), targets, trainer,
                  lora_dropout=cfg.lora.dropout > 0 if cfg is not None else True, gpus=gpus)
     rate, rate_src = planner.usd_per_hour_for(g, cfg, planner.price_table(cfg), count=gpus)
-    setup = SetupCost.local() if g.kind in ("laptop", "cpu") else SetupCost.cloud(download_gbit_s)
-    e = estimate(arch, g, w, calibrate(planner.runs_as_dicts(runs)), usd_per_hour=rate, setup=setup)
-    d = e.to_dict() | {"usd_per_hour_source": rate_src}
+    setup = SetupCost.local() if is_local else SetupCost.cloud(download_gbit_s)
+    e = estimate(arch, g, w, calibrate(planner.runs_as_dicts(runs)), usd_per_hour=rate, setup=setup, extras=extras)
+    d = e.to_dict() | {"usd_per_hour_source": rate_src, "grad_accum": accum}
     con = console or _console()
     if json_out:
         con.print_json(json.dumps(d)) if console is None else con.print(json.dumps(d), soft_wrap=True)
         return d
+    _render_estimate(con, e, arch, g, w, accum, rate, rate_src)
+    return d
+
+
+def _render_estimate(con, e, arch, g, w, accum: int, rate, rate_src: str) -> None:
+    from amigo_burst.cli.plan_view import PART_NAMES
+    from amigo_burst.planning.units import hours_text, usd_text
+
     mark = "[green]fits[/green]" if e.fits else f"[red]does not fit[/red]: {e.reason}"
-    con.print(f"{arch.name} {method} on {g.name}{f' x{gpus}' if gpus > 1 else ''} ({g.memory_gib:g} GiB"
-              f"{' each' if gpus > 1 else ''}), seq {seq_len} x micro-batch {micro_batch}: "
-              f"{mark}")
+    count = f" x{w.gpus}" if w.gpus > 1 else ""
+    con.print(f"{arch.name} {w.method} on {g.name}{count} ({g.memory_gib:g} GiB{' each' if w.gpus > 1 else ''}), "
+              f"seq {w.seq_len} x micro-batch {w.micro_batch} x grad-accum {accum}, "
+              f"{'packed' if w.packing else 'padded'}: {mark}")
     bd = e.breakdown_gib
     act = bd.get("checkpoints", bd.get("activations", 0))
     con.print(f"  peak VRAM {e.peak_vram_gib:.1f} GiB = weights {bd['weights']:.2f} + LoRA states "
               f"{bd['lora_states']:.2f} + saved activations {act:.2f} + peak transient {bd['transient']:.2f} "
-              f"(logits {bd['logits']:.2f}) x allocator margin + CUDA context  \\[{e.calibration}]")
+              f"(logits {bd['logits']:.2f}) x allocator margin + CUDA context; the plan keeps {e.headroom:.0%} over it "
+              f"\\[{e.calibration}]")
     con.print(f"  {e.tokens_per_s:,.0f} tokens/s ({e.flops_per_token / 1e9:.2f} GFLOP/token, {e.bound}-bound) "
               f"\\[{e.calibration}]")
     if e.hours is not None:
         usd = usd_text(e.usd) if e.usd is not None else "$?"
-        con.print(f"  {tokens:,} tokens x {epochs:g} epochs: {hours_text(e.train_hours)} training + "
-                  f"{hours_text(e.setup_hours)} setup = {hours_text(e.hours)}, {usd} at "
+        parts = " + ".join(f"{PART_NAMES.get(k, k)} {hours_text(h)}" for k, h in e.parts.items() if h > 0)
+        con.print(f"  {e.tokens:,} tokens x {w.epochs:g} epochs: {parts} = {hours_text(e.hours)}, {usd} at "
                   f"${rate or 0:.3f}/h ({rate_src})")
     else:
         con.print(f"  ${rate or 0:.3f}/h ({rate_src}); pass --tokens for hours and $")
-    return d
 
 
 def check_limit(name: str, value: float | None) -> None:
@@ -91,27 +118,42 @@ def check_limit(name: str, value: float | None) -> None:
 
 def plan_cmd(*, stages: str | None = None, budget_usd: float | None = None, deadline_hours: float | None = None,
              json_out: bool = False, compare: bool = False, cfg=None, runs=None, console=None,
-             tokens: dict | None = None) -> dict:
+             tokens: dict | None = None, packing: bool = False, explain: str | None = None) -> dict:
     from rich.markup import escape
 
     from amigo_burst import planner
     from amigo_burst.cli import plan_view
-    from amigo_burst.stages import parse_stage_range
+    from amigo_burst.stages import get_stage, parse_stage_range
 
     check_limit("--budget-usd", budget_usd)
     check_limit("--deadline-hours", deadline_hours)
     numbers = parse_stage_range(stages) if stages else None
     base_warning = check_plan_base(cfg) if cfg is not None else ""
+    if explain is not None:
+        numbers = [get_stage(explain).number]
     plan, prices, arch = planner.make_plan(cfg, runs, numbers, max_usd=budget_usd, max_hours=deadline_hours,
-                                           tokens=tokens)
-    inputs = planner.stage_inputs(cfg, sorted(plan.recommended), tokens, max_usd=budget_usd, max_hours=deadline_hours)
+                                           tokens=tokens, packing=packing)
+    inputs = planner.stage_inputs(cfg, sorted(plan.recommended), tokens, max_usd=budget_usd, max_hours=deadline_hours,
+                                  arch=arch)
     d = plan_view.plan_to_dict(plan, prices, inputs)
     if base_warning:
         d["warnings"] = [*d["warnings"], base_warning]
+    d["packing"] = packing
     rows = planner.compare_rows(cfg, plan, prices, arch) if compare else None
     if rows is not None:
         d["compare"] = rows
     con = console or _console()
+    if explain is not None:
+        (st,) = inputs
+        cell, why = plan.recommended[st.number]
+        if cell is None or cell.estimate is None:
+            raise UserError(f"stage {st.number}: {why}")
+        if json_out:
+            con.print(json.dumps({"stage": st.number, "cell": plan_view.cell_dict(cell), "hours": cell.hours,
+                                  "usd": cell.usd, "parts": cell.estimate.parts}, default=str), soft_wrap=True)
+        else:
+            plan_view.render_explain(con, cell, st)
+        return d
     if json_out:
         con.print(json.dumps(d, default=str), soft_wrap=True)
         return d
@@ -154,7 +196,7 @@ def report_cmd(*, fmt: str = "table", out: Path | None = None, cfg=None, runs=No
 
     rep = rp.build_report(run_dicts, strategies, local, project=cfg.project.name if cfg is not None else "",
                           generated=generated or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                          calibration=as_rows(calibrate(run_dicts)), compare=compare)
+                          calibration=as_rows(calibrate(run_dicts), run_dicts), compare=compare)
     if fmt == "table":
         con = console or _console(width)
         if out is not None:
@@ -200,6 +242,13 @@ def estimate(
     rank: Annotated[int | None, typer.Option(help="LoRA rank (default: \\[lora].r or 16)")] = None,
     trainer: Annotated[str, typer.Option(help="sft, or dpo (chosen + rejected + reference passes)")] = "sft",
     grad_ckpt: Annotated[bool, typer.Option("--grad-ckpt/--no-grad-ckpt", help="gradient checkpointing")] = True,
+    packing: Annotated[bool, typer.Option("--packing/--padding", help="packed rows (flash-attn) or padded "
+                                          "(what the targets run: the default, as in `plan`)")] = False,
+    gpus: Annotated[int, typer.Option("--gpus", min=1, help="data-parallel GPUs of that kind")] = 1,
+    grad_accum: Annotated[int | None, typer.Option("--grad-accum", min=1, help="default: a global batch of "
+                                                   "16 sequences, as the plan sizes it")] = None,
+    stage: Annotated[str | None, typer.Option("--stage", "-s", help="take seq, trainer, tokens and the stage's "
+                                              "other parts from amigo.toml: the plan's numbers")] = None,
     download_gbps: Annotated[float, typer.Option("--download-gbps", help="model download Gbit/s (cloud)")] = 1.0,
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object (keys documented in README)")] = False,
 ) -> None:
@@ -214,9 +263,12 @@ def estimate(
     from amigo_burst.numbers import parse_count
 
     tokens = parse_count(tokens, "--tokens") if tokens is not None else None
+    from amigo_burst.stages import get_stage
+
     estimate_cmd(model=model, gpu=gpu, method=method, seq_len=seq_len, micro_batch=micro_batch, tokens=tokens,
                  epochs=epochs, rank=rank, trainer=trainer, grad_ckpt=grad_ckpt, download_gbit_s=download_gbps,
-                 json_out=json_out, cfg=cfg, runs=planner.past_runs(cfg))
+                 json_out=json_out, packing=packing, gpus=gpus, grad_accum=grad_accum,
+                 stage=get_stage(stage).number if stage else None, cfg=cfg, runs=planner.past_runs(cfg))
 
 
 def plan(
@@ -228,6 +280,10 @@ def plan(
     json_out: Annotated[bool, typer.Option("--json", help="print JSON (keys documented in README)")] = False,
     compare: Annotated[bool, typer.Option("--compare", help="the original analysis' figures beside the computed ones")] = False,
     cloud: Annotated[str | None, typer.Option(help="also ask SkyPilot's optimizer (dry run) what it would rent on this target")] = None,
+    explain: Annotated[str | None, typer.Option("--explain", help="STAGE: the recommended machine's hours and $ as "
+                                                "the sum of their parts (setup, download, inputs, training, ...)")] = None,
+    packing: Annotated[bool, typer.Option("--packing/--padding", help="estimate packed rows (a flash-attn target) "
+                                          "or padded ones (what the targets run: the default)")] = False,
 ) -> None:
     """Per stage, every target's best machine (GPU x count): fits, method, micro-batch x accum, hours, $; the strategies.  Example: amigo-burst plan --compare"""
     from amigo_burst import planner
@@ -238,7 +294,7 @@ def plan(
         optimizer_cmd(cfg, cloud, stages)
         return
     plan_cmd(stages=stages, budget_usd=budget_usd, deadline_hours=deadline_hours, json_out=json_out, compare=compare,
-             cfg=cfg, runs=planner.past_runs(cfg))
+             cfg=cfg, runs=planner.past_runs(cfg), packing=packing, explain=explain)
 
 
 def check_plan_base(cfg) -> str:

@@ -27,7 +27,9 @@ def cell_dict(c) -> dict:
             "instance_type": o.instance_type if o else "", "fits": c.fits, "method": c.method,
             "micro_batch": c.micro_batch, "grad_accum": c.grad_accum, "hours": c.hours, "usd": c.usd,
             "usd_per_hour": c.usd_per_hour, "peak_vram_gib": round(c.peak_vram_gib, 2), "memory_gib": c.memory_gib,
-            "calibration": c.estimate.calibration if c.estimate else None, "reason": c.reason}
+            "calibration": c.estimate.calibration if c.estimate else None, "reason": c.reason,
+            "headroom": c.estimate.headroom if c.estimate else None,
+            "parts": dict(c.estimate.parts) if c.estimate else {}}
 
 
 def plan_to_dict(plan, prices, stage_inputs) -> dict:
@@ -111,6 +113,36 @@ def render_plan(con, plan, prices, arch, stage_inputs) -> None:
         con.print(f"  → {escape(why)}", soft_wrap=False)
     render_strategies(con, plan)
     con.print(f"prices: {escape(prices.summary())} (amigo-burst prices: sources and every machine)")
+
+
+PART_NAMES = {"setup": "provisioning + setup", "download": "model download", "inputs": "inputs / prepare",
+              "training": "training", "validation": "validation", "checkpoints": "checkpoint saves",
+              "benchmark": "benchmark (HumanEval)"}
+
+
+def render_explain(con, cell, stage_input) -> None:
+    """`plan --explain N`: the chosen cell's hours as the sum of its named parts, and its memory."""
+    from rich.markup import escape
+
+    e = cell.estimate
+    con.print(f"[bold]stage {cell.stage} {stage_input.name}[/bold] on {cell.target} {cell.gpu_label} "
+              f"({e.gpu}, {cell.method}, micro-batch {cell.micro_batch} x grad-accum {cell.grad_accum}, "
+              f"{'packed' if e.packing else 'padded'} rows, {escape(e.calibration)})")
+    t = _table()
+    for col, right in (("part", False), ("time", True), ("cost", True)):
+        t.add_column(col, justify="right" if right else "left", no_wrap=True)
+    rate = e.usd_per_hour
+    for key, h in e.parts.items():
+        t.add_row(PART_NAMES.get(key, key), hours_text(h), usd_text(h * rate) if rate is not None else "-")
+    t.add_row("[bold]total[/bold]", f"[bold]{hours_text(e.hours)}[/bold]",
+              f"[bold]{usd_text(e.usd)}[/bold]" if e.usd is not None else "-")
+    con.print(t)
+    tps = f"{e.tokens_per_s:,.0f} tokens/s ({e.bound}-bound)"
+    con.print(f"  training: {tokens_text(e.tokens or 0)} tokens x {stage_input.epochs:g} epochs at {tps}")
+    con.print(f"  peak {e.peak_vram_gib:.1f} GiB + {e.headroom:.0%} headroom = {e.peak_vram_gib * (1 + e.headroom):.1f} "
+              f"of {e.memory_gib:g} GiB")
+    if rate is not None:
+        con.print(f"  at {usd_text(rate)}/h ({escape(cell.option.price_note if cell.option else '')})")
 
 
 def render_strategies(con, plan) -> None:

@@ -18,6 +18,8 @@ def probe(
     gpu: Annotated[str | None, typer.Option(help="probe this machine instead of the plan's (e.g. H100:2)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object (keys documented in README)")] = False,
     force: Annotated[bool, typer.Option(help="probe even where the estimate says it will not fit")] = False,
+    max_seconds: Annotated[int | None, typer.Option("--max-seconds", help="stop the probe's training after this "
+                                                    "long (default: 2x its estimated download and steps)")] = None,
 ) -> None:
     """Launch a stage for a few steps, measure tokens/s and peak VRAM, keep them as calibration, re-estimate the stage, tear down.  Example: amigo-burst probe --stage 2 --cloud vast --steps 20 --json"""
     from amigo_burst.lifecycle.probe import ProbeOptions
@@ -26,7 +28,8 @@ def probe(
     from amigo_burst.stages import get_stage
 
     cfg = config(ctx)
-    opts = ProbeOptions(stage=get_stage(stage).number, cloud=cloud, steps=steps, gpu=gpu, force=force)
+    opts = ProbeOptions(stage=get_stage(stage).number, cloud=cloud, steps=steps, gpu=gpu, force=force,
+                        max_seconds=max_seconds)
     con = console()
     if json_out:
         from rich.console import Console
@@ -37,7 +40,8 @@ def probe(
         typer.echo(json.dumps(r.to_json()))
         return
     peak = f"{r.measured_peak_vram_gib:.2f} GiB" if r.measured_peak_vram_gib is not None else "- (no GPU)"
-    con.print(f"probe {r.run_id} on {r.target} ({r.gpu} x{r.gpu_count}, {r.method}): "
+    stopped = f", stopped by its cap after {r.steps_run} of {r.steps} steps" if r.status != "SUCCEEDED" else ""
+    con.print(f"probe {r.run_id} on {r.target} ({r.gpu} x{r.gpu_count}, {r.method}{stopped}): "
               f"{r.measured_tokens_per_s:,.1f} tokens/s measured vs {r.est_tokens_per_s:,.1f} estimated; "
               f"peak {peak} vs {r.est_peak_vram_gib} GiB estimated")
     con.print(f"stage re-estimated with this calibration: {hours_text(r.projected_hours)}, {usd_text(r.projected_usd)}")

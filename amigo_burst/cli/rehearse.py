@@ -17,6 +17,8 @@ def rehearse(
     model: Annotated[str | None, typer.Option("--model", help="a model folder to rehearse with instead of "
                                               "the tiny stand-in of the base")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (keys: see README)")] = False,
+    full: Annotated[bool, typer.Option("--full", help="also run the targets' setup in a fresh virtual environment "
+                                       "(the install a rented machine does; minutes) and train in it")] = False,
 ) -> None:
     """Every stage as configured (data, filters, hyperparameters, adapter chain, target YAML) on a tiny
     stand-in model, here, in minutes; exit 0 only when every stage passed.  Example: amigo-burst rehearse --rows 64 --steps 2"""
@@ -27,7 +29,7 @@ def rehearse(
     from amigo_burst.lifecycle.rehearse_guard import rehearsal_lock
 
     cfg = config(ctx)
-    opts = RehearseOptions(rows=rows, steps=steps, model=model)
+    opts = RehearseOptions(rows=rows, steps=steps, model=model, full=full)
     out = Console(stderr=True, highlight=False, emoji=False) if as_json else console()
     log_path = rehearsal_dir(cfg.root) / "rehearse.log"
     with rehearsal_lock(log_path.parent), log_path.open("w", encoding="utf-8") as log:  # one at a time
@@ -85,6 +87,20 @@ def render(con, passed: bool, results, facts: dict, log_path) -> None:
     con.print(t)
     con.print("  rows: read/used/dropped · tokens: as trained, chat template included · loss: first → last step")
     con.print("  data: here = prepared on this machine, target = by the target's own run (as on the cloud)")
+    for r in results:
+        if r.plan:
+            p = r.plan
+            ran = (" — rehearsed with the same" if r.ran == {k: p[k] for k in ("method", "micro_batch", "grad_accum")}
+                   else "")
+            con.print(f"  stage {r.stage} plan: {r.target} {p['machine']}, {p['method']}, micro-batch "
+                      f"{p['micro_batch']} x grad-accum {p['grad_accum']}" + (f" x {p['gpu_count']} GPUs" if
+                                                                               p["gpu_count"] > 1 else "") + ran)
+    for name, why in (facts.get("sky") or {}).items():
+        con.print(f"  SkyPilot {'accepts' if not why else 'refuses'} {name}'s task (its own validation, offline)"
+                  + (f": {escape(why)}" if why else ""))
+    if facts.get("setup"):
+        st = facts["setup"]
+        con.print(f"  setup in a fresh environment: {st['setup_s']:.0f} s ({st['torch_spec']} + train/requirements.txt)")
     for r in results:
         for d in r.dropped:
             con.print(f"  stage {r.stage} dropped {d['count']}: {escape(d['reason'])} (first: {escape(d['first'])})")

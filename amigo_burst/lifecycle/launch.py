@@ -35,6 +35,7 @@ from amigo_burst.lifecycle.preflight import (
     previous_run,
 )
 from amigo_burst.lifecycle.prepare import load_tokenizer, stage_data
+from amigo_burst.lifecycle.probe_limits import probe_cap_s, probe_rows_for
 from amigo_burst.lifecycle.rehearsal_record import warn_unrehearsed
 from amigo_burst.numbers import check_positive
 from amigo_burst.planning.matrix import Cell
@@ -48,7 +49,6 @@ from train.schema import ADAPTER_META
 from train.storage import ALWAYS_EXCLUDE
 from train.storage import names as manifest_names
 
-PROBE_MAX_RUNTIME_S = 1200  # a probe stops at a step boundary after 20 min whatever its steps
 BASE_MODEL_DIR = "base-model"  # a local base model folder, sent to a cloud target as inputs/base-model
 
 
@@ -66,6 +66,7 @@ class LaunchOptions:
     force: bool = False
     resume: bool = False
     probe_steps: int | None = None  # a probe (lifecycle/probe.py): this many steps, recorded as a probe
+    probe_max_s: int | None = None  # the probe's cap in seconds (None: from its estimated step time)
     cluster: str | None = None  # run on this (kept) cluster: `launch --probe` reuses the probe's
     warn_unrehearsed: bool = True  # False when the caller (pipeline) already warned once
 
@@ -214,6 +215,20 @@ def same_batch(recorded: dict | None, est: Cell | None) -> Cell | None:
     return dataclasses.replace(est, micro_batch=rec["micro_batch"], grad_accum=rec["grad_accum"])
 
 
+def resume_gpu_count(recorded: dict | None, gpu: str | None, target: Target) -> int | None:
+    """A resumed cloud run rents as many GPUs as it trained on: its checkpoint counts steps of micro x accum x
+    GPUs sequences, and another count would change the global batch under it. --gpu with another count is
+    refused in one line; None when there is nothing to keep (a fresh run, the laptop)."""
+    count = (recorded or {}).get("gpu_count")
+    if target.is_local or not isinstance(count, int) or count < 1:
+        return None
+    asked = gpu.partition("@")[0].partition(":")[2] if gpu else ""
+    if asked and asked != str(count):
+        raise UserError(f"--resume: the run trained on {count} GPUs; --gpu {gpu} asks for {asked}, which changes "
+                        f"the global batch under its checkpoint: use --gpu NAME:{count}, or start over without --resume")
+    return count
+
+
 def link_tree(src: Path, dest: Path) -> None:
     """A copy of SRC at DEST made of hard links where the filesystem allows (a 24 GB model folder is
     not copied just to be hashed and sent), real copies where it does not."""
@@ -286,27 +301,29 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     adapter = ensure_downloaded(cfg, prev.id) / "adapter" if prev is not None else None
     from_id = prev.id if prev is not None else None
 
-    if hub_offline_if_unreachable(cfg, spec.number):
-        console.print("no network: the model hub is unreachable, using cached files only (HF_HUB_OFFLINE=1)")
-    with console.status(f"preparing stage {spec.number} ({spec.name}) dataset"):
-        data = stage_data(cfg, spec, target.is_local, paths.prepared_dir(cfg.root), load_tokenizer(cfg))
-    console.print("dataset: " + data.line())
-
     probe = opts.probe_steps is not None
     # a continued adapter fixes the method: estimate (micro-batch, memory, cost) for that one
     method = choose_method(cfg, None, adapter) if adapter_method(adapter) else None
     ecfg = cfg if method is None else cfg.model_copy(update={"model": cfg.model.model_copy(update={"method": method})})
+    limit = probe_rows_for(ecfg, spec.number, target, opts) if probe else None  # only the rows its steps need
+
+    if hub_offline_if_unreachable(cfg, spec.number):
+        console.print("no network: the model hub is unreachable, using cached files only (HF_HUB_OFFLINE=1)")
+    with console.status(f"preparing stage {spec.number} ({spec.name}) dataset"):
+        data = stage_data(cfg, spec, target.is_local, paths.prepared_dir(cfg.root), load_tokenizer(cfg), limit=limit)
+    console.print("dataset: " + data.line())
+    resume_id = _resumable(runs, spec.number) if opts.resume else None
+    count = resume_gpu_count(runs.get(resume_id).estimate if resume_id else None, opts.gpu, target)
     est = planner.estimate_for_launch(ecfg, spec.number, target, data.tokens, gpu=opts.gpu, max_usd=opts.max_usd,
-                                      cpu_fallback=probe)
+                                      cpu_fallback=probe, gpu_count=count)
     budget = planner.budget_for(cfg, spec.number, max_usd=opts.max_usd)
     # a probe costs minutes, not the stage: only the fit is checked, and it is capped in time
     check_estimate(spec.number, target, est, planner.Budget() if probe else budget, opts.force)
     usd_h = est.usd_per_hour if est is not None else None
     # the runtime cap at the dearest machine SkyPilot may fall back to: the budget holds whichever it rents
     cap_usd_h = est.max_usd_per_hour if est is not None else None
-    max_runtime = PROBE_MAX_RUNTIME_S if probe else planner.runtime_limit_s(budget, cap_usd_h)
+    max_runtime = probe_cap_s(est, opts) if probe else planner.runtime_limit_s(budget, cap_usd_h)
 
-    resume_id = _resumable(runs, spec.number) if opts.resume else None
     if resume_id:
         est = same_batch(runs.get(resume_id).estimate, est)
     run_id = resume_id or ids.new_run_id(spec.number, target.alias)
@@ -332,8 +349,9 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
             envs["AMIGO_SPOT"] = "1"
         if adapter is None and spec.number > 1:  # --from-base: the entrypoint must be told, not guess
             envs["AMIGO_SET"] += " from_base=true"
-        if probe:  # K steps, a progress line each, no checkpoint
-            envs["AMIGO_SET"] += f" max_steps={opts.probe_steps} logging_steps=1 save_steps={10**6}"
+        if probe:  # K steps, a progress line each, no checkpoint, no validation, no benchmark
+            envs["AMIGO_SET"] += f" max_steps={opts.probe_steps} logging_steps=1 save_steps={10**6} eval_fraction=0"
+            envs["AMIGO_EVAL_LIMIT"] = "0"
         envs.update(_transport_envs(cfg, transport, manifest, workdir, data.upload, adapter, model))
         if data.job is not None:  # the target fetches and prepares the hub dataset itself
             envs["AMIGO_PREPARE"] = json.dumps({k: data.job[k] for k in ("source", "max_length", "check")})

@@ -151,19 +151,30 @@ def prepared_on_target(cfg: AmigoConfig, stage: int, target_is_local: bool) -> b
     return bool(ds.hub) and (ds.prepare == "target" or (ds.prepare == "auto" and not target_is_local))
 
 
-def stage_data(cfg: AmigoConfig, spec: StageSpec, target_is_local: bool, out_dir: Path, tokenizer) -> StageData:
-    """The launch's dataset, prepared here or (a sample checked here) left to the target."""
-    if not prepared_on_target(cfg, spec.number, target_is_local):
-        p = prepare_stage(cfg, spec, out_dir, tokenizer)
-        return StageData("here", p, p.tokens)
-    sample = prepare_stage(cfg, spec, out_dir, tokenizer, limit=SAMPLE_ROWS)
+def stage_data(cfg: AmigoConfig, spec: StageSpec, target_is_local: bool, out_dir: Path, tokenizer,
+               limit: int | None = None) -> StageData:
+    """The launch's dataset, prepared here or (a sample checked here) left to the target.
+
+    limit (a probe): only the first LIMIT usable rows of the seeded order, here or on the target; the
+    tokens for the estimate are still the whole stage's (tokens per row x the stage's rows)."""
     sc = cfg.stage(spec.number)
-    if sc.dataset.max_rows:  # the sample's tokens per row x the rows the target will use
-        tokens = int(sample.tokens / max(sample.rows, 1) * sc.dataset.max_rows)
-    else:  # all rows of a hub dataset: how many, the sample cannot say
-        tokens = planner.stage_tokens(cfg, spec.number) or sample.tokens
+    if not prepared_on_target(cfg, spec.number, target_is_local):
+        p = prepare_stage(cfg, spec, out_dir, tokenizer, limit=limit)
+        return StageData("here", p, p.tokens if limit is None else _whole_stage_tokens(cfg, spec.number, p))
+    sample = prepare_stage(cfg, spec, out_dir, tokenizer, limit=min(SAMPLE_ROWS, limit or SAMPLE_ROWS))
+    tokens = _whole_stage_tokens(cfg, spec.number, sample)
     job = {"source": json.loads(source_of(cfg, sc.dataset).to_json()), "max_length": sc.max_seq_len,
            "settings_hash": settings_hash(cfg, spec.number),
            # the target's first rows must be these (same code, same seed): a changed hub dataset shows
            "check": {"rows": sample.rows, "sha256": sample.sha256} if sample.tally.exact else {}}
+    if limit is not None:
+        job["limit"] = limit  # train/prepare.py stops after LIMIT usable rows
     return StageData("target", sample, tokens, job)
+
+
+def _whole_stage_tokens(cfg: AmigoConfig, stage: int, sample: Prepared) -> int:
+    """The stage's tokens from a sample: its tokens per row x the rows the stage uses (max_rows)."""
+    rows = planner.stage_rows(cfg, stage)
+    if rows:
+        return int(sample.tokens / max(sample.rows, 1) * rows)
+    return planner.stage_tokens(cfg, stage) or sample.tokens  # all rows of a hub dataset: how many, unknown

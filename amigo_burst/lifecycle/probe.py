@@ -2,13 +2,17 @@
 
     probe(cfg, ProbeOptions(stage=2, cloud="vast", steps=20), console) -> ProbeResult
 
-The probe is an ordinary launch (same dataset, machine, micro-batch, accumulation, method) capped
-at K steps and recorded as a probe: `runs.latest` never takes it for the stage's run, and
-calibration reads it like any finished run. The measured speed is the steady one, tokens per
-optimizer step / the median step time (the first steps pay warm-up and compilation, which the
-estimate carries as setup), and the record keeps it, so the next estimate for that GPU class and
-method is calibrated from it. Then the stage is estimated again, calibrated, for its full token
-count. A cloud probe tears its cluster down, unless `launch --probe` keeps it for the run.
+The probe is an ordinary launch (same machine, micro-batch, accumulation, method) bounded by K steps:
+it prepares only the rows those steps train on (here, or on the target for a hub dataset), holds no
+rows out, runs no benchmark, and is capped in time by its own estimate (2x the estimated download and
+steps, lifecycle/probe_limits.py), not by a constant. Before it starts, its own time and cost are
+printed. It is recorded as a probe: `runs.latest` never takes it for the stage's run.
+
+The measured speed is the steady one, tokens per optimizer step / the median step time (the first steps
+pay warm-up and compilation, which the estimate carries as setup). A probe its cap stopped after some
+timed steps still measured them: the measurement is kept and calibrates like a finished one. Then the
+stage is estimated again, calibrated, for its full token count. A cloud probe tears its cluster down,
+unless `launch --probe` keeps it for the run.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from amigo_burst import planner
 from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError
 from amigo_burst.lifecycle.launch import LaunchOptions, launch, resolve_target
+from amigo_burst.lifecycle.probe_limits import probe_cap_s
+from amigo_burst.planning.calibration import steady_tokens_per_s
 from amigo_burst.state import ids
 from amigo_burst.state.records import open_records
 
-DEFAULT_STEPS = 20  # a couple of minutes on a cloud GPU; enough steps for a median past the warm-up
+DEFAULT_STEPS = 20  # enough steps for a median past the warm-up
 JSON_KEYS = ("target", "gpu", "gpu_count", "method", "measured_tokens_per_s", "measured_peak_vram_gib",
-             "est_tokens_per_s", "est_peak_vram_gib", "projected_hours", "projected_usd")
+             "est_tokens_per_s", "est_peak_vram_gib", "projected_hours", "projected_usd", "status", "steps",
+             "steps_run", "probe_hours", "probe_usd", "cap_s")
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -38,10 +45,13 @@ class ProbeOptions:
     max_usd: float | None = None
     keep_cluster: str | None = None  # launch --probe: run on this cluster name and leave it up
     force: bool = False
+    max_seconds: int | None = None  # the cap; None: from the estimated step time
 
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= 10_000:
             raise UserError(f"--steps must be 1-10000, got {self.steps}")
+        if self.max_seconds is not None and self.max_seconds < 1:
+            raise UserError(f"--max-seconds must be >= 1, got {self.max_seconds}")
 
 
 @dataclass(frozen=True)
@@ -59,36 +69,69 @@ class ProbeResult:
     projected_usd: float | None
     launch_gpu: str | None = None  # what the run after `launch --probe` must rent: the probed machine
     budget_usd: float | None = None
+    status: str = "SUCCEEDED"  # STOPPED: its cap stopped it after steps_run steps (still measured)
+    steps: int = 0
+    steps_run: int = 0
+    probe_hours: float | None = None  # what the probe itself was estimated to take and cost, before it ran
+    probe_usd: float | None = None
+    cap_s: int | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)
         return {k: d[k] for k in JSON_KEYS}
 
 
-def steady_tokens_per_s(metrics: dict) -> float | None:
-    """Tokens per optimizer step / median step time (all ranks' tokens: num_input_tokens_seen is gathered);
-    metrics.json's wall-clock tokens_per_s when the step times are missing."""
-    steps, seen, median = metrics.get("steps_this_run"), metrics.get("tokens_seen"), metrics.get("median_step_s")
-    if steps and seen and median:
-        return seen / steps / median
-    return metrics.get("tokens_per_s")
+def probe_estimate(cfg: AmigoConfig, opts: ProbeOptions, target) -> dict | None:
+    """The probe's own time and cost before it starts (parts.probe_plan over the stage's estimate), or None
+    where there is nothing to estimate against."""
+    from amigo_burst.planning.parts import probe_plan, probe_rows
+
+    tokens = planner.stage_tokens(cfg, opts.stage)
+    cell = planner.estimate_for_launch(cfg, opts.stage, target, tokens, gpu=opts.gpu, cpu_fallback=True)
+    if cell is None or cell.estimate is None:
+        return None
+    rows = planner.stage_rows(cfg, opts.stage)
+    need = probe_rows(cell.micro_batch, cell.grad_accum, cell.gpu_count, opts.steps)
+    plan = probe_plan(cell.estimate, cell.grad_accum, opts.steps, need / rows if rows else 1.0)
+    lo = LaunchOptions(stage=opts.stage, probe_steps=opts.steps, probe_max_s=opts.max_seconds)
+    return plan | {"cell": cell, "rows": need, "cap_s": probe_cap_s(cell, lo)}
+
+
+def describe_plan(p: dict, steps: int) -> str:
+    from amigo_burst.planning.units import hours_text, usd_text
+
+    c, s = p["cell"], p["seconds"]
+    parts = ", ".join(f"{k} {hours_text(v / 3600)}" for k, v in s.items() if k != "steps" and v > 0)
+    return (f"probe: {steps} steps of {c.gpu_label} ({c.method}, {c.micro_batch}x{c.grad_accum}, {p['rows']:,} rows): "
+            f"~{hours_text(p['total_s'] / 3600)}" + (f" ({parts}, " if parts else " (")
+            + f"{steps} x {p['step_s']:,.1f} s a step), ~{usd_text(p['usd'])}; stopped after {p['cap_s']:,} s "
+            "of training at most")
 
 
 def probe(cfg: AmigoConfig, opts: ProbeOptions, console) -> ProbeResult:
-    """Run the probe, record what it measured, re-estimate the stage; UserError when it did not finish."""
+    """Run the probe, keep what it measured (also when its cap stopped it), re-estimate the stage;
+    UserError when it measured nothing."""
     target = resolve_target(cfg, opts.stage, opts.cloud)
     records = open_records(cfg.root)
     parent = cfg.previous_stage(opts.stage)
     from_base = parent is not None and records.latest(parent) is None  # the adapter does not change speed
+    before = probe_estimate(cfg, opts, target)
+    if before is not None:
+        console.print(describe_plan(before, opts.steps))
     lo = LaunchOptions(stage=opts.stage, cloud=target.name, from_base=from_base, gpu=opts.gpu, force=opts.force,
-                       probe_steps=opts.steps, keep=opts.keep_cluster is not None, cluster=opts.keep_cluster)
+                       probe_steps=opts.steps, probe_max_s=opts.max_seconds, keep=opts.keep_cluster is not None,
+                       cluster=opts.keep_cluster)
     run = launch(cfg, lo, console)
-    if run.status != "SUCCEEDED":
+    metrics = run.metrics or {}
+    measured = steady_tokens_per_s(metrics) if run.status in ("SUCCEEDED", "STOPPED") else None
+    if measured is None:
         raise UserError(f"probe {run.id} {run.status}: {run.reason or 'see amigo-burst logs ' + run.id}")
+    if run.status != "SUCCEEDED":  # the cap stopped it: its timed steps stand
+        console.print(f"probe {run.id} stopped by its cap after {metrics.get('steps_this_run')} of {opts.steps} "
+                      f"steps ({run.reason}): measured from those steps")
     est = run.estimate or {}
-    measured = steady_tokens_per_s(run.metrics or {})
     records.update(run.id, tokens_per_s=measured)  # calibration reads the record: the steady figure
-    full = est.get("tokens") or planner.stage_tokens(cfg, opts.stage)  # launch's count of the prepared dataset
+    full = est.get("tokens") or planner.stage_tokens(cfg, opts.stage)  # launch's count of the stage
     runs = planner.past_runs(cfg)
     gpu = est.get("accelerator") and f"{est['accelerator']}:{est.get('gpu_count', 1)}"
     if target.is_local or not est.get("accelerator"):
@@ -99,8 +142,11 @@ def probe(cfg: AmigoConfig, opts: ProbeOptions, console) -> ProbeResult:
     budget = planner.budget_for(cfg, opts.stage, max_usd=opts.max_usd)
     return ProbeResult(
         run.id, target.name, est.get("gpu"), int(est.get("gpu_count") or 1), est.get("method") or "-",
-        _r(measured), _r((run.metrics or {}).get("peak_mem_allocated_gib")), _r(est.get("tokens_per_s")),
-        _r(est.get("peak_alloc_gib")), _r(cell.hours), _r(cell.usd), cell.launch_gpu, budget.usd)
+        _r(measured), _r(metrics.get("peak_mem_allocated_gib")), _r(est.get("tokens_per_s")),
+        _r(est.get("peak_alloc_gib")), _r(cell.hours), _r(cell.usd), cell.launch_gpu, budget.usd,
+        status=run.status, steps=opts.steps, steps_run=int(metrics.get("steps_this_run") or 0),
+        probe_hours=_r(before["total_s"] / 3600) if before else None,
+        probe_usd=_r(before["usd"]) if before else None, cap_s=before["cap_s"] if before else None)
 
 
 def _r(x, n: int = 4):

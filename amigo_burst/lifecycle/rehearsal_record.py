@@ -6,12 +6,14 @@ preflight, and rehearse.py writes it, without an import circle.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from pathlib import Path
 
 from amigo_burst.clouds import PRICED
 from amigo_burst.config import AmigoConfig
+from amigo_burst.errors import UserError
 from amigo_burst.state import paths
 from amigo_burst.targets import get_target
 
@@ -22,12 +24,37 @@ def rehearsal_dir(root: Path) -> Path:
     return paths.state_dir(root) / "rehearsal"
 
 
-def config_hash(cfg: AmigoConfig) -> str:
-    """What training depends on: model, LoRA, every stage's data source and hyperparameters. Not
-    budgets or target choice (those change where and how long, not whether it runs)."""
+def code_digest(root: Path, patterns: tuple[str, ...]) -> str:
+    """sha256 over the files under ROOT matching PATTERNS (relative path + content), caches excluded."""
+    from train.storage import ALWAYS_EXCLUDE
+
+    h = hashlib.sha256()
+    for p in sorted(q for pat in patterns for q in root.rglob(pat) if q.is_file()):
+        rel = p.relative_to(root).as_posix()
+        if any(fnmatch.fnmatch(part, ex) for part in rel.split("/") for ex in ALWAYS_EXCLUDE):
+            continue
+        h.update(rel.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def config_hash(cfg: AmigoConfig, train_dir: Path | None = None) -> str:
+    """What training depends on: model, LoRA, every stage's data source and hyperparameters, the training
+    code (train/) and the task YAML of every target the stages run on. Not budgets or target choice
+    (those change where and how long, not whether it runs)."""
+    from amigo_burst.targets import REPO_ROOT
+
     stages = {str(n): s.model_dump(mode="json", exclude={"target", "max_usd", "max_hours"})
               for n, s in sorted(cfg.stages.items())}
-    doc = {"model": cfg.model.model_dump(mode="json"), "lora": cfg.lora.model_dump(mode="json"), "stages": stages}
+    names = {s.target or cfg.targets.cloud for s in cfg.stages.values()}
+    yamls = {}
+    for name in sorted(names):
+        try:
+            yamls[name] = hashlib.sha256(get_target(name, cfg.root).path.read_bytes()).hexdigest()
+        except (UserError, OSError):
+            yamls[name] = None
+    doc = {"model": cfg.model.model_dump(mode="json"), "lora": cfg.lora.model_dump(mode="json"), "stages": stages,
+           "train": code_digest(train_dir or REPO_ROOT / "train", ("*.py", "*.sh", "*.yaml", "*.txt")),
+           "sky": yamls}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 

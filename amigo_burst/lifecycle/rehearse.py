@@ -1,11 +1,18 @@
-"""`amigo-burst rehearse`: the whole configured plan, as configured, on a tiny stand-in, here, in minutes.
+"""`amigo-burst rehearse`: the whole configured plan, as it will run, on a tiny stand-in, here, in minutes.
 
 Every stage runs with its real data source (N rows drawn by the seeded shuffle), its column map,
 filters and max_seq_len, its hyperparameters (K optimizer steps), the adapter of the stage before
-it, and its target's own YAML (`setup` and `run`) executed by the local runner: a cloud target's
+it, the plan's method and micro-batch x grad-accum for the machine the plan rents (rehearsal_plan.py),
+and its target's own YAML (`setup` and `run`) executed by the local runner: a cloud target's
 file is copied into the rehearsal as `local-<name>.yaml`, which the runner treats as this machine.
 The model is a stand-in: a tiny random-weight model of the base's family with the base's tokenizer
 when it is in the Hugging Face cache (train/tiny.py --like), else the built-in tokenizer.
+
+Nothing is forced: a stage a real `launch` would refuse (it does not fit its machine, it is over its
+budget) fails the rehearsal with that reason. Each cloud target's SkyPilot task, as a launch of the
+plan builds it, goes through SkyPilot's own validation (offline). `--full` also runs the targets'
+setup (train/setup.sh) in a fresh virtual environment, the install a rented machine does, and trains
+in it.
 
 Nothing touches the project's own records or store: the rehearsal is a project of its own in
 .amigo/rehearsal/project/ (rebuilt each time). A rehearsal in which every stage passed is recorded
@@ -31,6 +38,7 @@ from amigo_burst.lifecycle.basemodel import check_model_folder
 from amigo_burst.lifecycle.follow import Detached, parse_progress
 from amigo_burst.lifecycle.launch import LaunchOptions, launch, resolve_target
 from amigo_burst.lifecycle.prepare import load_tokenizer, prepare_stage, prepared_on_target
+from amigo_burst.lifecycle.rehearsal_plan import StagePlan, check_sky_tasks, stage_plans
 from amigo_burst.lifecycle.rehearsal_record import config_hash, rehearsal_dir
 from amigo_burst.lifecycle.rehearse_guard import stop_live_runs
 from amigo_burst.stages import get_stage
@@ -46,6 +54,7 @@ class RehearseOptions:
     rows: int = 64  # rows per stage, drawn by the dataset's seeded shuffle
     steps: int = 2  # optimizer steps per stage
     model: str | None = None  # a model folder to use instead of the stand-in
+    full: bool = False  # also the targets' setup in a fresh virtual environment, and training in it
 
     def __post_init__(self) -> None:
         if self.rows < 1 or self.steps < 1:
@@ -71,6 +80,8 @@ class StageResult:
     adapter: str | None = None
     continues_from: str | None = None  # the run whose adapter this stage started from
     seconds: float = 0.0
+    plan: dict = field(default_factory=dict)  # the real launch's machine, method, micro_batch, grad_accum, gpu_count
+    ran: dict = field(default_factory=dict)  # what the rehearsal trained with: method, micro_batch, grad_accum
 
 
 # --- the rehearsal project ------------------------------------------------------------------------
@@ -105,9 +116,11 @@ def stage_target(cfg: AmigoConfig, n: int) -> str:
     return resolve_target(cfg, n, None).name
 
 
-def write_project(cfg: AmigoConfig, project: Path, model: Path, opts: RehearseOptions) -> dict[int, str]:
+def write_project(cfg: AmigoConfig, project: Path, model: Path, opts: RehearseOptions,
+                  plans: dict[int, StagePlan] | None = None, python: str | None = None) -> dict[int, str]:
     """The rehearsal project: amigo.toml with the stand-in, N rows, K steps, each stage on a local
-    copy of its target's YAML, its hub data prepared where the real launch will prepare it.
+    copy of its target's YAML, its hub data prepared where the real launch will prepare it, and the
+    plan's method and micro-batch x grad-accum (plans). python: the fresh environment of --full.
     Returns {stage: rehearsal target name}."""
     (project / "sky").mkdir(parents=True)
     local_names = {}
@@ -115,12 +128,16 @@ def write_project(cfg: AmigoConfig, project: Path, model: Path, opts: RehearseOp
         t = get_target(stage_target(cfg, n), cfg.root)
         name = t.name if t.is_local else f"local-{t.name}"
         shutil.copyfile(t.path, project / "sky" / f"{name}.yaml")
+        if python:  # --full: setup.sh installs a fresh machine's stack (CPU torch here) into that python
+            _fresh_envs(project / "sky" / f"{name}.yaml", python)
         local_names[n] = name
     doc = cfg.model_dump(mode="json", exclude_none=True)
     doc["model"]["base"] = str(model)
-    arch = cfg.resolve(cfg.model.arch)
-    if arch.exists():  # a path to a config.json, relative to the real project
-        doc["model"]["arch"] = str(arch)
+    # the stand-in's own estimate (the rehearsal's launch checks fit and budget like any launch): tiny; the
+    # real plan's method for the whole chain, as a real launch of stage 1 picks it and later stages keep it
+    doc["model"]["arch"] = "tiny"
+    if plans:
+        doc["model"]["method"] = plans[min(plans)].method
     doc["store"] = {"url": "file://.amigo/store"}
     # the benchmark after each stage runs as run.sh runs it, on one problem with short answers: a tiny
     # random model's 164 answers prove nothing and took ~10 min a stage here (0 stays 0: no benchmark)
@@ -137,6 +154,8 @@ def write_project(cfg: AmigoConfig, project: Path, model: Path, opts: RehearseOp
         ds["max_rows"] = opts.rows
         s["max_steps"] = opts.steps
         s["target"] = local_names[int(n)]
+        if plans:  # the micro-batch x grad-accum the real launch hands the trainer (per GPU)
+            s["micro_batch"], s["grad_accum"] = plans[int(n)].micro_batch, plans[int(n)].grad_accum
     (project / "amigo.toml").write_text(f"# amigo-burst rehearse of {cfg.path}\n" + toml_dump(doc))
     return local_names
 
@@ -204,12 +223,19 @@ def _judge(res: StageResult, run, previous: str | None, d: Path) -> None:
 
 
 def run_stage(rcfg: AmigoConfig, n: int, local_target: str, shown: str, previous: str | None,
-              log_console) -> StageResult:
-    """Launch stage n of the rehearsal project (estimate refusals forced past: the stand-in is tiny)."""
+              log_console, plan: StagePlan | None = None) -> StageResult:
+    """Launch stage n of the rehearsal project as a real launch would run it: nothing forced, the plan's
+    method and batch; a stage the real launch would refuse fails here with that reason, untrained."""
     res = StageResult(stage=n, name=get_stage(n).name, target=shown)
+    if plan is not None:
+        res.plan = {"machine": plan.machine, "method": plan.method, "micro_batch": plan.micro_batch,
+                    "grad_accum": plan.grad_accum, "gpu_count": plan.gpu_count}
+        if plan.refused:
+            res.status, res.reason = "failed", f"`launch --stage {n}` would be refused: {plan.refused}"
+            return res
     t0 = time.monotonic()
     try:
-        run = launch(rcfg, LaunchOptions(stage=n, cloud=local_target, force=True), log_console)
+        run = launch(rcfg, LaunchOptions(stage=n, cloud=local_target), log_console)
     except UserError as e:
         res.status, res.reason = "failed", str(e)
         res.seconds = time.monotonic() - t0
@@ -217,6 +243,12 @@ def run_stage(rcfg: AmigoConfig, n: int, local_target: str, shown: str, previous
     res.run_id = run.id
     _data_into(res, run.artifacts.get("dataset", {}))
     _judge(res, run, previous, paths.run_dir(rcfg.root, run.id))
+    m = run.metrics or {}
+    res.ran = {"method": m.get("method"), "micro_batch": m.get("per_device_train_batch_size"),
+               "grad_accum": m.get("gradient_accumulation_steps")}
+    want = {k: res.plan[k] for k in ("method", "micro_batch", "grad_accum")} if plan is not None else res.ran
+    if res.status == "passed" and res.ran != want:
+        res.status, res.reason = "failed", f"trained {res.ran}, the plan runs {want}"
     res.seconds = time.monotonic() - t0
     return res
 
@@ -243,36 +275,86 @@ def rehearse(cfg: AmigoConfig, opts: RehearseOptions, console, log_console) -> t
         model, info = standin(cfg, console)
         info = {**info, "path": str(model)}
     stop_live_runs(project)  # a stage an earlier, killed rehearsal left training
+    plans = stage_plans(cfg)
+    sky = check_sky_tasks(cfg)
+    setup = fresh_setup(d, console, log_console) if opts.full else None
     shutil.rmtree(project, ignore_errors=True)  # a fresh project: records and store of this rehearsal only
-    names = write_project(cfg, project, model, opts)
+    names = write_project(cfg, project, model, opts, plans, setup["python"] if setup else None)
     rcfg = load_config(project / "amigo.toml")
     try:
-        results = _stages(cfg, rcfg, names, opts, console, log_console)
+        results = _stages(cfg, rcfg, names, opts, plans, console, log_console)
     except (KeyboardInterrupt, Detached):  # Ctrl-C: the stage's training stops with us, nothing orphaned
         stop_live_runs(project)
         raise KeyboardInterrupt from None
-    passed = all(r.status == "passed" for r in results)
+    passed = all(r.status == "passed" for r in results) and not any(sky.values())
     facts = {"config_hash": config_hash(cfg), "model": info, "rows": opts.rows, "steps": opts.steps,
-             "project": str(project)}
+             "project": str(project), "sky": sky, **({"setup": setup} if setup else {})}
     _record(cfg, passed, results, facts)
     return passed, results, facts
 
 
-def _stages(cfg: AmigoConfig, rcfg: AmigoConfig, names: dict[int, str], opts: RehearseOptions, console,
-            log_console) -> list[StageResult]:
+def _stages(cfg: AmigoConfig, rcfg: AmigoConfig, names: dict[int, str], opts: RehearseOptions, plans: dict,
+            console, log_console) -> list[StageResult]:
     results, previous, failed = [], None, False
     for n in sorted(cfg.stages):
         if failed:
             res = StageResult(stage=n, name=get_stage(n).name, target=stage_target(cfg, n))
             check_data_only(rcfg, n, res, load_tokenizer(rcfg))
         else:
-            console.print(f"stage {n} ({get_stage(n).name}): {opts.rows} rows, {opts.steps} steps, "
-                          f"{stage_target(cfg, n)}'s YAML through the local runner ...")
-            res = run_stage(rcfg, n, names[n], stage_target(cfg, n), previous, log_console)
+            p = plans[n]
+            console.print(f"stage {n} ({get_stage(n).name}): {opts.rows} rows, {opts.steps} steps, {p.method} "
+                          f"{p.micro_batch}x{p.grad_accum} as on {p.machine}, {stage_target(cfg, n)}'s YAML "
+                          "through the local runner ...")
+            res = run_stage(rcfg, n, names[n], stage_target(cfg, n), previous, log_console, p)
             failed = res.status != "passed"
             previous = res.run_id
         results.append(res)
     return results
+
+
+def _fresh_envs(yaml_path: Path, python: str) -> None:
+    """--full: the rehearsal's copy of a target YAML installs into the fresh python, the torch build this
+    machine runs (a CPU laptop cannot use the CUDA one a rented GPU gets; the rest is the same pins)."""
+    import torch
+    import yaml
+
+    doc = yaml.safe_load(yaml_path.read_text())
+    doc.setdefault("envs", {}).update({"AMIGO_PYTHON": python,
+                                       "AMIGO_TORCH_SPEC": f"torch=={torch.__version__.split('+')[0]}"})
+    yaml_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def fresh_setup(d: Path, console, log_console) -> dict:
+    """--full: a new virtual environment with nothing installed (a rented machine's bare python3), the
+    targets' setup (train/setup.sh: torch, then train/requirements.txt's pins) run into it and timed.
+    The local runner then uses this python (AMIGO_LOCAL_PYTHON): every stage trains with what setup.sh
+    installed, and each stage's own setup takes the path of a machine that already has it."""
+    import os
+
+    import torch
+
+    from amigo_burst.targets import REPO_ROOT
+
+    venv = d / "fresh-venv"
+    shutil.rmtree(venv, ignore_errors=True)
+    console.print(f"--full: a fresh environment in {venv}, the targets' setup (train/setup.sh) installing into it")
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise UserError(f"--full: could not create a virtual environment: {(r.stderr.strip() or 'venv')[-300:]}")
+    python = str(venv / "bin" / "python")
+    spec = f"torch=={torch.__version__.split('+')[0]}"  # this machine's build (CPU here); a GPU machine: CUDA
+    t1 = time.monotonic()
+    r = subprocess.run(["bash", "train/setup.sh"], cwd=REPO_ROOT, capture_output=True, text=True,
+                       env={**os.environ, "AMIGO_PYTHON": python, "AMIGO_TORCH_SPEC": spec})
+    log_console.print(r.stdout + r.stderr, markup=False, highlight=False)
+    if r.returncode != 0:
+        last = ((r.stderr or r.stdout).strip().splitlines() or [f"exit code {r.returncode}"])[-1]
+        raise UserError(f"--full: the targets' setup failed in a fresh environment: {last[:300]}")
+    setup_s = round(time.monotonic() - t1, 1)
+    console.print(f"--full: setup installed the training stack in {setup_s:.0f} s")
+    os.environ["AMIGO_LOCAL_PYTHON"] = python  # the workers (and their local runner) inherit it
+    return {"python": python, "venv_s": round(t1 - t0, 1), "setup_s": setup_s, "torch_spec": spec}
 
 
 def _record(cfg: AmigoConfig, passed: bool, results: list[StageResult], facts: dict) -> None:

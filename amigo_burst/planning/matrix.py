@@ -15,7 +15,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from amigo_burst.planning.estimate import Estimate, SetupCost, Workload, estimate, max_micro_batch
+from amigo_burst.planning.estimate import (
+    Estimate,
+    SetupCost,
+    StageExtras,
+    Workload,
+    estimate,
+    max_micro_batch,
+)
 from amigo_burst.planning.hardware import ALL_LINEAR, GpuSpec, ModelArch
 from amigo_burst.planning.units import hours_text, usd_text
 
@@ -54,6 +61,9 @@ class StageInput:
     epochs: float = 1.0
     max_usd: float | None = None
     max_hours: float | None = None
+    # what the stage does besides training steps, on the laptop and on a cloud machine (planner.stage_extras)
+    extras_local: StageExtras = StageExtras()
+    extras_cloud: StageExtras = StageExtras()
 
 
 @dataclass(frozen=True)
@@ -138,7 +148,7 @@ class Settings:
     rank: int = 16
     target_modules: tuple[str, ...] = ALL_LINEAR
     lora_dropout: bool = True
-    packing: bool = False  # the targets pad: flash-attn is not installed there (train/accel.py)
+    packing: bool = False  # the targets pad: flash-attn is not installed there (train/accel.py); `--packing`
     download_gbit_s: float = 1.0
 
 
@@ -159,14 +169,16 @@ def plan_cell(arch: ModelArch, option: Option, gpu: GpuSpec | None, stage: Stage
         per_gpu = max(1, math.ceil(GLOBAL_BATCH / max(option.count, 1)))
         mb = stage.micro_batch if isinstance(stage.micro_batch, int) else max_micro_batch(arch, gpu, w, calibration,
                                                                                            limit=per_gpu)
-        e = estimate(arch, gpu, replace(w, micro_batch=max(mb, 1)), calibration,
-                     usd_per_hour=option.usd_per_hour, setup=setup)
-        chosen = (m, max(mb, 1), e)
+        mb = max(mb, 1)
+        accum = stage.grad_accum if isinstance(stage.grad_accum, int) else max(
+            1, math.ceil(GLOBAL_BATCH / (mb * max(option.count, 1))))
+        extras = replace(stage.extras_local if option.local else stage.extras_cloud, grad_accum=accum)
+        e = estimate(arch, gpu, replace(w, micro_batch=mb), calibration,
+                     usd_per_hour=option.usd_per_hour, setup=setup, extras=extras)
+        chosen = (m, mb, accum, e)
         if e.fits:
             break
-    m, mb, e = chosen
-    accum = stage.grad_accum if isinstance(stage.grad_accum, int) else max(
-        1, math.ceil(GLOBAL_BATCH / (mb * max(option.count, 1))))
+    m, mb, accum, e = chosen
     return Cell(stage.number, option.target, option.local, e.fits, m, mb, accum, e.hours, e.usd, e.peak_vram_gib,
                 gpu.memory_gib, e, e.reason, option)
 

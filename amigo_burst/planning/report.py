@@ -186,8 +186,9 @@ TOTAL_COLUMNS = (("group", "group", str), ("runs", "runs", str), ("est time", "e
                  ("time", "actual_hours", hours_text), ("est $", "est_usd", usd_text), ("$", "actual_usd", usd_text))
 STRATEGY_COLUMNS = (("strategy", "name", str), ("time", "hours", hours_text), ("cost", "usd", usd_text),
                     ("where", "where", str), ("note", "note", str))
-CALIBRATION_COLUMNS = (("GPU", "gpu", str), ("method", "method", str), ("tokens/s x", "tokens_per_s_factor", str),
-                       ("peak x", "peak_factor", str), ("runs", "runs", str))
+CALIBRATION_COLUMNS = (("GPU", "gpu", str), ("method", "method", str), ("trainer", "trainer", str), ("seq", "seq", str),
+                       ("tokens/s x", "tokens_per_s_factor", str), ("peak x", "peak_factor", str),
+                       ("wall x", "wall_factor", str), ("runs", "runs", str))
 BENCH_COLUMNS = (("stage", "stage", str), ("run", "id", str), ("problems", "problems", str),
                  ("pass@1", "pass_at_1", lambda x: f"{x:.3f}"), ("change", "pass_at_1_change", lambda x: f"{x:+.3f}"),
                  ("$", "usd", usd_text), ("pass@1 per $", "pass_at_1_per_usd", lambda x: f"{x:,.0f}" if x >= 100 else sig(x, 3)))

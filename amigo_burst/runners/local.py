@@ -20,8 +20,9 @@ def _env(envs: dict[str, str], secrets: dict[str, str]) -> dict[str, str]:
     env.update({k: str(v) for k, v in envs.items()})
     env.update(secrets)  # in the child's environment only; never written anywhere
     # On this machine the training stack is the one amigo-burst runs in (the project's .venv),
-    # not whatever `python3` the YAML names for a fresh cloud machine.
-    env["AMIGO_PYTHON"] = sys.executable
+    # not whatever `python3` the YAML names for a fresh cloud machine; `rehearse --full` names a fresh
+    # environment instead (AMIGO_LOCAL_PYTHON), the one the target's setup installs into.
+    env["AMIGO_PYTHON"] = os.environ.get("AMIGO_LOCAL_PYTHON") or sys.executable
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
