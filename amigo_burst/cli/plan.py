@@ -64,6 +64,8 @@ def estimate_cmd(*, model: str, gpu: str, method: str = "qlora", seq_len: int = 
         seq_len, trainer = st.seq_len, st.trainer
         tokens, epochs = (tokens if tokens is not None else st.tokens), st.epochs
         extras = st.extras_local if is_local else st.extras_cloud
+    if micro_batch < 1 or gpus < 1:  # the Workload says so too, but the batch arithmetic below comes first
+        raise UserError("micro-batch must be >= 1" if micro_batch < 1 else "--gpus must be >= 1")
     accum = grad_accum or max(1, -(-GLOBAL_BATCH // (micro_batch * gpus)))
     extras = replace(extras, grad_accum=accum)
     targets = tuple(cfg.lora.target_modules) if cfg is not None else ALL_LINEAR
