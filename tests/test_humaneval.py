@@ -35,6 +35,75 @@ def test_known_correct_completions_score_1_and_broken_ones_0():
     assert {r["status"] for r in bad} == {"failed"} and all(r["error"] for r in bad)
 
 
+WRONG = "    return 0.0\n"  # truncate_number (HumanEval/2) answered wrongly, then each way out with exit code 0
+EXITS = {
+    "sys.exit(0)": "import sys\nsys.exit(0)\n",
+    "raise SystemExit": "raise SystemExit\n",
+    "os._exit(0)": "import os\nos._exit(0)\n",
+    "exit() / quit()": "exit()\n",
+    "unittest.main()": "import unittest\nunittest.main()\n",
+    "unittest.main(exit=False), then os._exit(0)": "import unittest, os\nunittest.main(argv=['x'], exit=False)\n"
+                                                   "os._exit(0)\n",
+    "an exit hook": "import atexit, os\natexit.register(os._exit, 0)\n",
+    "an exit hook, then sys.exit(0)": "import atexit, sys\natexit.register(print, 'ok')\nsys.exit(0)\n",
+    "sys.excepthook": "import sys, os\nsys.excepthook = lambda *a: os._exit(0)\n",
+    "a signal handler that exits 0": "import signal, os, time\nsignal.signal(signal.SIGALRM, lambda *a: os._exit(0))\n"
+                                     "signal.setitimer(signal.ITIMER_REAL, 0.01)\ntime.sleep(2)\n",
+    "KeyboardInterrupt": "raise KeyboardInterrupt\n",
+    "stderr closed, then os._exit(0)": "import os\nos.close(2)\nos._exit(0)\n",
+    "swallowing the tests in a string": '"""\n',
+    "its own check()": "def check(candidate):\n    pass\n",
+    "SIGSTOP to itself (os.kill)": "import os\nos.kill(os.getpid(), 19)\n",
+    "SIGSTOP to itself (raise_signal)": "import signal\nsignal.raise_signal(signal.SIGSTOP)\n",
+    "SIGSTOP to its group": "import os\nos.killpg(0, 19)\n",
+    "a forged announcement": "import sys, os\nsys.audit('amigo.check', None)\nos.kill(os.getpid(), 19)\n",
+    "rewriting the guard's finish": "import sys\nsys._getframe(1).f_locals['finish'].__code__ = "
+                                    "(lambda check, candidate: None).__code__\n",
+}
+# the function itself tries to fake the proof while the real check runs it
+CANDIDATES = {
+    "stops itself from inside check": "    import os\n    os.kill(os.getpid(), 19)\n",
+    "calls the guard's finish with a fake check": (
+        "    import sys\n    f = sys._getframe()\n    while 'finish' not in f.f_locals:\n        f = f.f_back\n"
+        "    f.f_locals['finish'](lambda c: None, truncate_number)\n"),
+    "replays finish's code with a fake check": (
+        "    import sys, types, os\n    f = sys._getframe()\n    while f.f_code.co_name != 'finish':\n"
+        "        f = f.f_back\n    types.FunctionType(f.f_code, {}, 'x', (sys.audit, os.kill, os.getpid(), 19))"
+        "(lambda c: None, truncate_number)\n"),
+}
+
+
+@pytest.mark.parametrize("way_out", list(EXITS))
+def test_every_exit_0_route_scores_failed(way_out):
+    """Passed means the problem's check() returned, proven to the parent (train/sandbox.py), never an exit
+    code: each way a program ends with exit code 0 (or fakes the proof) before or instead of the tests."""
+    p = PROBLEMS[2]
+    answer = f"```python\ndef truncate_number(number: float) -> float:\n{WRONG}\n{EXITS[way_out]}```"
+    r = score([p], [to_completion(p, answer, "chat")], timeout_s=5)[0]
+    assert not r["passed"] and r["status"] == "failed", r
+    if way_out in ("its own check()", "an exit hook", "sys.excepthook"):  # harmless endings: the right answer passes
+        right = answer.replace(WRONG, p["canonical_solution"].lstrip("\n"))
+        assert score([p], [to_completion(p, right, "chat")])[0]["passed"]
+
+
+@pytest.mark.parametrize("trick", list(CANDIDATES))
+def test_the_function_cannot_fake_the_proof_during_check(trick):
+    p = PROBLEMS[2]
+    r = score([p], ["\ndef truncate_number(number: float) -> float:\n" + CANDIDATES[trick] + "    return 0.0\n"])[0]
+    assert not r["passed"] and "sandbox: os.kill is not allowed" in r["error"], r
+
+
+def test_a_right_answer_passes_with_the_endings_models_write():
+    """Not __main__ (as in the reference harness): a unittest ending does not run, the tests do."""
+    p = PROBLEMS[2]
+    body = p["canonical_solution"].lstrip("\n")
+    ending = ("import unittest\nclass T(unittest.TestCase):\n    def test(self):\n"
+              "        self.assertEqual(truncate_number(3.5), 0.5)\nif __name__ == '__main__':\n    unittest.main()\n")
+    answer = f"```python\ndef truncate_number(number: float) -> float:\n{body}\n{ending}```"
+    r = score([p], [to_completion(p, answer, "chat")])[0]
+    assert r["passed"] and r["error"] is None, r
+
+
 @pytest.mark.slow
 def test_all_164_canonical_solutions_pass_in_the_sandbox():
     results = score(PROBLEMS, [p["canonical_solution"] for p in PROBLEMS])

