@@ -162,27 +162,69 @@ def test_entrypoint_bad_input_is_one_line_exit_2(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not an adapter folder" in r.stderr
 
 
-def test_report_benchmarks_change_and_per_dollar():
-    """Pure: the newest successful scored run per stage; change from the stage before; pass@1 per dollar
-    spent on stages 1..N. Runs without a score leave the report's JSON keys as they were."""
+def he_summary(passed_tasks, scored=164, key="k1", partial=False):
+    """A crafted HumanEval summary: which of the problems 0..scored-1 passed."""
+    tasks = list(range(scored))
+    return {"problems": scored, "passed": len(passed_tasks), "pass_at_1": round(len(passed_tasks) / scored, 4),
+            "planned": 164, "partial": partial, "key": key, "limit": None, "seed": 0, "max_new_tokens": 512,
+            "prompt": "chat", "scored": tasks, "passed_tasks": sorted(passed_tasks)}
+
+
+def test_report_benchmarks_baseline_intervals_noise_and_partial():
+    """Pure, on crafted results: stage 0 is the base (recorded beside stage 1 by --baseline); each stage's
+    change from its parent and from the base carries a paired 95% interval; a 2-problem gain on 164 is
+    noise, a 40-problem gain is not; a partial run is compared with nothing; pass@1 per dollar as before."""
     from amigo_burst.planning import report as rp
 
-    def run(i, stage, status, hours, rate, p1, started):
+    def run(i, stage, status, hours, rate, he, started, base=None, from_run=None):
         return {"id": f"r{i}", "stage": stage, "target": "t", "status": status, "usd_per_hour": rate,
                 "started": f"2026-01-01T0{started}:00:00Z", "ended": f"2026-01-01T0{started + hours}:00:00Z",
-                "metrics": {"humaneval": {"problems": 164, "pass_at_1": p1}} if p1 is not None else {}}
+                "artifacts": {"from_run": from_run} if from_run else {},
+                "metrics": {**({"humaneval": he} if he else {}), **({"humaneval_base": base} if base else {})}}
 
-    runs = [run(1, 1, "SUCCEEDED", 1, 2.0, 0.30, 0), run(2, 2, "SUCCEEDED", 1, 1.0, 0.20, 1),
-            run(3, 2, "SUCCEEDED", 2, 1.0, 0.36, 3), run(4, 3, "FAILED", 1, 1.0, 0.90, 5),
-            run(5, 4, "SUCCEEDED", 1, 1.0, None, 6)]
+    base = he_summary(range(40))  # the base: 40/164
+    s1 = he_summary(range(42))  # +2 problems: inside the noise
+    s2 = he_summary(range(82))  # +40 over stage 1: beyond it
+    s3 = he_summary(range(10), scored=20, partial=True)  # budget-stopped after 20 problems
+    runs = [run(1, 1, "SUCCEEDED", 1, 2.0, s1, 0, base=base), run(2, 2, "SUCCEEDED", 1, 1.0, he_summary([]), 1),
+            run(3, 2, "SUCCEEDED", 2, 1.0, s2, 3, from_run="r1"), run(4, 3, "SUCCEEDED", 1, 1.0, s3, 6, from_run="r3"),
+            run(5, 4, "FAILED", 1, 1.0, s2, 7), run(6, 5, "SUCCEEDED", 1, 1.0, None, 8)]
     rows = rp.build_report(runs)["benchmarks"]
-    assert [tuple(r) for r in rows] == [rp.BENCH_KEYS] * 2
-    assert [(r["stage"], r["id"], r["pass_at_1"]) for r in rows] == [(1, "r1", 0.30), (2, "r3", 0.36)]
-    assert rows[0]["pass_at_1_change"] is None and rows[1]["pass_at_1_change"] == pytest.approx(0.06)
-    assert rows[0]["pass_at_1_per_usd"] == pytest.approx(0.30 / 2.0)  # stage 1: $2
-    assert rows[1]["pass_at_1_per_usd"] == pytest.approx(0.36 / 4.0, abs=1e-4)  # stages 1..2: $2 + $2
+    assert [tuple(r) for r in rows] == [rp.BENCH_KEYS] * 4
+    by = {r["stage"]: r for r in rows}
+    assert [(r["stage"], r["id"]) for r in rows] == [(0, "base"), (1, "r1"), (2, "r3"), (3, "r4")]
+    assert by[0]["pass_at_1"] == round(40 / 164, 4) and by[0]["pass_at_1_low"] < by[0]["pass_at_1"] < by[0]["pass_at_1_high"]
+    assert by[1]["parent"] == "base" and by[1]["pass_at_1_change"] == pytest.approx(2 / 164, abs=1e-4)
+    assert by[1]["change_noise"] is True and by[1]["change_low"] < 0 < by[1]["change_high"]
+    assert by[2]["parent"] == "r1" and by[2]["pass_at_1_change"] == pytest.approx(40 / 164, abs=1e-4)
+    assert by[2]["change_noise"] is False and by[2]["change_low"] > 0
+    assert by[2]["vs_base"] == pytest.approx(42 / 164, abs=1e-4) and by[2]["vs_base_noise"] is False
+    assert by[3]["partial"] is True and by[3]["pass_at_1_change"] is None and by[3]["vs_base"] is None
+    assert by[1]["pass_at_1_per_usd"] == pytest.approx(s1["pass_at_1"] / 2.0, abs=1e-4)  # stage 1: $2
+    assert by[2]["pass_at_1_per_usd"] == pytest.approx(s2["pass_at_1"] / 4.0, abs=1e-4)  # stages 1..2: $2 + $2
+    table = rp.to_markdown(rp.build_report(runs))
+    assert "HumanEval pass@1 per stage" in table and " noise" in table and "n/a (partial)" in table
+    assert "| 0 | base | 164 |" in table and "20 partial" in table
     assert "benchmarks" not in rp.build_report([run(9, 1, "SUCCEEDED", 1, 1.0, None, 0)])
-    assert "HumanEval pass@1 per stage" in rp.to_markdown(rp.build_report(runs))
+
+
+def test_intervals_match_their_definitions():
+    """Wilson's interval and Newcombe's paired interval against values worked by hand; settings that
+    differ, or a partial run, make two scores incomparable."""
+    from amigo_burst.planning import benchmark as b
+
+    lo, hi = b.wilson(41, 164)  # p = 0.25: centre (0.25 + 1.96²/328) / (1 + 1.96²/164) = 0.2558
+    assert (round(lo, 4), round(hi, 4)) == (0.19, 0.3215)
+    assert b.wilson(0, 10)[0] == 0.0 and b.wilson(10, 10)[1] == pytest.approx(1.0)
+    same = b.change(he_summary(range(40)), he_summary(range(40)))
+    assert same.delta == 0 and same.noise and same.paired and same.high < 0.02  # identical answers: a narrow interval
+    paired = b.change(he_summary(range(50)), he_summary(range(42)))  # 8 more, none lost: paired, beyond the noise
+    unpaired = b.unpaired(50, 164, 42, 164)
+    assert not paired.noise and paired.high - paired.low < (unpaired[2] - unpaired[1]) / 2
+    assert b.change(he_summary(range(50), key="k2"), he_summary(range(42))) is None
+    assert b.change(he_summary(range(10), scored=20, partial=True), he_summary(range(42))) is None
+    assert b.regressed(b.change(he_summary(range(30)), he_summary(range(60))))
+    assert not b.regressed(b.change(he_summary(range(40)), he_summary(range(42))))
 
 
 # --- the controller: every stage scored, the report shows it ---------------------------------------------
