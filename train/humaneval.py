@@ -295,6 +295,7 @@ def quiet() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # e.g. SWIG types' notes at exit
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 

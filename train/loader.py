@@ -157,11 +157,18 @@ def load(base: str, adapter: str | Path | None = None, method: str | None = None
         model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
     except (OSError, ValueError) as e:
         raise TrainInputError(f"cannot load the base model {base}: {_first(e)}") from None
+    missing = 0
     if adapter:
+        import warnings
+
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter))
+        with warnings.catch_warnings(record=True) as caught:  # PEFT warns, and loads nothing, on unmatched keys
+            warnings.filterwarnings("always", message=".*missing adapter keys")
+            model = PeftModel.from_pretrained(model, str(adapter))
+        missing = sum("missing adapter keys" in str(w.message) for w in caught)
     model.eval()
+    model.amigo_missing_keys = missing  # read by require_applied: why an adapter changes nothing
     return model, tok, plan
 
 
@@ -184,8 +191,10 @@ def require_applied(model, tok) -> float:
     report the base's score as the stage's."""
     effect = adapter_effect(model, tok)
     if effect == 0.0:
-        raise TrainInputError("the adapter does not change the model's output (logits on a fixed prompt equal "
-                              "the base's): not applied, or untrained; refusing to score the base as the stage")
+        why = ("its weights matched no module of the base (PEFT: missing adapter keys)"
+               if getattr(model, "amigo_missing_keys", 0) else "not applied, or untrained")
+        raise TrainInputError(f"the adapter does not change the model's output (logits on a fixed prompt equal "
+                              f"the base's): {why}; refusing to score the base as the stage")
     return effect
 
 

@@ -169,7 +169,8 @@ def pipeline(
     plan: Annotated[str, typer.Option(help="hybrid (stage 1 local, 2-5 cloud), local, cloud or auto")] = "hybrid",
     stages: Annotated[str, typer.Option(help="which stages, e.g. 1-5 or 2,4")] = "1-5",
     max_usd: Annotated[float | None, typer.Option(help="budget per stage (wins over each stage's max_usd)")] = None,
-    force: Annotated[bool, typer.Option(help="run stages the estimate says won't fit or exceed budget")] = False,
+    force: Annotated[bool, typer.Option(help="run stages the estimate says won't fit or exceed budget, and past a "
+                                       "HumanEval regression ([eval] stop_on_regression)")] = False,
 ) -> None:
     """The stages in order; stops at the first failure, skips stages already done, reattaches to a running one.
 

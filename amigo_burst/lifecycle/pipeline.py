@@ -7,7 +7,9 @@
 A stage is done when a successful run of it continues the done run of the stage before it (its
 lineage, `done_runs`): a stage 4 built on stage 1 -> 3, or a stage 5 built on an older stage 4, is
 not done, and is run again from the right adapter. A stage already running (a pipeline interrupted
-with Ctrl-C) is reattached to, not refused. Stops at the first stage that does not succeed.
+with Ctrl-C) is reattached to, not refused. Stops at the first stage that does not succeed, and before
+a stage whose parent's HumanEval pass@1 fell below its own parent's beyond the noise ([eval]
+stop_on_regression, on by default; `--force` launches anyway).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class PipelineOptions:
     plan: str = "hybrid"
     stages: tuple[int, ...] = (1, 2, 3, 4, 5)
     max_usd: float | None = None  # per stage; wins over each stage's max_usd (planner.budget_for)
-    force: bool = False
+    force: bool = False  # also: launch past a regression ([eval] stop_on_regression)
 
     def __post_init__(self) -> None:
         if self.plan not in PLANS:
@@ -97,6 +99,30 @@ def _running(cfg: AmigoConfig, store: RunStore, stage: int) -> Run | None:
     return None
 
 
+def regression_line(rows: list[dict], stage: int, margin: float = 0.0) -> str | None:
+    """Pure: why stage `stage` must not be launched - the stage before it fell below its own parent by
+    more than the noise (report.build_benchmarks rows: the change's whole 95% interval under -margin) -
+    or None. One line with both scores."""
+    row = next((r for r in rows if r["stage"] == stage - 1), None)
+    if row is None or row["pass_at_1_change"] is None or not row["change_high"] < -margin:
+        return None
+    parent = next((r for r in rows if r["id"] == row["parent"]), None)
+    who = "the base" if row["parent"] == "base" else f"stage {parent['stage']}" if parent else "its parent"
+    was = f" {parent['pass_at_1']:.3f}" if parent else ""
+    return (f"stage {stage} not launched: stage {stage - 1}'s HumanEval pass@1 {row['pass_at_1']:.3f} fell below "
+            f"{who}'s{was} by {-row['pass_at_1_change']:.3f} (95% CI of the change {row['change_low']:+.3f}.."
+            f"{row['change_high']:+.3f}: beyond the noise); `pipeline --force` launches it anyway")
+
+
+def _held(cfg: AmigoConfig, done: dict[int, Run], stage: int) -> str | None:
+    from amigo_burst.lifecycle.baseline import baselines
+    from amigo_burst.planner import runs_as_dicts
+    from amigo_burst.planning.report import build_benchmarks
+
+    rows = build_benchmarks(runs_as_dicts([done[s] for s in sorted(done) if s < stage]), baselines(cfg))
+    return regression_line(rows, stage, cfg.eval.regression_margin)
+
+
 def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple[int, str | None, str]]:
     """Launch each stage in turn; returns [(stage, run_id or None, status)]."""
     store = open_records(cfg.root)
@@ -125,6 +151,11 @@ def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple
                 results.append((stage, run.id, run.status))
                 console.print(f"[red]stage {stage} {run.status}[/red]: {run.reason or ''} — pipeline stopped")
                 break
+        held = _held(cfg, done, stage) if cfg.eval.stop_on_regression and not opts.force else None
+        if held:  # the money of stage N+1 is not spent on a chain that got worse
+            console.print(f"[red]{held}[/red]")
+            results.append((stage, None, "HELD"))
+            break
         target = target_for(cfg, opts, stage, console)
         console.rule(f"stage {stage} on {target}" + _not_done_why(stage, runs, done))
         parent = done.get(stage - 1)
