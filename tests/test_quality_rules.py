@@ -155,14 +155,18 @@ def adapters(tiny_model, tmp_path_factory) -> dict[str, Path]:
 
 
 def test_a_qlora_merge_on_a_small_gpu_is_placed_on_the_cpu(tiny_model, adapters, monkeypatch):
-    """The device says it has a GPU smaller than the model (the only thing faked): the loader plans and
-    loads the merge on the CPU, and says why."""
+    """The device says it has a GPU smaller than the model (the only thing faked): export's merge plans and
+    runs on the CPU, says why, and hands back plain dequantized weights there."""
+    import torch
+
     from train import loader
 
     monkeypatch.setattr(loader, "cuda_memory", lambda: 1000)  # a "GPU" of 1000 bytes
-    model, _, plan = loader.load(str(tiny_model), adapters["applied"], "qlora", purpose="merge")
+    model, plan = loader.load_merged(str(tiny_model), adapters["applied"], "qlora")
     assert plan.device == "cpu" and plan.nf4 and "exceeds the GPU's" in plan.reason
     assert {p.device.type for p in model.parameters()} == {"cpu"}
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}, "dequantized: no 4-bit weights left"
+    assert not any("lora" in n for n, _ in model.named_parameters())
     monkeypatch.setattr(loader, "cuda_memory", lambda: 2**40)  # one that holds it: the plan takes the GPU
     assert loader.plan_load(loader.param_count(str(tiny_model)), "qlora", purpose="merge",
                             gpu_bytes=loader.cuda_memory()).device == "cuda"

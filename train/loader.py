@@ -172,6 +172,24 @@ def load(base: str, adapter: str | Path | None = None, method: str | None = None
     return model, tok, plan
 
 
+def load_merged(base: str, adapter: str | Path, method: str | None = None, dtype: str = "bfloat16",
+                device: str = "auto"):
+    """(model, LoadPlan): base + adapter merged into plain weights of `dtype`, on the CPU. Where the merge
+    runs: plan_load(purpose="merge"). A QLoRA adapter learned its update against dequant(NF4(W)), not W:
+    the base is loaded in NF4 as training loaded it and dequantized, then the update goes on top (merging
+    into the original W would bring back NF4's rounding error, ~1% of each weight)."""
+    import torch
+    from peft import PeftModel
+
+    method = method or adapter_method(adapter) or "lora"
+    model, _, plan = load(base, None, method, device, purpose="merge")
+    out = getattr(torch, dtype)
+    if plan.nf4:
+        model = model.dequantize(dtype=out)
+    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    return model.to(device="cpu", dtype=out), plan
+
+
 def adapter_effect(model, tok, prompt: str = PROBE_PROMPT) -> float:
     """The largest change the adapter makes to the next-token logits of a fixed prompt (base + adapter
     against the same weights with the adapter disabled). 0.0 exactly: the adapter does nothing - not

@@ -6,7 +6,8 @@
     ollama   PATH/: model.gguf + a Modelfile (FROM, TEMPLATE in Ollama's syntax, stop tokens):
              `ollama create amigo -f PATH/Modelfile`
 
-What runs where: the merge holds the base in bf16 on the CPU (2 B/param: ~25 GB of RAM for a 12B).
+What runs where: the merge holds the dequantized base on the CPU (2 B/param in bf16: ~25 GB of RAM for a
+12B) unless a GPU holds it with room (train/loader.py: never a 24 GB base onto the laptop's 6 GB).
 A 12B Q4_K_M GGUF is ~7 GB (4.85 bits/weight): on the 6 GB laptop llama.cpp/Ollama offload part of
 the layers to the GPU and run the rest on the CPU; an 8B Q4_K_M (~4.9 GB) fits whole.
 
@@ -29,7 +30,7 @@ from pathlib import Path
 from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError
 from amigo_burst.lifecycle import ollama
-from amigo_burst.lifecycle.models import StageModel, load_tokenizer, local_base, nf4_config, quiet, require
+from amigo_burst.lifecycle.models import StageModel, load_tokenizer, local_base, quiet, require
 
 FORMATS = ("merged", "gguf", "ollama")
 CONVERTER_TYPES = ("bf16", "f16", "q8_0")  # convert_hf_to_gguf.py --outtype writes these itself
@@ -101,31 +102,21 @@ def _place(src: Path, out: Path) -> None:
 
 def merge(cfg: AmigoConfig, sm: StageModel, dest: Path, dtype: str = "bf16", say=print) -> Path:
     """Base + adapter -> one model folder (safetensors, tokenizer, chat template), weights in `dtype`.
-
-    An adapter trained with QLoRA learned its update against the NF4 base: the weights its forward
-    pass saw were dequant(quant(W)), not W. Merging into the original bf16 W would add the update
-    to weights training never saw (the NF4 rounding error, ~1% of each weight, would come back); so
-    the base is loaded in NF4 exactly as in training and dequantized, and the update goes on top of
-    those weights. A LoRA-trained adapter merges into the base as loaded (bf16)."""
+    train/loader.load_merged: a QLoRA adapter goes into the dequantized NF4 base it trained against; the
+    merge runs on the CPU unless a GPU holds the dequantized model (never a 24 GB base onto 6 GB)."""
     require("torch", "transformers", "peft")
     quiet()
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from train.loader import load_merged
+    from train.schema import TrainInputError
 
     base = local_base(cfg, sm)
-    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     say(f"merging the stage {sm.stage} adapter ({sm.run.id}, {sm.method}) into {base}")
     try:
-        if sm.method == "qlora":
-            model = AutoModelForCausalLM.from_pretrained(base, quantization_config=nf4_config(), dtype=torch.bfloat16)
-            model = model.dequantize(dtype=torch_dtype)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
-    except OSError as e:
-        raise UserError(f"cannot load the base model {base}: {str(e).splitlines()[0]}") from None
-    model = PeftModel.from_pretrained(model, str(sm.adapter)).merge_and_unload()
-    model = model.to(torch_dtype)
+        model, plan = load_merged(base, sm.adapter, sm.method, {"bf16": "bfloat16", "fp16": "float16",
+                                                                "fp32": "float32"}[dtype])
+    except TrainInputError as e:
+        raise UserError(str(e)) from None
+    say(f"merge: {plan.reason}")
     model.config.use_cache = True  # training switched it off; inference wants it
     model.save_pretrained(dest, safe_serialization=True)
     load_tokenizer(sm, base).save_pretrained(dest)  # with chat_template.jinja: the stage's template
