@@ -83,13 +83,27 @@ def test_try_streams_the_stage_model_through_its_chat_template(project, tiny_mod
 
 @pytest.mark.slow
 def test_export_all_three_formats(project, tmp_path):
-    for fmt, out in (("merged", tmp_path / "merged"), ("gguf", tmp_path / "a.gguf"), ("ollama", tmp_path / "oll")):
-        r = cli(project, "export", "--stage", "1", "--format", fmt, "--out", str(out), check=True, timeout=900)
+    """gguf and ollama are checked against the merged model (--check N; --no-check skips it): llama.cpp and
+    transformers answer the same HumanEval problems with the Modelfile's stop tokens, both are scored."""
+    for fmt, out, extra in (("merged", tmp_path / "merged", ()), ("gguf", tmp_path / "a.gguf", ("--no-check",)),
+                            ("ollama", tmp_path / "oll", ("--check", "2"))):
+        r = cli(project, "export", "--stage", "1", "--format", fmt, "--out", str(out), *extra, check=True, timeout=900)
         assert f"{fmt}: {out}" in r.stdout
+        assert ("parity (" in r.stdout) == (fmt == "ollama"), r.stdout
     assert (tmp_path / "merged" / "model.safetensors").is_file() and (tmp_path / "merged" / "chat_template.jinja").is_file()
     assert (tmp_path / "a.gguf").read_bytes()[:4] == b"GGUF"
     assert (tmp_path / "oll" / "model.gguf").is_file()
-    assert (tmp_path / "oll" / "Modelfile").read_text().startswith("FROM ./model.gguf\nTEMPLATE \"\"\"")
+    modelfile = (tmp_path / "oll" / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./model.gguf\nTEMPLATE \"\"\"")
+    par = json.loads((tmp_path / "oll" / "parity.json").read_text())
+    assert par["problems"] == 2 and len(par["answers"]) == 2 and 0 <= par["differ"] <= 2
+    assert [f'PARAMETER stop "{s}"' for s in par["stops"]] == [ln for ln in modelfile.splitlines() if "stop" in ln]
+    for side in ("merged", "gguf"):
+        assert par[side]["pass_at_1"] == par[side]["passed"] / 2
+    assert all(a["gguf"].strip() for a in par["answers"]), "llama.cpp answered"
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("parity ("))
+    assert f"llama.cpp pass@1 {par['gguf']['pass_at_1']:.3f}, merged model {par['merged']['pass_at_1']:.3f}" in line
+    assert f"{par['differ']} of 2 answers differ" in line
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp folder left beside --out"
     r = cli(project, "export", "--stage", "1", "--format", "merged", "--out", str(tmp_path / "merged"))
     assert r.returncode == 2 and "exists" in r.stderr and r.stderr.strip().count("\n") == 0

@@ -81,6 +81,9 @@ def export(
                                        "or bf16, f16, q8_0 (the converter's)")] = "Q4_K_M",
     dtype: Annotated[str, typer.Option(help="merged: bf16, fp16 or fp32")] = "bf16",
     force: Annotated[bool, typer.Option(help="replace --out if it exists")] = False,
+    check: Annotated[int, typer.Option("--check", help="gguf/ollama: answer N HumanEval problems with llama.cpp "
+                                       "and with the merged model, report both pass@1 and how many differ")] = 3,
+    no_check: Annotated[bool, typer.Option("--no-check", help="skip that check")] = False,
 ) -> None:
     """A stage's model as merged safetensors, a GGUF, or an Ollama model.
     Example: amigo-burst export --stage 5 --format ollama --out amigo-1.0"""
@@ -88,8 +91,9 @@ def export(
     from amigo_burst.lifecycle.export import export as do_export
     from amigo_burst.lifecycle.models import stage_model
 
-    opts = ExportOptions(fmt=fmt, out=out, quant=quant, dtype=dtype, force=force)
     cfg = config(ctx)
+    opts = ExportOptions(fmt=fmt, out=out, quant=quant, dtype=dtype, force=force, check=0 if no_check else check,
+                         check_tokens=cfg.eval.max_new_tokens)
     con = console()
     dest = do_export(cfg, stage_model(cfg, stage, run_id), opts,
                      say=lambda line: con.print(line, highlight=False, markup=False))
