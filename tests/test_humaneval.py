@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import cli, make_project, runs_of
-from train.humaneval import check_program, extract_code, load_problems, score, to_completion
+from train.humaneval import (
+    benchmark_problems,
+    check_program,
+    extract_code,
+    load_problems,
+    score,
+    to_completion,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PROBLEMS = load_problems()
@@ -152,8 +159,11 @@ def test_entrypoint_merges_its_score_into_metrics_json(trained_stage1, tiny_mode
     assert metrics["humaneval"] == summary and metrics["steps"] == before["steps"], "merged, not replaced"
     assert summary["problems"] == 2 and summary["passed"] == 0 and summary["pass_at_1"] == 0.0
     assert summary["sandbox"]["network"] == "netns" and summary["decoding"] == "greedy"
+    assert summary["planned"] == 2 and summary["partial"] is False and summary["adapter_effect"] > 0
     rows = [json.loads(line) for line in (trained_stage1 / "humaneval.jsonl").read_text().splitlines()]
-    assert [row["task_id"] for row in rows] == ["HumanEval/0", "HumanEval/1"]
+    first = [p["task_id"] for p in benchmark_problems(2)]  # the seeded order's first two, not HumanEval/0, /1
+    assert [row["task_id"] for row in rows] == first and first != ["HumanEval/0", "HumanEval/1"]
+    assert summary["scored"] == sorted(int(t.split("/")[1]) for t in first)
 
 
 def test_entrypoint_bad_input_is_one_line_exit_2(tmp_path):
@@ -246,11 +256,17 @@ def test_pipeline_records_humaneval_per_stage_and_report_shows_it(scored_project
         assert he["problems"] == 2 and he["limit"] == 2 and he["max_new_tokens"] == 48
         assert he["pass_at_1"] == he["passed"] / 2 and he["sandbox"]["network"] == "netns"
         assert "humaneval: pass@1" in (scored_project / ".amigo" / "runs" / r.id / "train.log").read_text()
+    # stage 0: the base scored once, in stage 1's job, with the same settings (key); stage 2 found it there
+    base = runs[0].metrics["humaneval_base"]
+    assert base["key"] == runs[0].metrics["humaneval"]["key"] == runs[1].metrics["humaneval"]["key"]
+    assert base["adapter"] is None and base["scored"] == runs[0].metrics["humaneval"]["scored"]
+    assert "humaneval_base" not in runs[1].metrics
     rep = json.loads(cli(scored_project, "report", "--format", "json", check=True).stdout)
     bench = rep["benchmarks"]
-    assert [(b["stage"], b["id"], b["problems"]) for b in bench] == [(r.stage, r.id, 2) for r in runs]
-    assert bench[0]["pass_at_1_change"] is None and bench[1]["pass_at_1_change"] == pytest.approx(
-        bench[1]["pass_at_1"] - bench[0]["pass_at_1"])
+    assert [(b["stage"], b["id"], b["problems"]) for b in bench] == [(0, "base", 2)] + [(r.stage, r.id, 2) for r in runs]
+    assert bench[1]["parent"] == "base" and bench[2]["parent"] == runs[0].id
+    assert bench[2]["pass_at_1_change"] == pytest.approx(bench[2]["pass_at_1"] - bench[1]["pass_at_1"])
+    assert bench[2]["change_low"] <= bench[2]["pass_at_1_change"] <= bench[2]["change_high"]
     table = cli(scored_project, "report", check=True).stdout
     assert "HumanEval pass@1 per stage" in table and runs[1].id in table
 

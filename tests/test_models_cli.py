@@ -33,10 +33,29 @@ def test_eval_here_json(project):
     assert tuple(res)[:5] == ("stage", "benchmark", "problems", "passed", "pass_at_1")
     assert (res["stage"], res["benchmark"], res["problems"], res["where"]) == (1, "humaneval", 2, "here")
     assert res["run"] == runs_of(project)[0].id and res["device"] == "cpu" and res["method"] == "lora"
+    assert res["prompt"] == "chat" and res["template"] == "adapter" and res["adapter_effect"] > 0
+    assert res["key"] and res["sandbox"]["seccomp"] is True and res["partial"] is False
     d = project / ".amigo" / "evals" / res["eval_id"]
     assert json.loads((d / "metrics.json").read_text())["humaneval"]["problems"] == 2
     assert len((d / "humaneval.jsonl").read_text().splitlines()) == 2
     assert "humaneval: 2/2 problems" in r.stderr  # progress goes to stderr with --json
+
+
+@pytest.mark.slow
+def test_eval_stage_0_scores_the_base_as_its_stages_are_prompted(project):
+    """The baseline on demand: the base alone, the chat template its stages train through, the settings
+    key a stage's score is matched by; `report` shows it as stage 0."""
+    from amigo_burst.config import load_config
+    from amigo_burst.lifecycle.baseline import eval_key
+
+    r = cli(project, "eval", "--stage", "0", "--limit", "1", "--max-new-tokens", "4", "--json", check=True)
+    res = one_json(r.stdout)
+    assert (res["stage"], res["run"], res["adapter"], res["problems"], res["prompt"]) == (0, None, None, 1, "chat")
+    cfg = load_config(project / "amigo.toml")
+    want = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"limit": 1, "max_new_tokens": 4})})
+    assert res["key"] == eval_key(want, "lora") and res["adapter_effect"] is None
+    rep = json.loads(cli(project, "report", "--format", "json", check=True).stdout)
+    assert [(b["stage"], b["id"], b["problems"]) for b in rep["benchmarks"]] == [(0, "base", 1)]
 
 
 @pytest.mark.slow
@@ -48,7 +67,15 @@ def test_eval_on_the_local_target_runs_the_benchmark_alone_through_run_sh(projec
     log = (project / ".amigo" / "evals" / res["eval_id"] / "eval.log").read_text()
     assert "setup: training stack present" in log  # the target YAML's setup ran, then run.sh
     assert "AMIGO_PROGRESS" not in log, "the benchmark alone: no training"
-    assert res["adapter"] == "inputs/adapter", "the adapter travelled in the run's workdir, like a launch's inputs"
+    assert res["adapter"] == "inputs/adapter", "the adapter travelled like a launch's inputs (the store)"
+    # a run of its own, handed to the worker like a stage (record, log, outputs), never the stage's run
+    from amigo_burst.state.records import open_records
+
+    store = open_records(project)
+    ev = store.get(res["eval_id"].removeprefix("eval-"))
+    assert ev.status == "SUCCEEDED" and ev.artifacts["eval"] == {"of": res["run"]} and ev.pid
+    assert ev.metrics["humaneval"]["problems"] == 1 and store.latest(1).id == res["run"]
+    assert json.loads((project / ".amigo" / "runs" / ev.id / "launch.json").read_text())["envs"]["AMIGO_TASK"] == "eval"
 
 
 @pytest.mark.slow
@@ -113,6 +140,8 @@ def test_export_all_three_formats(project, tmp_path):
     (("eval", "--stage", "3"), "no successful stage 3 run"),
     (("eval", "--stage", "1", "--limit", "0"), "--limit 0"),
     (("eval", "--stage", "1", "--cloud", "nowhere"), "unknown target 'nowhere'"),
+    (("eval", "--stage", "0", "--cloud", "local"), "--stage 0 (the base) is scored here"),
+    (("export", "--stage", "1", "--format", "gguf", "--out", "a.gguf", "--check", "200"), "--check 200"),
     (("try", "--stage", "9", "hi"), "unknown stage"),
     (("export", "--stage", "1", "--format", "zip", "--out", "x"), "--format zip"),
     (("export", "--stage", "1", "--format", "gguf", "--out", "model.bin"), "*.gguf"),

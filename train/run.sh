@@ -21,8 +21,8 @@ humaneval() {
     left=$((AMIGO_MAX_RUNTIME_S - SECONDS))
     if [ "$left" -le 0 ]; then echo "humaneval: skipped: the time budget is spent"; return 0; fi
   fi
-  local ev=(--model "$AMIGO_BASE_MODEL" --adapter "$adapter" --method "$AMIGO_METHOD"
-            --output-dir "$AMIGO_OUTPUT" --max-runtime-s "$left")
+  local ev=(--model "$AMIGO_BASE_MODEL" --method "$AMIGO_METHOD" --output-dir "$AMIGO_OUTPUT" --max-runtime-s "$left")
+  [ -n "$adapter" ] && ev+=(--adapter "$adapter")
   [ -n "${AMIGO_EVAL_LIMIT:-}" ] && ev+=(--limit "$AMIGO_EVAL_LIMIT")
   [ -n "${AMIGO_EVAL_MAX_NEW_TOKENS:-}" ] && ev+=(--max-new-tokens "$AMIGO_EVAL_MAX_NEW_TOKENS")
   # the settings key runs are matched by; AMIGO_EVAL_BASELINE: the base (stage 0) is not scored yet with

@@ -27,7 +27,12 @@ def baselines(cfg: AmigoConfig) -> list[dict]:
     """Base scores, oldest first: the ones recorded with runs, then `eval --stage 0`'s."""
     from amigo_burst.planner import runs_as_dicts
 
-    found = baselines_of(runs_as_dicts(open_records(cfg.root).list()))
+    return baselines_of(runs_as_dicts(open_records(cfg.root).list())) + eval_baselines(cfg)
+
+
+def eval_baselines(cfg: AmigoConfig) -> list[dict]:
+    """`eval --stage 0`'s scores (.amigo/evals/*/metrics.json without an adapter), oldest first."""
+    found = []
     evals = paths.state_dir(cfg.root) / "evals"
     for m in sorted(evals.glob("*/metrics.json"), key=lambda p: p.stat().st_mtime) if evals.is_dir() else []:
         try:

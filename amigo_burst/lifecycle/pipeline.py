@@ -50,7 +50,7 @@ def done_runs(runs: list[Run]) -> dict[int, Run]:
     the done stage N-1 run (artifacts["from_run"]). A stage whose lineage is broken has no entry, and
     neither has any stage after it."""
     done: dict[int, Run] = {}
-    ok = [r for r in runs if r.status == "SUCCEEDED"]  # oldest first, as RunStore.list gives them
+    ok = [r for r in runs if r.status == "SUCCEEDED" and not (r.artifacts or {}).get("eval")]  # oldest first
     for stage in range(1, 6):
         parent = done.get(stage - 1)
         if stage > 1 and parent is None:
