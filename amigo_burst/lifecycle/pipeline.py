@@ -103,8 +103,11 @@ def regression_line(rows: list[dict], stage: int, margin: float = 0.0) -> str | 
     """Pure: why stage `stage` must not be launched - the stage before it fell below its own parent by
     more than the noise (report.build_benchmarks rows: the change's whole 95% interval under -margin) -
     or None. One line with both scores."""
+    from amigo_burst.planning.benchmark import Change, regressed
+
     row = next((r for r in rows if r["stage"] == stage - 1), None)
-    if row is None or row["pass_at_1_change"] is None or not row["change_high"] < -margin:
+    if row is None or row["pass_at_1_change"] is None or not regressed(
+            Change(row["pass_at_1_change"], row["change_low"], row["change_high"], row["problems"], True), margin):
         return None
     parent = next((r for r in rows if r["id"] == row["parent"]), None)
     who = "the base" if row["parent"] == "base" else f"stage {parent['stage']}" if parent else "its parent"

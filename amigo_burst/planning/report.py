@@ -316,22 +316,24 @@ def rich_tables(report: dict) -> list:
 
 
 def _bench_table(rows: list[dict], started: dict):
-    """Each score above its 95% interval; each change above its interval, "noise" when it holds 0."""
+    """Whole at 80 columns: each score above its 95% interval; each change above its interval, "noise"
+    when the interval holds 0; n: problems scored (the runs are in the table above; md/json name them)."""
     from rich import box
     from rich.table import Table
 
-    t = Table(title="HumanEval pass@1 per stage (95% intervals; noise: the change could be chance)",
-              box=box.SIMPLE_HEAD)
-    for head in ("stage", "run", "problems", "pass@1", "vs parent", "vs base", "$", "pass@1/$"):
-        t.add_column(head, justify="left" if head in ("run",) else "right")
+    t = Table(title="HumanEval pass@1 per stage (95% intervals; noise: could be chance)", box=box.SIMPLE_HEAD,
+              padding=(0, 1))
+    for head, width in (("stage", 6), ("n", 3), ("pass@1", 9), ("vs parent", 12), ("vs base", 12), ("$", 7),
+                        ("pass@1/$", 8)):
+        t.add_column(head, justify="right", no_wrap=True, min_width=width)
 
     def two(d, lo, hi, noise):
         return "n/a" if d is None else f"{d:+.3f}{' noise' if noise else ''}\n{lo:+.2f}..{hi:+.2f}"
 
     for r in rows:
-        t.add_row(str(r["stage"]), "base" if r["stage"] == 0 else _started(r["id"], started.get(r["id"])),
+        t.add_row("0 base" if r["stage"] == 0 else str(r["stage"]),
                   f"{r['problems']}{' partial' if r['partial'] else ''}",
-                  f"{r['pass_at_1']:.3f}\n{r['pass_at_1_low']:.3f}-{r['pass_at_1_high']:.3f}",
+                  f"{r['pass_at_1']:.3f}\n{r['pass_at_1_low']:.2f}-{r['pass_at_1_high']:.2f}",
                   "-" if r["stage"] == 0 else two(*(r[k] for k in VS_PARENT)),
                   "-" if r["stage"] == 0 else two(*(r[k] for k in VS_BASE)),
                   usd_text(r["usd"]) if r["usd"] is not None else "-",
