@@ -195,13 +195,13 @@ def summarize(rows: list[dict], planned: int, a: argparse.Namespace, *, adapter:
 def evaluate(a: argparse.Namespace, log=print) -> tuple[dict, list[dict], dict | None]:
     """Check the adapter is applied, generate and score; with --baseline, the base too (adapter disabled).
     Returns (summary, rows, baseline summary or None)."""
-    from train.loader import load, require_applied
+    from train.loader import adapter_method, load, require_applied
 
     t0 = time.monotonic()
     problems = benchmark_problems(a.limit, a.seed)
-    model, tok, plan = load(a.model, a.adapter, None if a.method == "auto" else a.method, a.device,
-                            training_template=a.prompt == "chat")
-    a.method = "qlora" if plan.nf4 and a.method == "auto" else a.method if a.method != "auto" else "lora"
+    if a.method == "auto":  # as the adapter was trained (amigo_adapter.json), else a plain base
+        a.method = adapter_method(a.adapter) or "lora"
+    model, tok, plan = load(a.model, a.adapter, a.method, a.device, training_template=a.prompt == "chat")
     template = tok.chat_template and ("adapter" if a.adapter and (Path(a.adapter) / "tokenizer_config.json").is_file()
                                       else "base")
     style = a.prompt if a.prompt != "auto" else ("chat" if tok.chat_template else "completion")
