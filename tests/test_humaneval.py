@@ -7,6 +7,7 @@ by `python -m train`, the controller's pipeline and worker.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -243,7 +244,8 @@ def test_intervals_match_their_definitions():
 @pytest.fixture(scope="module")
 def scored_project(tmp_path_factory, tiny_model) -> Path:
     project = make_project(tmp_path_factory.mktemp("scored") / "proj", tiny_model, eval_limit=2)
-    cli(project, "pipeline", "--plan", "local", "--stages", "1-2", check=True, timeout=1200)
+    r = cli(project, "pipeline", "--plan", "local", "--stages", "1-2", check=True, timeout=1200)
+    (project / "pipeline.out").write_text(r.stdout)
     return project
 
 
@@ -261,6 +263,9 @@ def test_pipeline_records_humaneval_per_stage_and_report_shows_it(scored_project
     assert base["key"] == runs[0].metrics["humaneval"]["key"] == runs[1].metrics["humaneval"]["key"]
     assert base["adapter"] is None and base["scored"] == runs[0].metrics["humaneval"]["scored"]
     assert "humaneval_base" not in runs[1].metrics
+    said = (scored_project / "pipeline.out").read_text()  # after each stage: its score, interval, noise
+    assert re.search(r"stage 1 HumanEval pass@1 [\d.]+ \(95% CI [\d.-]+, 2 problems\); vs the base [+-][\d.]+ \(95% CI", said)
+    assert re.search(r"stage 2 HumanEval pass@1 [\d.]+ .*; vs its parent [+-][\d.]+ \(95% CI .*\); vs the base", said)
     rep = json.loads(cli(scored_project, "report", "--format", "json", check=True).stdout)
     bench = rep["benchmarks"]
     assert [(b["stage"], b["id"], b["problems"]) for b in bench] == [(0, "base", 2)] + [(r.stage, r.id, 2) for r in runs]

@@ -48,6 +48,25 @@ def test_regression_line_on_a_crafted_sequence():
     assert regression_line(rows(he_summary(range(30))), 2) is None  # stage 1 gained on the base
 
 
+def test_after_each_stage_the_pipeline_says_the_score_and_its_noise():
+    """Pure: the line after a stage: pass@1 with its interval, its change from its parent and from the
+    base with theirs, "noise" where the interval holds 0, n/a for a partial run."""
+    from amigo_burst.lifecycle.pipeline import score_line
+    from amigo_burst.planner import runs_as_dicts
+    from amigo_burst.planning.report import build_benchmarks
+
+    r1 = stage_run(1, 1, he_summary(range(60)), base=he_summary(range(40)))
+    rows = build_benchmarks(runs_as_dicts([r1, stage_run(2, 2, he_summary(range(57)), from_run=r1.id)]))
+    assert score_line(rows, 1) == ("stage 1 HumanEval pass@1 0.366 (95% CI 0.296-0.442, 164 problems); "
+                                   "vs the base +0.122 (95% CI +0.072..+0.172)")
+    assert score_line(rows, 2) == ("stage 2 HumanEval pass@1 0.348 (95% CI 0.279-0.423, 164 problems); vs its "
+                                   "parent -0.018 (95% CI -0.040..+0.003: noise); vs the base +0.104 (95% CI "
+                                   "+0.057..+0.151)")
+    partial = he_summary(range(5), scored=10, partial=True)
+    rows = build_benchmarks(runs_as_dicts([r1, stage_run(2, 2, partial, from_run=r1.id)]))
+    assert score_line(rows, 2).endswith("10 problems, partial); vs its parent n/a (partial); vs the base n/a (partial)")
+
+
 def test_pipeline_holds_the_next_stage_after_a_regression(tmp_path, tiny_model):
     """Stages 1-2 done (crafted records, stage 2 at half of stage 1's pass@1): `pipeline --stages 1-3`
     skips them and launches nothing, in one line with both scores; with stop_on_regression off it goes on

@@ -117,13 +117,41 @@ def regression_line(rows: list[dict], stage: int, margin: float = 0.0) -> str | 
             f"{row['change_high']:+.3f}: beyond the noise); `pipeline --force` launches it anyway")
 
 
-def _held(cfg: AmigoConfig, done: dict[int, Run], stage: int) -> str | None:
+def score_line(rows: list[dict], stage: int) -> str | None:
+    """Pure: the stage's score as the pipeline says it after the stage: pass@1 with its 95% interval, and
+    its change from its parent and from the base, each with its interval and whether it is noise."""
+    row = next((r for r in rows if r["stage"] == stage), None)
+    if row is None:
+        return None
+
+    def change(d, lo, hi, noise) -> str:
+        return "n/a" + (" (partial)" if row["partial"] else "") if d is None else \
+            f"{d:+.3f} (95% CI {lo:+.3f}..{hi:+.3f}{': noise' if noise else ''})"
+
+    from amigo_burst.planning.report import VS_BASE, VS_PARENT
+
+    head = (f"stage {stage} HumanEval pass@1 {row['pass_at_1']:.3f} (95% CI {row['pass_at_1_low']:.3f}-"
+            f"{row['pass_at_1_high']:.3f}, {row['problems']} problems{', partial' if row['partial'] else ''})")
+    parent = "" if row["parent"] == "base" else f"; vs its parent {change(*(row[k] for k in VS_PARENT))}"
+    return f"{head}{parent}; vs the base {change(*(row[k] for k in VS_BASE))}"
+
+
+def _rows(cfg: AmigoConfig, done: dict[int, Run], upto: int) -> list[dict]:
     from amigo_burst.lifecycle.baseline import baselines
     from amigo_burst.planner import runs_as_dicts
     from amigo_burst.planning.report import build_benchmarks
 
-    rows = build_benchmarks(runs_as_dicts([done[s] for s in sorted(done) if s < stage]), baselines(cfg))
-    return regression_line(rows, stage, cfg.eval.regression_margin)
+    return build_benchmarks(runs_as_dicts([done[s] for s in sorted(done) if s <= upto]), baselines(cfg))
+
+
+def _held(cfg: AmigoConfig, done: dict[int, Run], stage: int) -> str | None:
+    return regression_line(_rows(cfg, done, stage - 1), stage, cfg.eval.regression_margin)
+
+
+def _say_score(cfg: AmigoConfig, store: RunStore, stage: int, console) -> None:
+    line = score_line(_rows(cfg, done_runs(store.list()), stage), stage)
+    if line:
+        console.print(line, highlight=False)
 
 
 def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple[int, str | None, str]]:
@@ -149,6 +177,7 @@ def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple
             run = follow(cfg, running.id, console)
             if run.status == "SUCCEEDED" and stage in done_runs(store.list()):
                 results.append((stage, run.id, run.status))
+                _say_score(cfg, store, stage, console)
                 continue
             if run.status != "SUCCEEDED":
                 results.append((stage, run.id, run.status))
@@ -169,4 +198,5 @@ def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple
         if run.status != "SUCCEEDED":
             console.print(f"[red]stage {stage} {run.status}[/red]: {run.reason or ''} — pipeline stopped")
             break
+        _say_score(cfg, store, stage, console)
     return results
