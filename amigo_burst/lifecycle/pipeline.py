@@ -151,7 +151,7 @@ def _held(cfg: AmigoConfig, done: dict[int, Run], stage: int) -> str | None:
 def _say_score(cfg: AmigoConfig, store: RunStore, stage: int, console) -> None:
     line = score_line(_rows(cfg, done_runs(store.list()), stage), stage)
     if line:
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, soft_wrap=True)  # one line, whatever the width
 
 
 def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple[int, str | None, str]]:
@@ -185,7 +185,7 @@ def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple
                 break
         held = _held(cfg, done, stage) if cfg.eval.stop_on_regression and not opts.force else None
         if held:  # the money of stage N+1 is not spent on a chain that got worse
-            console.print(f"[red]{held}[/red]")
+            console.print(f"[red]{held}[/red]", soft_wrap=True)
             results.append((stage, None, "HELD"))
             break
         target = target_for(cfg, opts, stage, console)
