@@ -157,6 +157,10 @@ class EvalConfig(Strict):
     # the first N of the 164 problems (quick runs, the demo); 0: no benchmark; unset: all 164
     limit: int | None = Field(None, ge=0, le=164)
     max_new_tokens: int = Field(512, ge=1, le=8192)  # per answer; 512 covers a HumanEval function with room
+    # pipeline: stage N+1 is not launched when stage N's pass@1 fell below its parent's beyond the noise
+    # (the whole 95% interval of the change under -regression_margin); `pipeline --force` launches anyway
+    stop_on_regression: bool = True
+    regression_margin: float = Field(0.0, ge=0, le=1)  # pass@1 points of drop tolerated even beyond the noise
 
 
 class TargetsConfig(Strict):

@@ -1,7 +1,8 @@
 """`amigo-burst eval --cloud slurm`: the benchmark alone, launched through real SkyPilot on the loopback
-Slurm cluster (the same YAML, setup.sh and run.sh a training launch uses, with AMIGO_TASK=eval), the
-adapter carried in the workdir (file:// store: rsync transport) or through moto's S3 server, the
-results brought back, the cluster torn down, the secret nowhere in what comes back.
+Slurm cluster as a recorded run handed to the worker (the same YAML, setup.sh and run.sh a training
+launch uses, with AMIGO_TASK=eval), the adapter carried in the workdir (file:// store: rsync transport)
+or through moto's S3 server, the results brought back, the cluster torn down, the secret nowhere in
+what comes back.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ def check_eval(project: Path, r) -> None:
     d = project / ".amigo" / "evals" / res["eval_id"]
     assert json.loads((d / "metrics.json").read_text())["humaneval"]["problems"] == 1
     assert "humaneval: 1/1 problems" in (d / "eval.log").read_text(), "the job's log streamed back"
-    assert f"amigo-{res['eval_id']}" not in [c["name"] for c in our_clusters("amigo-")], "cluster torn down"
+    from amigo_burst.state.ids import cluster_name
+    from amigo_burst.state.records import open_records
+
+    run = open_records(project).get(res["eval_id"].removeprefix("eval-"))  # a recorded run, through the worker
+    assert run.status == "SUCCEEDED" and run.artifacts["eval"] and run.cluster == cluster_name(run.id)
+    assert run.cluster not in [c["name"] for c in our_clusters("amigo-")], "cluster torn down"
     for p in (project / ".amigo").rglob("*"):
         if p.is_file() and p.stat().st_size < 50_000_000:
             assert FAKE_TOKEN.encode() not in p.read_bytes(), f"secret leaked into {p}"

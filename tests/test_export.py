@@ -24,7 +24,7 @@ from amigo_burst.config import parse_config
 from amigo_burst.errors import UserError
 from amigo_burst.lifecycle import export as ex
 from amigo_burst.lifecycle import ollama
-from amigo_burst.lifecycle.models import StageModel, nf4_config
+from amigo_burst.lifecycle.models import StageModel
 from amigo_burst.state.records import Run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +95,10 @@ def test_qlora_merge_matches_the_nf4_base_training_saw(adapters, tmp_path, tiny_
 
     sm = adapters["qlora"]
     ids = prompt_ids(tiny_model)
-    nf4 = AutoModelForCausalLM.from_pretrained(tiny_model, quantization_config=nf4_config(), dtype=torch.bfloat16)
+    from train.model import quantization_config  # what training loads a QLoRA base with
+
+    nf4 = AutoModelForCausalLM.from_pretrained(tiny_model, quantization_config=quantization_config("qlora"),
+                                               dtype=torch.bfloat16)
     trained = logits(PeftModel.from_pretrained(nf4, str(sm.adapter)).eval(), ids)  # the forward training ran
     ours = max_diff(logits(AutoModelForCausalLM.from_pretrained(ex.merge(CFG, sm, tmp_path / "m", "fp32"),
                                                                 dtype=torch.float32), ids), trained)

@@ -27,8 +27,9 @@ ALLOWED = {
     "vocab": set(),
 }
 # the controller reads the stage schema and the store, and prepares data with train/'s own code
-# (train/prepare.py, its formatting in train/formats.py), so the two count and cut rows alike
-TRAIN_SHARED = ("train.schema", "train.storage", "train.prepare", "train.formats")
+# (train/prepare.py, its formatting in train/formats.py), so the two count and cut rows alike; it loads
+# models with train/loader.py, the one loader of eval, try, export and the benchmark
+TRAIN_SHARED = ("train.schema", "train.storage", "train.prepare", "train.formats", "train.loader")
 
 
 def module_name(path: Path) -> str:

@@ -37,10 +37,29 @@ def test_eval_here_json(project):
     assert tuple(res)[:5] == ("stage", "benchmark", "problems", "passed", "pass_at_1")
     assert (res["stage"], res["benchmark"], res["problems"], res["where"]) == (1, "humaneval", 2, "here")
     assert res["run"] == runs_of(project)[0].id and res["device"] == "cpu" and res["method"] == "lora"
+    assert res["prompt"] == "chat" and res["template"] == "adapter" and res["adapter_effect"] > 0
+    assert res["key"] and res["sandbox"]["seccomp"] is True and res["partial"] is False
     d = project / ".amigo" / "evals" / res["eval_id"]
     assert json.loads((d / "metrics.json").read_text())["humaneval"]["problems"] == 2
     assert len((d / "humaneval.jsonl").read_text().splitlines()) == 2
     assert "humaneval: 2/2 problems" in r.stderr  # progress goes to stderr with --json
+
+
+@pytest.mark.slow
+def test_eval_stage_0_scores_the_base_as_its_stages_are_prompted(project):
+    """The baseline on demand: the base alone, the chat template its stages train through, the settings
+    key a stage's score is matched by; `report` shows it as stage 0."""
+    from amigo_burst.config import load_config
+    from amigo_burst.lifecycle.baseline import eval_key
+
+    r = cli(project, "eval", "--stage", "0", "--limit", "1", "--max-new-tokens", "4", "--json", check=True)
+    res = one_json(r.stdout)
+    assert (res["stage"], res["run"], res["adapter"], res["problems"], res["prompt"]) == (0, None, None, 1, "chat")
+    cfg = load_config(project / "amigo.toml")
+    want = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"limit": 1, "max_new_tokens": 4})})
+    assert res["key"] == eval_key(want, "lora") and res["adapter_effect"] is None
+    rep = json.loads(cli(project, "report", "--format", "json", check=True).stdout)
+    assert [(b["stage"], b["id"], b["problems"]) for b in rep["benchmarks"]] == [(0, "base", 1)]
 
 
 @pytest.mark.slow
@@ -52,7 +71,15 @@ def test_eval_on_the_local_target_runs_the_benchmark_alone_through_run_sh(projec
     log = (project / ".amigo" / "evals" / res["eval_id"] / "eval.log").read_text()
     assert "setup: training stack present" in log  # the target YAML's setup ran, then run.sh
     assert "AMIGO_PROGRESS" not in log, "the benchmark alone: no training"
-    assert res["adapter"] == "inputs/adapter", "the adapter travelled in the run's workdir, like a launch's inputs"
+    assert res["adapter"] == "inputs/adapter", "the adapter travelled like a launch's inputs (the store)"
+    # a run of its own, handed to the worker like a stage (record, log, outputs), never the stage's run
+    from amigo_burst.state.records import open_records
+
+    store = open_records(project)
+    ev = store.get(res["eval_id"].removeprefix("eval-"))
+    assert ev.status == "SUCCEEDED" and ev.artifacts["eval"] == {"of": res["run"]} and ev.pid
+    assert ev.metrics["humaneval"]["problems"] == 1 and store.latest(1).id == res["run"]
+    assert json.loads((project / ".amigo" / "runs" / ev.id / "launch.json").read_text())["envs"]["AMIGO_TASK"] == "eval"
 
 
 @pytest.mark.slow
@@ -87,13 +114,27 @@ def test_try_streams_the_stage_model_through_its_chat_template(project, tiny_mod
 
 @pytest.mark.slow
 def test_export_all_three_formats(project, tmp_path):
-    for fmt, out in (("merged", tmp_path / "merged"), ("gguf", tmp_path / "a.gguf"), ("ollama", tmp_path / "oll")):
-        r = cli(project, "export", "--stage", "1", "--format", fmt, "--out", str(out), check=True, timeout=900)
+    """gguf and ollama are checked against the merged model (--check N; --no-check skips it): llama.cpp and
+    transformers answer the same HumanEval problems with the Modelfile's stop tokens, both are scored."""
+    for fmt, out, extra in (("merged", tmp_path / "merged", ()), ("gguf", tmp_path / "a.gguf", ("--no-check",)),
+                            ("ollama", tmp_path / "oll", ("--check", "2"))):
+        r = cli(project, "export", "--stage", "1", "--format", fmt, "--out", str(out), *extra, check=True, timeout=900)
         assert f"{fmt}: {out}" in r.stdout
+        assert ("parity (" in r.stdout) == (fmt == "ollama"), r.stdout
     assert (tmp_path / "merged" / "model.safetensors").is_file() and (tmp_path / "merged" / "chat_template.jinja").is_file()
     assert (tmp_path / "a.gguf").read_bytes()[:4] == b"GGUF"
     assert (tmp_path / "oll" / "model.gguf").is_file()
-    assert (tmp_path / "oll" / "Modelfile").read_text().startswith("FROM ./model.gguf\nTEMPLATE \"\"\"")
+    modelfile = (tmp_path / "oll" / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./model.gguf\nTEMPLATE \"\"\"")
+    par = json.loads((tmp_path / "oll" / "parity.json").read_text())
+    assert par["problems"] == 2 and len(par["answers"]) == 2 and 0 <= par["differ"] <= 2
+    assert [f'PARAMETER stop "{s}"' for s in par["stops"]] == [ln for ln in modelfile.splitlines() if "stop" in ln]
+    for side in ("merged", "gguf"):
+        assert par[side]["pass_at_1"] == par[side]["passed"] / 2
+    assert all(a["gguf"].strip() for a in par["answers"]), "llama.cpp answered"
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("parity ("))
+    assert f"llama.cpp pass@1 {par['gguf']['pass_at_1']:.3f}, merged model {par['merged']['pass_at_1']:.3f}" in line
+    assert f"{par['differ']} of 2 answers differ" in line
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp folder left beside --out"
     r = cli(project, "export", "--stage", "1", "--format", "merged", "--out", str(tmp_path / "merged"))
     assert r.returncode == 2 and "exists" in r.stderr and r.stderr.strip().count("\n") == 0
@@ -103,6 +144,8 @@ def test_export_all_three_formats(project, tmp_path):
     (("eval", "--stage", "3"), "no successful stage 3 run"),
     (("eval", "--stage", "1", "--limit", "0"), "--limit 0"),
     (("eval", "--stage", "1", "--cloud", "nowhere"), "unknown target 'nowhere'"),
+    (("eval", "--stage", "0", "--cloud", "local"), "--stage 0 (the base) is scored here"),
+    (("export", "--stage", "1", "--format", "gguf", "--out", "a.gguf", "--check", "200"), "--check 200"),
     (("try", "--stage", "9", "hi"), "unknown stage"),
     (("export", "--stage", "1", "--format", "zip", "--out", "x"), "--format zip"),
     (("export", "--stage", "1", "--format", "gguf", "--out", "model.bin"), "*.gguf"),

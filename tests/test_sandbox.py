@@ -101,22 +101,123 @@ def test_clean_environment_and_own_temp_dir(monkeypatch):
     assert not Path(r.stderr_tail.strip().splitlines()[-1]).exists(), "the temp dir is removed afterwards"
 
 
-@pytest.mark.parametrize("prog", [
-    "open('/tmp/amigo-sandbox-escape', 'w').write('x')",
-    "import os\nos.open('/tmp/amigo-sandbox-escape', os.O_WRONLY | os.O_CREAT)",
-    "import subprocess\nsubprocess.run(['true'])",
-    "import os\nos.system('true')",
-    "import ctypes\nctypes.CDLL(None)",
-])
-def test_no_writes_outside_no_processes_no_ctypes(prog):
+ESCAPE = "/tmp/amigo-sandbox-escape"
+HOOK, KERNEL = "sandbox:", "Operation not permitted"  # the audit hook's refusal, seccomp's (EPERM)
+# route -> (program, what refused it). Each tries to write ESCAPE or start /bin/sh from the program.
+ESCAPES = {
+    "open() for writing": (f"open('{ESCAPE}', 'w').write('x')", "sandbox: writing outside"),
+    "os.open O_CREAT": (f"import os\nos.open('{ESCAPE}', os.O_WRONLY | os.O_CREAT)", "sandbox: writing outside"),
+    "os.open relative to a dir fd": ("import os\nd = os.open('.', os.O_RDONLY)\n"
+                                     "os.open('x', os.O_WRONLY | os.O_CREAT, dir_fd=d)", KERNEL),
+    "a dir fd outside": ("import os\nos.open(os.path.dirname(os.__file__), os.O_RDONLY)", "sandbox: opening a directory"),
+    "subprocess": (f"import subprocess\nsubprocess.run(['sh', '-c', 'touch {ESCAPE}'])", "import of subprocess"),
+    "os.system": (f"import os\nos.system('touch {ESCAPE}')", "sandbox: os.system"),
+    "os.popen": (f"import os\nos.popen('touch {ESCAPE}').read()", "import of subprocess"),
+    "os.posix_spawn": (f"import os\nos.posix_spawn('/bin/sh', ['sh', '-c', 'touch {ESCAPE}'], {{}})",
+                       "sandbox: os.posix_spawn"),
+    "os.spawnv": (f"import os\nos.spawnv(os.P_WAIT, '/bin/sh', ['sh', '-c', 'touch {ESCAPE}'])", "sandbox: os.fork"),
+    "os.fork": ("import os\nos.fork()", "sandbox: os.fork"),
+    "os.execv": (f"import os\nos.execv('/bin/sh', ['sh', '-c', 'touch {ESCAPE}'])", "sandbox: os.exec"),
+    "posix directly": (f"import posix\nposix.system('touch {ESCAPE}')", "sandbox: os.system"),
+    "_posixsubprocess": ("import _posixsubprocess", "import of _posixsubprocess"),
+    "_posixsubprocess via sys.modules": ("import sys\nsys.modules['_posixsubprocess']", "KeyError"),
+    "ctypes": (f"import ctypes\nctypes.CDLL(None).system(b'touch {ESCAPE}')", "import of ctypes"),
+    "_ctypes": ("import _ctypes", "import of _ctypes"),
+    "cffi": ("import cffi", "import of cffi"),
+    "pty.spawn": ("import pty\npty.spawn('/bin/sh')", "import of pty"),
+    "multiprocessing": ("import multiprocessing", "import of multiprocessing"),
+    "a sub-interpreter": ("import _xxsubinterpreters", "import of _xxsubinterpreters"),
+    "a thread": ("import threading\nthreading.Thread(target=print).start()", "can't start new thread"),
+    "os.mkfifo (no audit event)": (f"import os\nos.mkfifo('{ESCAPE}')", KERNEL),
+    "os.mknod (no audit event)": (f"import os\nos.mknod('{ESCAPE}')", KERNEL),
+    "a symlink out": ("import os\nos.symlink('/tmp', 'link')", "sandbox: os.symlink outside"),
+    "a hard link out": ("import os\nos.link('/etc/hostname', 'h')", "sandbox: os.link outside"),
+    "os.rename out": (f"import os\nopen('a', 'w').close()\nos.rename('a', '{ESCAPE}')", "sandbox: os.rename outside"),
+    "shutil.copy out": (f"import shutil\nopen('a', 'w').close()\nshutil.copy('a', '{ESCAPE}')",
+                        "sandbox: shutil.copyfile outside"),
+    "a str subclass path": (f"class S(str):\n    pass\nopen(S('{ESCAPE}'), 'w')", "sandbox: writing outside"),
+    "a PathLike": (f"class P:\n    def __fspath__(self):\n        return '{ESCAPE}'\nopen(P(), 'w')",
+                   "sandbox: writing outside"),
+    "os.chdir out": ("import os\nos.chdir('/tmp')", "sandbox: os.chdir"),
+    "os.chmod on an fd": ("import os\nos.chmod(os.open('/etc/hostname', os.O_RDONLY), 0o777)", "sandbox: reading outside"),
+    "reading a file outside": ("print(open('/etc/hostname').read())", "sandbox: reading outside"),
+    "/proc/self/mem": ("open('/proc/self/mem', 'rb')", "sandbox: reading outside"),
+    "sqlite3 (writes files in C)": ("import sqlite3", "import of sqlite3"),
+    "a code object": ("(lambda: 0).__code__.replace(co_consts=(1,))", "sandbox: code.__new__"),
+    "marshal": ("import marshal\nmarshal.loads(marshal.dumps(1))", "sandbox: marshal.loads"),
+    "its own shared object": ("import glob, os, importlib.util\nso = glob.glob(os.path.dirname(os.__file__) + "
+                              "'/lib-dynload/xxlimited.*')[0]\nopen('evil.so', 'wb').write(open(so, 'rb').read())\n"
+                              "importlib.util.module_from_spec(importlib.util.spec_from_file_location('xxlimited', "
+                              "'evil.so'))", "failed to map segment"),
+    "executable memory": ("import mmap\nmmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_EXEC)", KERNEL),
+    "kill another process": ("import os\nos.kill(1, 0)", "sandbox: os.kill"),
+    "raise its limits": ("import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))",
+                         "sandbox: resource.setrlimit"),
+    "gc.get_objects": ("import gc\ngc.get_objects()", "sandbox: gc.get_objects"),
+    "sys.settrace": ("import sys\nsys.settrace(lambda *a: None)", "sandbox: sys.settrace"),
+    "a socket": ("import socket", "import of socket"),
+}
+
+
+@pytest.fixture
+def audit_hook_mode(monkeypatch):
+    """The fallback a container without CAP_SYS_ADMIN gets: no namespace, the layers below only."""
+    network_mode.cache_clear()
+    monkeypatch.setenv("AMIGO_SANDBOX_NETWORK", "audit-hook")
+    yield network_mode()
+    network_mode.cache_clear()
+
+
+@pytest.mark.parametrize("route", list(ESCAPES))
+def test_every_escape_route_fails_in_the_audit_hook_mode(route, audit_hook_mode):
+    """One attempt per route around the audit hook; each is refused by the layer named (so deleting
+    that layer's rule fails this test), and nothing appears outside the program's directory."""
+    Path(ESCAPE).unlink(missing_ok=True)
+    prog, refused_by = ESCAPES[route]
+    r = run_python(prog, timeout_s=10)
+    assert audit_hook_mode == "audit-hook" and r.network == "audit-hook"
+    assert r.status == "failed" and refused_by in r.stderr_tail, r
+    assert not Path(ESCAPE).exists()
+
+
+def test_inside_its_own_directory_a_program_works(audit_hook_mode):
+    prog = ("import os, tempfile, math, hashlib, heapq, re, statistics, fractions, random\n"
+            "from typing import List, TypeVar\nfrom collections import namedtuple\n"
+            "T, P = TypeVar('T'), namedtuple('P', 'x y')\n"
+            "open('a.txt', 'w').write('x')\nos.mkdir('d')\nos.rename('a.txt', 'd/b.txt')\ntempfile.mkstemp()\n"
+            "assert open('d/b.txt').read() == 'x'\n")
     r = run_python(prog)
-    assert r.status == "failed" and "sandbox:" in r.stderr_tail, r
-    assert not Path("/tmp/amigo-sandbox-escape").exists()
+    assert r.status == "passed", r
+    assert r.isolation == {"network": "audit-hook", "user": "root" if os.geteuid() == 0 else "uid " + str(os.geteuid()),
+                           "seccomp": True, "guard": "audit-hook"}
 
 
-def test_a_guard_that_cannot_isolate_refuses_to_run(monkeypatch):
+@pytest.mark.skipif(not Path("/usr/bin/python3").is_file() or os.geteuid() != 0,
+                    reason="needs root and an interpreter whose files others can read")
+def test_as_root_the_program_runs_as_nobody_without_processes(audit_hook_mode):
+    """Where the interpreter is readable by others (a rented container's /usr/bin/python3), root drops to
+    nobody and RLIMIT_NPROC 0 stops any process or thread even past the other layers."""
+    prog = ("import os, resource\nassert os.getuid() == 65534 and os.getgid() == 65534, os.getuid()\n"
+            "assert resource.getrlimit(resource.RLIMIT_NPROC) == (0, 0)\n")
+    r = run_python(prog, python="/usr/bin/python3")
+    assert r.status == "passed", r
+    assert r.isolation["user"] == "nobody" and r.isolation["seccomp"] is True
+
+
+def test_seccomp_filter_compiles_for_both_architectures():
+    """Pure: both syscall tables assemble into valid BPF (jumps in range, ends in allow/deny)."""
+    from train.sandbox_guard import SYSCALLS, seccomp_program
+
+    for machine in SYSCALLS:
+        prog = seccomp_program(machine, 4242)
+        assert len(prog) % 8 == 0 and len(prog) // 8 < 4096
+
+
+def test_a_guard_that_cannot_isolate_refuses_to_run(monkeypatch, tmp_path):
     """If the namespace cannot be entered, the program never runs (SandboxError), never unisolated."""
-    monkeypatch.setattr(sandbox, "GUARD", sandbox.GUARD.replace('"netns": 0x40000000', '"netns": -1'))
+    broken = tmp_path / "sandbox_guard.py"
+    broken.write_text(sandbox.GUARD_PATH.read_text().replace('"netns": 0x40000000', '"netns": -1'))
+    monkeypatch.setattr(sandbox, "GUARD_PATH", broken)
     network_mode.cache_clear()
     monkeypatch.setenv("AMIGO_SANDBOX_NETWORK", "netns")
     try:

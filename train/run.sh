@@ -13,7 +13,7 @@ if [ -n "${AMIGO_INPUTS:-}" ]; then
   "$PY" -m train.storage get "$AMIGO_INPUTS" inputs
 fi
 
-# AMIGO_EVAL_LIMIT: the first N problems ("": all 164, "0": no benchmark).
+# AMIGO_EVAL_LIMIT: the first N problems of the seeded order ("": all 164, "0": no benchmark).
 # AMIGO_EVAL_MAX_NEW_TOKENS: per answer. Within what is left of the time budget, if there is one.
 humaneval() {
   local adapter=$1 left=0
@@ -21,10 +21,14 @@ humaneval() {
     left=$((AMIGO_MAX_RUNTIME_S - SECONDS))
     if [ "$left" -le 0 ]; then echo "humaneval: skipped: the time budget is spent"; return 0; fi
   fi
-  local ev=(--model "$AMIGO_BASE_MODEL" --adapter "$adapter" --method "$AMIGO_METHOD"
-            --output-dir "$AMIGO_OUTPUT" --max-runtime-s "$left")
+  local ev=(--model "$AMIGO_BASE_MODEL" --method "$AMIGO_METHOD" --output-dir "$AMIGO_OUTPUT" --max-runtime-s "$left")
+  [ -n "$adapter" ] && ev+=(--adapter "$adapter")
   [ -n "${AMIGO_EVAL_LIMIT:-}" ] && ev+=(--limit "$AMIGO_EVAL_LIMIT")
   [ -n "${AMIGO_EVAL_MAX_NEW_TOKENS:-}" ] && ev+=(--max-new-tokens "$AMIGO_EVAL_MAX_NEW_TOKENS")
+  # the settings key runs are matched by; AMIGO_EVAL_BASELINE: the base (stage 0) is not scored yet with
+  # these settings: score it too, the adapter disabled (train/humaneval.py --baseline)
+  [ -n "${AMIGO_EVAL_KEY:-}" ] && ev+=(--key "$AMIGO_EVAL_KEY")
+  [ -n "${AMIGO_EVAL_BASELINE:-}" ] && ev+=(--baseline "$AMIGO_EVAL_BASELINE")
   "$PY" -m train.humaneval "${ev[@]}"
 }
 

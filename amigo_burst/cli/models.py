@@ -16,7 +16,8 @@ RunOpt = Annotated[str | None, typer.Option("--run", help="this run's adapter in
 
 def eval_(
     ctx: typer.Context,
-    stage: Stage,
+    stage: Annotated[str, typer.Option("--stage", "-s", help="1-5 or a stage name: its newest successful run; "
+                                       "0: the base, prompted as its stages are (the baseline)")],
     run_id: RunOpt = None,
     limit: Annotated[int | None, typer.Option(help="the first K of the 164 problems (default: \\[eval] limit, "
                                               "else all)")] = None,
@@ -25,14 +26,18 @@ def eval_(
     cloud: Annotated[str | None, typer.Option("--cloud", help="run it on this target (local, slurm, runpod...) "
                                               "instead of this machine")] = None,
     gpu: Annotated[str | None, typer.Option(help="with --cloud: override the target's accelerator")] = None,
-    device: Annotated[str, typer.Option(help="here: auto (NF4 on CUDA, else CPU), cpu or cuda")] = "auto",
+    device: Annotated[str, typer.Option(help="here: auto (a GPU when there is one), cpu or cuda")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object: stage, benchmark, problems, passed, "
                                           "pass_at_1, ...")] = False,
 ) -> None:
-    """HumanEval pass@1 of a stage's adapter.  Example: amigo-burst eval --stage 2 --limit 20"""
+    """HumanEval pass@1 of a stage's adapter, or of the base (--stage 0), with its 95% interval.
+    Example: amigo-burst eval --stage 2 --limit 20"""
     import sys
 
+    from rich.console import Console
+
     from amigo_burst.lifecycle.evaluate import EvalOptions, evaluate
+    from amigo_burst.planning.benchmark import wilson
 
     opts = EvalOptions(stage=stage, run_id=run_id, limit=limit, max_new_tokens=max_new_tokens, cloud=cloud,
                        gpu=gpu, device=device)
@@ -41,16 +46,20 @@ def eval_(
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if as_json else \
         (lambda line: con.print(line, highlight=False, markup=False))
     try:
-        result = evaluate(config(ctx), opts, on_line=say)
+        result = evaluate(config(ctx), opts, on_line=say, console=Console(stderr=True) if as_json else con)
     except KeyboardInterrupt:
         print("\ninterrupted: the benchmark was stopped and its .amigo/evals/ folder removed", file=sys.stderr)
         raise typer.Exit(130) from None
     if as_json:
         print(json.dumps(result))
         return
-    con.print(f"stage {result['stage']} HumanEval pass@1 [bold]{result['pass_at_1']:.3f}[/bold] "
-              f"({result['passed']}/{result['problems']} problems, {result['seconds']} s, "
-              f"sandbox network: {result['sandbox']['network']}) — {result['eval_id']}")
+    lo, hi = wilson(result["passed"], result["problems"])
+    sb = result["sandbox"]
+    con.print(f"stage {result['stage']} HumanEval pass@1 [bold]{result['pass_at_1']:.3f}[/bold] (95% CI "
+              f"{lo:.3f}-{hi:.3f}; {result['passed']}/{result['problems']} problems"
+              f"{', partial' if result.get('partial') else ''}, {result['prompt']} prompt, {result['seconds']} s; "
+              f"sandbox: network {sb['network']}, user {sb.get('user', '?')}, seccomp "
+              f"{'on' if sb.get('seccomp') else 'off'}) — {result['eval_id']}", highlight=False)
 
 
 def try_(
@@ -89,6 +98,9 @@ def export(
                                        "or bf16, f16, q8_0 (the converter's)")] = "Q4_K_M",
     dtype: Annotated[str, typer.Option(help="merged: bf16, fp16 or fp32")] = "bf16",
     force: Annotated[bool, typer.Option(help="replace --out if it exists")] = False,
+    check: Annotated[int, typer.Option("--check", help="gguf/ollama: answer N HumanEval problems with llama.cpp "
+                                       "and with the merged model, report both pass@1 and how many differ")] = 3,
+    no_check: Annotated[bool, typer.Option("--no-check", help="skip that check")] = False,
 ) -> None:
     """A stage's model as merged safetensors, a GGUF, or an Ollama model.
     Example: amigo-burst export --stage 5 --format ollama --out amigo-1.0"""
@@ -96,11 +108,12 @@ def export(
     from amigo_burst.lifecycle.export import export as do_export
     from amigo_burst.lifecycle.models import stage_model
 
-    opts = ExportOptions(fmt=fmt, out=out, quant=quant, dtype=dtype, force=force)
+    cfg = config(ctx)
+    opts = ExportOptions(fmt=fmt, out=out, quant=quant, dtype=dtype, force=force, check=0 if no_check else check,
+                         check_tokens=cfg.eval.max_new_tokens)
     check_destination(out)  # before the adapter is fetched or a base loaded
     if fmt in ("gguf", "ollama"):
         llama_cpp_version()  # no llama-cpp-python: refused before a merge that holds the base in RAM
-    cfg = config(ctx)
     con = console()
     dest = do_export(cfg, stage_model(cfg, stage, run_id), opts,
                      say=lambda line: con.print(line, highlight=False, markup=False))

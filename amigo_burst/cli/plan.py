@@ -196,9 +196,14 @@ def report_cmd(*, fmt: str = "table", out: Path | None = None, cfg=None, runs=No
     from amigo_burst.planning import report_html
     from amigo_burst.planning.calibration import as_rows, calibrate
 
+    bases = []
+    if cfg is not None:  # `eval --stage 0`'s base scores (those recorded with runs come with the runs)
+        from amigo_burst.lifecycle.baseline import eval_baselines
+
+        bases = eval_baselines(cfg)
     rep = rp.build_report(run_dicts, strategies, local, project=cfg.project.name if cfg is not None else "",
                           generated=generated or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                          calibration=as_rows(calibrate(run_dicts), run_dicts), compare=compare)
+                          calibration=as_rows(calibrate(run_dicts), run_dicts), compare=compare, baselines=bases)
     if fmt == "table":
         con = console or _console(width)
         if out is not None:
@@ -206,10 +211,10 @@ def report_cmd(*, fmt: str = "table", out: Path | None = None, cfg=None, runs=No
 
             with open(out, "w", encoding="utf-8") as f:
                 fc = Console(file=f, width=width or 100, highlight=False, color_system=None)
-                for t in rp.rich_tables(rep, fc.width):
+                for t in rp.rich_tables(rep):
                     fc.print(t)
             return ""
-        for t in rp.rich_tables(rep, con.width):
+        for t in rp.rich_tables(rep):
             con.print(t)
         if not rep["runs"]:
             con.print("No runs yet.")

@@ -170,7 +170,8 @@ def pipeline(
     stages: Annotated[str | None, typer.Option(help="which stages, e.g. 1-5 or 2,4 (default: every stage "
                                                "amigo.toml configures)")] = None,
     max_usd: Annotated[float | None, typer.Option(help="budget per stage (wins over each stage's max_usd)")] = None,
-    force: Annotated[bool, typer.Option(help="run stages the estimate says won't fit or exceed budget")] = False,
+    force: Annotated[bool, typer.Option(help="run stages the estimate says won't fit or exceed budget, and past a "
+                                       "HumanEval regression ([eval] stop_on_regression)")] = False,
 ) -> None:
     """The stages in order; stops at the first failure, skips stages already done, reattaches to a running one.
 

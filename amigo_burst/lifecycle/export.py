@@ -3,10 +3,16 @@
     merged   PATH/: config, model.safetensors (bf16), tokenizer, chat template — transformers, vLLM
     gguf     PATH.gguf: llama.cpp's own convert_hf_to_gguf.py on the merged folder, then (default
              Q4_K_M) llama.cpp's quantizer through llama-cpp-python's llama_model_quantize
-    ollama   PATH/: model.gguf + a Modelfile (FROM, TEMPLATE in Ollama's syntax, stop tokens):
+    ollama   PATH/: model.gguf + a Modelfile (FROM, TEMPLATE in Ollama's syntax, stop tokens) + parity.json:
              `ollama create amigo -f PATH/Modelfile`
 
-What runs where: the merge holds the base in bf16 on the CPU (2 B/param: ~25 GB of RAM for a 12B).
+gguf and ollama are checked against the model they came from before they are placed (`--check N`, 3 by
+default; `--no-check`): N HumanEval problems answered by llama.cpp on the GGUF and by the merged model,
+with the Modelfile's template and stop tokens (train/parity.py); pass@1 of both and how many answers
+differ are printed (and kept in parity.json).
+
+What runs where: the merge holds the dequantized base on the CPU (2 B/param in bf16: ~25 GB of RAM for a
+12B) unless a GPU holds it with room (train/loader.py: never a 24 GB base onto the laptop's 6 GB).
 A 12B Q4_K_M GGUF is ~7 GB (4.85 bits/weight): on the 6 GB laptop llama.cpp/Ollama offload part of
 the layers to the GPU and run the rest on the CPU; an 8B Q4_K_M (~4.9 GB) fits whole.
 
@@ -18,6 +24,7 @@ beside PATH and renamed into place: never a half-written export.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,7 +36,7 @@ from pathlib import Path
 from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError
 from amigo_burst.lifecycle import ollama
-from amigo_burst.lifecycle.models import StageModel, load_tokenizer, local_base, nf4_config, quiet, require
+from amigo_burst.lifecycle.models import StageModel, load_tokenizer, local_base, quiet, require
 
 FORMATS = ("merged", "gguf", "ollama")
 CONVERTER_TYPES = ("bf16", "f16", "q8_0")  # convert_hf_to_gguf.py --outtype writes these itself
@@ -44,6 +51,8 @@ class ExportOptions:
     quant: str = "Q4_K_M"
     dtype: str = "bf16"
     force: bool = False
+    check: int = 3  # gguf/ollama: HumanEval problems answered by llama.cpp and by the merged model; 0: none
+    check_tokens: int = 256  # per answer in that check
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
@@ -58,6 +67,8 @@ class ExportOptions:
             raise UserError(f"--out {self.out} exists: remove it or pass --force")
         if self.fmt != "merged" and self.dtype != "bf16":
             raise UserError("--dtype is for --format merged (a GGUF is made from the bf16 merge)")
+        if not 0 <= self.check <= 164:
+            raise UserError(f"--check {self.check}: 0-164 HumanEval problems (--no-check: none)")
 
 
 def export(cfg: AmigoConfig, sm: StageModel, opts: ExportOptions, say=print) -> Path:
@@ -76,15 +87,20 @@ def export(cfg: AmigoConfig, sm: StageModel, opts: ExportOptions, say=print) -> 
             result = merged
         else:
             gguf = to_gguf(merged, work / "model.gguf", opts.quant, say)
+            tok = load_tokenizer(sm, local_base(cfg, sm))
             if opts.fmt == "gguf":
                 result = gguf
             else:
                 result = work / "ollama"
                 result.mkdir()
-                os.replace(gguf, result / "model.gguf")
-                tok = load_tokenizer(sm, local_base(cfg, sm))
-                text = ollama.modelfile("./model.gguf", tok, adds_bos(result / "model.gguf"))
+                gguf = result / "model.gguf"
+                os.replace(work / "model.gguf", gguf)
+                text = ollama.modelfile("./model.gguf", tok, adds_bos(gguf))
                 (result / "Modelfile").write_text(text, encoding="utf-8")
+            if opts.check:  # before the export is placed: a check that cannot run leaves nothing half-made
+                report = parity(merged, gguf, ollama.stop_tokens(tok), opts.check, opts.check_tokens, say)
+                if opts.fmt == "ollama":
+                    (result / "parity.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
         _place(result, out)
     return out
 
@@ -100,6 +116,26 @@ def check_destination(out: Path) -> None:
         tempfile.TemporaryDirectory(prefix=".amigo-probe-", dir=parent).cleanup()
     except OSError as e:
         raise UserError(f"--out {out}: cannot write in {parent} ({e.strerror or e})") from None
+
+
+def parity(merged: Path, gguf: Path, stops: list[str], problems: int, max_new_tokens: int, say=print) -> dict:
+    """train/parity.py: `problems` HumanEval answers from llama.cpp (the GGUF) and from the merged model,
+    the same prompts and stop strings; pass@1 of both and how many answers differ, said in one line."""
+    llama_cpp_version()
+    say(f"checking the GGUF against the merged model on {problems} HumanEval problem(s)")
+    argv = [sys.executable, "-m", "train.parity", "--merged", str(merged), "--gguf", str(gguf), "--problems",
+            str(problems), "--max-new-tokens", str(max_new_tokens), "--json"]
+    done = subprocess.run(argv + [x for s in stops for x in ("--stop", s)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    if done.returncode != 0:
+        lines = [ln for ln in (done.stderr + done.stdout).strip().splitlines() if ln.strip()]
+        raise UserError(f"the parity check failed (exit {done.returncode}): {lines[-1] if lines else '?'}; "
+                        "--no-check exports without it")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    say(f"parity ({report['problems']} problems, stops {report['stops']}): llama.cpp pass@1 "
+        f"{report['gguf']['pass_at_1']:.3f}, merged model {report['merged']['pass_at_1']:.3f}; "
+        f"{report['differ']} of {report['problems']} answers differ")
+    return report
 
 
 def _place(src: Path, out: Path) -> None:
@@ -120,31 +156,21 @@ def _place(src: Path, out: Path) -> None:
 
 def merge(cfg: AmigoConfig, sm: StageModel, dest: Path, dtype: str = "bf16", say=print) -> Path:
     """Base + adapter -> one model folder (safetensors, tokenizer, chat template), weights in `dtype`.
-
-    An adapter trained with QLoRA learned its update against the NF4 base: the weights its forward
-    pass saw were dequant(quant(W)), not W. Merging into the original bf16 W would add the update
-    to weights training never saw (the NF4 rounding error, ~1% of each weight, would come back); so
-    the base is loaded in NF4 exactly as in training and dequantized, and the update goes on top of
-    those weights. A LoRA-trained adapter merges into the base as loaded (bf16)."""
+    train/loader.load_merged: a QLoRA adapter goes into the dequantized NF4 base it trained against; the
+    merge runs on the CPU unless a GPU holds the dequantized model (never a 24 GB base onto 6 GB)."""
     require("torch", "transformers", "peft")
     quiet()
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from train.loader import load_merged
+    from train.schema import TrainInputError
 
     base = local_base(cfg, sm)
-    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     say(f"merging the stage {sm.stage} adapter ({sm.run.id}, {sm.method}) into {base}")
     try:
-        if sm.method == "qlora":
-            model = AutoModelForCausalLM.from_pretrained(base, quantization_config=nf4_config(), dtype=torch.bfloat16)
-            model = model.dequantize(dtype=torch_dtype)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
-    except OSError as e:
-        raise UserError(f"cannot load the base model {base}: {str(e).splitlines()[0]}") from None
-    model = PeftModel.from_pretrained(model, str(sm.adapter)).merge_and_unload()
-    model = model.to(torch_dtype)
+        model, plan = load_merged(base, sm.adapter, sm.method, {"bf16": "bfloat16", "fp16": "float16",
+                                                                "fp32": "float32"}[dtype])
+    except TrainInputError as e:
+        raise UserError(str(e)) from None
+    say(f"merge: {plan.reason}")
     model.config.use_cache = True  # training switched it off; inference wants it
     model.save_pretrained(dest, safe_serialization=True)
     load_tokenizer(sm, base).save_pretrained(dest)  # with chat_template.jinja: the stage's template

@@ -23,6 +23,7 @@ from amigo_burst import planner
 from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError, one_line
 from amigo_burst.lifecycle.basemodel import check_base
+from amigo_burst.lifecycle.baseline import baseline_envs
 from amigo_burst.lifecycle.download import ensure_downloaded
 from amigo_burst.lifecycle.follow import follow
 from amigo_burst.lifecycle.handoff import LaunchPlan, spawn_worker, write_plan
@@ -345,6 +346,7 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
         console.print(f"store: {_mb(sent)} uploaded, {_mb(skipped)} already there ({cfg.store.url})")
         build_bundle(workdir)
         envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est, adapter), max_runtime, est)
+        envs.update(baseline_envs(cfg, envs["AMIGO_METHOD"]))  # stage 0 scored in this job unless known
         if opts.spot:  # a SIGTERM there is a preemption: the entrypoint's exit_reason says so
             envs["AMIGO_SPOT"] = "1"
         if adapter is None and spec.number > 1:  # --from-base: the entrypoint must be told, not guess

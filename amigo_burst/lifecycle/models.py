@@ -4,10 +4,12 @@
     load(sm, device)                   -> (model, tokenizer): base + adapter, ready to generate
     try_prompt(cfg, sm, prompt, ...)   streams the answer to the terminal, token by token
 
-Where it runs: 4-bit (NF4) on a CUDA GPU — a 12B base needs ~7.7 GiB that way, so on the 6 GB
-laptop only up to ~8B fits and a 12B is for the GGUF with partial offload (`export --format gguf`) —
-otherwise the CPU in fp32 (slow beyond ~3B, fine for the demo's tiny model). torch, transformers and
-peft are imported here only inside functions: the controller runs without them.
+Where it runs: train/loader.py decides (the one loader of eval, try, export and the benchmark): the base
+as the stage trained on it (NF4 for QLoRA), on a CUDA GPU when there is one - a LoRA chain whose bf16
+base does not fit the GPU gets the NF4 base there (a 12B needs ~7.7 GiB that way, so on the 6 GB laptop
+only up to ~8B fits and a 12B is for the GGUF with partial offload, `export --format gguf`) - otherwise
+the CPU (slow beyond ~3B, fine for the demo's tiny model). torch, transformers and peft are imported
+here only inside functions: the controller runs without them.
 """
 
 from __future__ import annotations
@@ -87,57 +89,37 @@ def quiet() -> None:
     hf_logging.disable_progress_bar()
 
 
-def device_choice(device: str = "auto") -> str:
-    import torch
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU here")
-    return "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-
-
-def nf4_config():
-    """NF4 with double quantization and bf16 compute: the config QLoRA training uses (train/model.py)."""
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
-
-
 def load_tokenizer(sm: StageModel, base: str):
-    """The stage's tokenizer and chat template: saved with the adapter by training (the template it
-    trained through), else the base's."""
-    from transformers import AutoTokenizer
+    """The stage's tokenizer and chat template (train/loader.py: saved with the adapter by training, else
+    the base's with the template training gives it)."""
+    from train.loader import load_tokenizer as loader_tokenizer
+    from train.schema import TrainInputError
 
-    src = sm.adapter if (sm.adapter / "tokenizer_config.json").is_file() else base
-    tok = AutoTokenizer.from_pretrained(str(src))
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    try:
+        tok, _ = loader_tokenizer(base, sm.adapter, training_template=True)
+    except TrainInputError as e:
+        raise UserError(str(e)) from None
     if not tok.chat_template:
-        raise UserError(f"{src}: the tokenizer has no chat template")
+        raise UserError(f"{sm.adapter}: the tokenizer has no chat template")
+    tok.padding_side = "right"  # one prompt at a time here
     return tok
 
 
 def load(cfg: AmigoConfig, sm: StageModel, device: str = "auto"):
-    """(model, tokenizer, device): base + adapter in eval mode; NF4 on CUDA, fp32 on the CPU."""
+    """(model, tokenizer, device): base + adapter in eval mode, by train/loader.py's rules (the method the
+    stage trained with; on a GPU too small for a LoRA chain's bf16 base, NF4; the CPU without one)."""
     require("torch", "transformers", "peft")
     quiet()
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from train.loader import load as load_model
+    from train.schema import TrainInputError
 
-    dev = device_choice(device)
-    base = local_base(cfg, sm)
-    tok = load_tokenizer(sm, base)
-    kwargs = {"quantization_config": nf4_config(), "device_map": {"": 0}} if dev == "cuda" else {}
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {device}: auto, cpu or cuda")
     try:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if dev == "cuda" else torch.float32,
-                                                     **kwargs)
-    except OSError as e:
-        raise UserError(f"cannot load the base model {base}: {str(e).splitlines()[0]}") from None
-    model = PeftModel.from_pretrained(model, str(sm.adapter))
-    model.eval()
-    return model, tok, dev
+        model, _, plan = load_model(local_base(cfg, sm), sm.adapter, sm.method, device, training_template=True)
+    except TrainInputError as e:
+        raise UserError(str(e)) from None
+    return model, load_tokenizer(sm, local_base(cfg, sm)), plan.device
 
 
 def chat_ids(tok, prompt: str, system: str | None = None):

@@ -89,7 +89,19 @@ def modelfile(gguf: str, tok, adds_bos: bool) -> str:
     template = go_template(p, with_bos=not adds_bos)
     if '"""' in template or "{{" in "".join([*p.prefix.values(), *p.suffix.values(), p.generation, p.bos]):
         raise UserError("the chat template's text cannot be quoted in a Modelfile: write TEMPLATE by hand")
-    stops = [s for s in (tok.eos_token, p.prefix["user"].strip()) if s]
     lines = [f"FROM {gguf}", f'TEMPLATE """{template}"""']
-    lines += [f'PARAMETER stop "{s}"' for s in dict.fromkeys(stops) if '"' not in s]
+    lines += [f'PARAMETER stop "{s}"' for s in stop_tokens(tok, p)]
     return "\n".join(lines) + "\n"
+
+
+def stop_tokens(tok, p: Pieces | None = None) -> list[str]:
+    """Where an answer ends: the end-of-sequence token and the next user turn's opening. The Modelfile
+    says these, and export's parity check generates with them (llama.cpp and transformers alike). A
+    template the Modelfile cannot carry (pieces() refuses it): the end-of-sequence token alone."""
+    if p is None:
+        try:
+            p = pieces(tok)
+        except UserError:
+            return [tok.eos_token] if tok.eos_token else []
+    stops = [s for s in (tok.eos_token, p.prefix["user"].strip()) if s]
+    return [s for s in dict.fromkeys(stops) if '"' not in s]

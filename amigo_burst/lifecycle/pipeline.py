@@ -7,7 +7,9 @@
 A stage is done when a successful run of it continues the done run of the stage before it (its
 lineage, `done_runs`): a stage 4 built on stage 1 -> 3, or a stage 5 built on an older stage 4, is
 not done, and is run again from the right adapter. A stage already running (a pipeline interrupted
-with Ctrl-C) is reattached to, not refused. Stops at the first stage that does not succeed.
+with Ctrl-C) is reattached to, not refused. Stops at the first stage that does not succeed, and before
+a stage whose parent's HumanEval pass@1 fell below its own parent's beyond the noise ([eval]
+stop_on_regression, on by default; `--force` launches anyway).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class PipelineOptions:
     plan: str = "hybrid"
     stages: tuple[int, ...] | None = None  # None: every stage amigo.toml configures
     max_usd: float | None = None  # per stage; wins over each stage's max_usd (planner.budget_for)
-    force: bool = False
+    force: bool = False  # also: launch past a regression ([eval] stop_on_regression)
 
     def __post_init__(self) -> None:
         if self.plan not in PLANS:
@@ -52,7 +54,8 @@ def done_runs(runs: list[Run], stages: Iterable[int] = (1, 2, 3, 4, 5)) -> dict[
     before it (artifacts["from_run"]). Probes (a few measuring steps) are never done runs. A stage
     whose lineage is broken has no entry, and neither has any stage after it."""
     done: dict[int, Run] = {}
-    ok = [r for r in runs if r.status == "SUCCEEDED" and not r.is_probe]  # oldest first, as RunStore.list gives
+    ok = [r for r in runs if r.status == "SUCCEEDED" and not r.is_probe  # oldest first, as RunStore.list gives
+          and not (r.artifacts or {}).get("eval")]  # an on-target evaluation is no stage run either
     parent = None
     for stage in sorted(stages):
         fitting = [r for r in ok if r.stage == stage
@@ -120,6 +123,65 @@ def pipeline_stages(cfg: AmigoConfig, wanted: tuple[int, ...] | None, console) -
     return stages
 
 
+def regression_line(rows: list[dict], stage: int, margin: float = 0.0, prev: int | None = None) -> str | None:
+    """Pure: why stage `stage` must not be launched - the stage before it fell below its own parent by
+    more than the noise (report.build_benchmarks rows: the change's whole 95% interval under -margin) -
+    or None. One line with both scores."""
+    from amigo_burst.planning.benchmark import Change, regressed
+
+    prev = stage - 1 if prev is None else prev  # the stage it continues (a stage left out of amigo.toml: skipped)
+    row = next((r for r in rows if r["stage"] == prev), None)
+    if row is None or row["pass_at_1_change"] is None or not regressed(
+            Change(row["pass_at_1_change"], row["change_low"], row["change_high"], row["problems"], True), margin):
+        return None
+    parent = next((r for r in rows if r["id"] == row["parent"]), None)
+    who = "the base" if row["parent"] == "base" else f"stage {parent['stage']}" if parent else "its parent"
+    was = f" {parent['pass_at_1']:.3f}" if parent else ""
+    return (f"stage {stage} not launched: stage {prev}'s HumanEval pass@1 {row['pass_at_1']:.3f} fell below "
+            f"{who}'s{was} by {-row['pass_at_1_change']:.3f} (95% CI of the change {row['change_low']:+.3f}.."
+            f"{row['change_high']:+.3f}: beyond the noise); `pipeline --force` launches it anyway")
+
+
+def score_line(rows: list[dict], stage: int) -> str | None:
+    """Pure: the stage's score as the pipeline says it after the stage: pass@1 with its 95% interval, and
+    its change from its parent and from the base, each with its interval and whether it is noise."""
+    row = next((r for r in rows if r["stage"] == stage), None)
+    if row is None:
+        return None
+
+    def change(d, lo, hi, noise) -> str:
+        return "n/a" + (" (partial)" if row["partial"] else "") if d is None else \
+            f"{d:+.3f} (95% CI {lo:+.3f}..{hi:+.3f}{': noise' if noise else ''})"
+
+    from amigo_burst.planning.report import VS_BASE, VS_PARENT
+
+    head = (f"stage {stage} HumanEval pass@1 {row['pass_at_1']:.3f} (95% CI {row['pass_at_1_low']:.3f}-"
+            f"{row['pass_at_1_high']:.3f}, {row['problems']} problems{', partial' if row['partial'] else ''})")
+    parent = "" if row["parent"] == "base" else f"; vs its parent {change(*(row[k] for k in VS_PARENT))}"
+    return f"{head}{parent}; vs the base {change(*(row[k] for k in VS_BASE))}"
+
+
+def _rows(cfg: AmigoConfig, done: dict[int, Run], upto: int) -> list[dict]:
+    from amigo_burst.lifecycle.baseline import baselines
+    from amigo_burst.planner import runs_as_dicts
+    from amigo_burst.planning.report import build_benchmarks
+
+    return build_benchmarks(runs_as_dicts([done[s] for s in sorted(done) if s <= upto]), baselines(cfg))
+
+
+def _held(cfg: AmigoConfig, done: dict[int, Run], stage: int) -> str | None:
+    prev = cfg.previous_stage(stage)
+    if prev is None:
+        return None
+    return regression_line(_rows(cfg, done, prev), stage, cfg.eval.regression_margin, prev)
+
+
+def _say_score(cfg: AmigoConfig, store: RunStore, stage: int, console) -> None:
+    line = score_line(_rows(cfg, done_runs(store.list(), cfg.stages), stage), stage)
+    if line:
+        console.print(line, highlight=False, soft_wrap=True)  # one line, whatever the width
+
+
 def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple[int, str | None, str]]:
     """Launch each stage in turn; returns [(stage, run_id or None, status)]."""
     store = open_records(cfg.root)
@@ -146,11 +208,17 @@ def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple
             run = follow(cfg, running.id, console)
             if run.status == "SUCCEEDED" and stage in done_runs(store.list(), cfg.stages):
                 results.append((stage, run.id, run.status))
+                _say_score(cfg, store, stage, console)
                 continue
             if run.status != "SUCCEEDED":
                 results.append((stage, run.id, run.status))
                 console.print(f"[red]stage {stage} {run.status}[/red]: {run.reason or ''} — pipeline stopped")
                 break
+        held = _held(cfg, done, stage) if cfg.eval.stop_on_regression and not opts.force else None
+        if held:  # the money of stage N+1 is not spent on a chain that got worse
+            console.print(f"[red]{held}[/red]", soft_wrap=True)
+            results.append((stage, None, "HELD"))
+            break
         target = target_for(cfg, opts, stage, console)
         console.rule(f"stage {stage} on {target}" + _not_done_why(cfg, stage, runs, done))
         parent = done.get(cfg.previous_stage(stage))
@@ -161,4 +229,5 @@ def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple
         if run.status != "SUCCEEDED":
             console.print(f"[red]stage {stage} {run.status}[/red]: {run.reason or ''} — pipeline stopped")
             break
+        _say_score(cfg, store, stage, console)
     return results

@@ -289,7 +289,9 @@ def finish(cfg, plan: LaunchPlan, rc: int, sink, runs) -> None:
     d = paths.run_dir(cfg.root, plan.run_id)
     metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
     current = runs.get(plan.run_id)
-    status, reason = final_status(rc, has_adapter=(d / "adapter" / "adapter_config.json").is_file(),
+    # an eval run (lifecycle/evaluate.py: artifacts["eval"]) succeeds with a score, not an adapter
+    scored = bool((current.artifacts or {}).get("eval")) and bool(metrics.get("humaneval"))
+    status, reason = final_status(rc, has_adapter=scored or (d / "adapter" / "adapter_config.json").is_file(),
                                   last_error=sink.disk_full or sink.last_error, recorded=current.status,
                                   recorded_reason=current.reason, stage=current.stage, metrics=metrics)
     complete = all((d / "adapter" / f).is_file() for f in ("adapter_config.json", "adapter_model.safetensors"))

@@ -18,6 +18,7 @@ import json
 import math
 from datetime import datetime
 
+from amigo_burst.planning import benchmark as bench
 from amigo_burst.planning.units import hours_text, sig, usd_text
 
 ROW_KEYS = ("id", "stage", "target", "status", "kind", "trained", "started", "est_hours", "actual_hours",
@@ -26,7 +27,9 @@ ROW_KEYS = ("id", "stage", "target", "status", "kind", "trained", "started", "es
 STAGE_KEYS = ("stage", "target", "run", "gpu", "est_hours", "actual_hours", "hours_error_pct", "est_usd",
               "actual_usd", "usd_error_pct")
 TOTAL_KEYS = ("group", "runs", "est_hours", "actual_hours", "est_usd", "actual_usd")
-BENCH_KEYS = ("stage", "id", "problems", "pass_at_1", "pass_at_1_change", "usd", "pass_at_1_per_usd")
+BENCH_KEYS = ("stage", "id", "problems", "partial", "pass_at_1", "pass_at_1_low", "pass_at_1_high", "parent",
+              "pass_at_1_change", "change_low", "change_high", "change_noise", "vs_base", "vs_base_low",
+              "vs_base_high", "vs_base_noise", "usd", "pass_at_1_per_usd")
 
 
 def _hours(started: object, ended: object) -> float | None:
@@ -123,37 +126,84 @@ def build_totals(rows: list[dict], local_targets: set[str] | frozenset = frozens
              "actual_usd": _sum([r["actual_usd"] for r in rs])} for g, rs in groups.items()]
 
 
-def build_benchmarks(runs: list[dict]) -> list[dict]:
-    """HumanEval pass@1 per stage (its newest successful run with a score), the change from the stage
-    before, and pass@1 per dollar spent on stages 1..N (the model stage N made cost all of them)."""
+def _scored(run: dict) -> dict:
+    return (run.get("metrics") or {}).get("humaneval") or {}
+
+
+def baselines_of(runs: list[dict]) -> list[dict]:
+    """The base's scores recorded beside a stage's (train/humaneval.py --baseline: metrics["humaneval_base"])."""
+    return [b for r in sorted(runs, key=lambda r: str(r.get("started") or ""))
+            if (b := (r.get("metrics") or {}).get("humaneval_base")) and b.get("problems")]
+
+
+def matching_base(he: dict, baselines: list[dict]) -> dict | None:
+    """The newest complete baseline that answered the same problems the same way as `he`."""
+    fits = [b for b in baselines if not bench.comparable(he, b)]
+    return fits[-1] if fits else None
+
+
+def _change_cells(ch, names: tuple[str, str, str, str]) -> dict:
+    """A Change (or None: not comparable) as the row's four cells: change, low, high, noise."""
+    return dict(zip(names, (round(ch.delta, 4), round(ch.low, 4), round(ch.high, 4), ch.noise) if ch
+                    else (None,) * 4, strict=True))
+
+
+VS_PARENT = ("pass_at_1_change", "change_low", "change_high", "change_noise")
+VS_BASE = ("vs_base", "vs_base_low", "vs_base_high", "vs_base_noise")
+
+
+def build_benchmarks(runs: list[dict], baselines: list[dict] | None = None) -> list[dict]:
+    """HumanEval pass@1 per stage (its newest successful run with a score, probes and re-scores aside) with
+    its 95% interval (Wilson); its change from its parent (the run its adapter continued, else the stage
+    before; stage 1's is the base) and from the base (stage 0: the base scored with the same settings),
+    each with a 95% interval (planning/benchmark.py) - None where the runs do not compare (a partial run,
+    other settings); and pass@1 per dollar spent on stages 1..N (the model stage N made cost all of them)."""
     best: dict[int, dict] = {}
     for run in sorted(runs, key=lambda r: str(r.get("started") or "")):
-        he = (run.get("metrics") or {}).get("humaneval") or {}
-        probe = (run.get("artifacts") or {}).get("probe")  # a few measuring steps: never the stage's model
-        if run.get("status") == "SUCCEEDED" and he.get("problems") and not probe:
+        arts = run.get("artifacts") or {}
+        if run.get("status") == "SUCCEEDED" and _scored(run).get("problems") and not arts.get("probe") \
+                and not arts.get("eval"):
             best[run["stage"]] = run
-    out, spent, prev = [], 0.0, None
+    bases = [*(baselines or []), *baselines_of(runs)]
+    first = _scored(best[min(best)]) if best else None
+    stage0 = matching_base(first, bases) if first else (bases[-1] if bases else None)
+    out = []
+    if stage0:
+        lo, hi = bench.wilson(bench.passed(stage0), stage0["problems"])
+        out.append({"stage": 0, "id": "base", "problems": stage0["problems"], "partial": bool(stage0.get("partial")),
+                    "pass_at_1": stage0["pass_at_1"], "pass_at_1_low": round(lo, 4), "pass_at_1_high": round(hi, 4),
+                    "parent": None, **_change_cells(None, VS_PARENT), **_change_cells(None, VS_BASE),
+                    "usd": None, "pass_at_1_per_usd": None})
+    spent, by_id, prev = 0.0, {r["id"]: r for r in best.values()}, stage0
     for stage in sorted(best):
-        run, he = best[stage], best[stage]["metrics"]["humaneval"]
+        run, he = best[stage], _scored(best[stage])
         usd = run_row(run)["actual_usd"]
         spent += usd or 0.0
+        parent_run = by_id.get((run.get("artifacts") or {}).get("from_run") or "")
+        parent = _scored(parent_run) if parent_run else prev if stage > 1 or prev is stage0 else None
+        base = matching_base(he, bases)
+        lo, hi = bench.wilson(bench.passed(he), he["problems"])
         score = he.get("pass_at_1")
-        out.append({"stage": stage, "id": run["id"], "problems": he["problems"], "pass_at_1": score,
-                    "pass_at_1_change": round(score - prev, 4) if score is not None and prev is not None else None,
+        out.append({"stage": stage, "id": run["id"], "problems": he["problems"], "partial": bool(he.get("partial")),
+                    "pass_at_1": score, "pass_at_1_low": round(lo, 4), "pass_at_1_high": round(hi, 4),
+                    "parent": parent_run["id"] if parent_run else ("base" if parent is stage0 and stage0 else None),
+                    **_change_cells(bench.change(he, parent) if parent else None, VS_PARENT),
+                    **_change_cells(bench.change(he, base) if base else None, VS_BASE),
                     "usd": usd, "pass_at_1_per_usd": round(score / spent, 4) if score is not None and spent else None})
-        prev = score
+        prev = he
     return out
 
 
 def build_report(runs: list[dict], strategies: list[dict] | None = None,
                  local_targets: set[str] | frozenset = frozenset(), *, project: str = "", generated: str = "",
-                 calibration: list[dict] | None = None, compare: list[dict] | None = None) -> dict:
+                 calibration: list[dict] | None = None, compare: list[dict] | None = None,
+                 baselines: list[dict] | None = None) -> dict:
     rows = build_rows(runs)
     rep = {"project": project, "generated": generated, "runs": rows, "stages": stage_rows(rows),
            "totals": build_totals(rows, local_targets), "strategies": strategies or [],
            "calibration": calibration or [], "compare": compare or []}
-    bench = build_benchmarks(runs)
-    return {**rep, "benchmarks": bench} if bench else rep
+    scores = build_benchmarks(runs, baselines)
+    return {**rep, "benchmarks": scores} if scores else rep
 
 
 # --------------------------------------------------------------------------- text renderings
@@ -189,9 +239,23 @@ STRATEGY_COLUMNS = (("strategy", "name", str), ("time", "hours", hours_text), ("
 CALIBRATION_COLUMNS = (("GPU", "gpu", str), ("method", "method", str), ("trainer", "trainer", str), ("seq", "seq", str),
                        ("tokens/s x", "tokens_per_s_factor", str), ("peak x", "peak_factor", str),
                        ("wall x", "wall_factor", str), ("runs", "runs", str))
+
+
+def f_change(row: dict, names: tuple[str, str, str, str]) -> str:
+    """"+0.061 (-0.020..+0.140) noise": the change, its 95% interval, and whether it is inside the noise."""
+    d, lo, hi, noise = (row.get(k) for k in names)
+    if d is None:
+        return "-" if row.get("stage") == 0 else "n/a" + (" (partial)" if row.get("partial") else "")
+    return f"{d:+.3f} ({lo:+.3f}..{hi:+.3f}){' noise' if noise else ''}"
+
+
 BENCH_COLUMNS = (("stage", "stage", str), ("run", "id", str), ("problems", "problems", str),
-                 ("pass@1", "pass_at_1", lambda x: f"{x:.3f}"), ("change", "pass_at_1_change", lambda x: f"{x:+.3f}"),
-                 ("$", "usd", usd_text), ("pass@1 per $", "pass_at_1_per_usd", lambda x: f"{x:,.0f}" if x >= 100 else sig(x, 3)))
+                 ("pass@1 (95% CI)", "pass_at_1", None), ("vs parent (95% CI)", "pass_at_1_change", None),
+                 ("vs base (95% CI)", "vs_base", None), ("$", "usd", usd_text),
+                 ("pass@1 per $", "pass_at_1_per_usd", lambda x: f"{x:,.0f}" if x >= 100 else sig(x, 3)))
+BENCH_TEXT = {"problems": lambda r: f"{r['problems']}{' partial' if r.get('partial') else ''}",
+              "pass_at_1": lambda r: f"{r['pass_at_1']:.3f} ({r['pass_at_1_low']:.3f}-{r['pass_at_1_high']:.3f})",
+              "pass_at_1_change": lambda r: f_change(r, VS_PARENT), "vs_base": lambda r: f_change(r, VS_BASE)}
 COMPARE_COLUMNS = (("figure", "figure", str), ("original", "original", str), ("computed", "computed", str),
                    ("why", "reason", str))
 
@@ -200,6 +264,9 @@ def cells(row: dict, cols) -> list[str]:
     out = []
     for _, key, fn in cols:
         v = row.get(key)
+        if cols is BENCH_COLUMNS and key in BENCH_TEXT:
+            out.append(BENCH_TEXT[key](row) if row.get("pass_at_1") is not None else "-")
+            continue
         out.append("-" if v is None or v == "" else fn(v) if fn is not str else str(v))
     return out
 
@@ -210,23 +277,9 @@ def _started(run_id: str | None, started: str | None) -> str:
     return run_id or "-"
 
 
-def _fitting(cols, rows: list[dict], width: int, optional: tuple[str, ...]) -> tuple:
-    """COLS without the OPTIONAL keys (dropped in that order) until every column fits WIDTH whole."""
-    def need(cs) -> int:
-        return sum(max(len(x) for x in [h, *(cells(r, ((h, k, fn),))[0] for r in rows)]) + 2
-                   for h, k, fn in cs)
-
-    cols = tuple(cols)
-    for key in optional:
-        if need(cols) <= width:
-            break
-        cols = tuple(c for c in cols if c[1] != key)
-    return cols
-
-
-def rich_tables(report: dict, width: int = 100) -> list:
-    """Terminal tables (fit 100 columns): each measure is one cell, estimate above actual (error %).
-    WIDTH: the terminal's; the benchmark table drops its optional columns rather than cut a run id."""
+def rich_tables(report: dict) -> list:
+    """Terminal tables (fit 100 columns): each measure is one cell, estimate above actual (error %); the
+    benchmark's is _bench_table's, whole at 80 columns. A run id or a figure is never cut."""
     from rich import box
     from rich.table import Table
 
@@ -252,24 +305,48 @@ def rich_tables(report: dict, width: int = 100) -> list:
         out.append(t)
     for title, cols, rows in (("totals", TOTAL_COLUMNS, report["totals"]),
                               ("strategies (estimated)", STRATEGY_COLUMNS[:3], report["strategies"]),
-                              ("calibration in use", CALIBRATION_COLUMNS, report.get("calibration") or []),
-                              ("HumanEval pass@1 per stage", BENCH_COLUMNS, report.get("benchmarks") or [])):
+                              ("calibration in use", CALIBRATION_COLUMNS, report.get("calibration") or [])):
         if not rows:
             continue
-        bench = cols is BENCH_COLUMNS
-        if bench:
-            cols = _fitting(cols, rows, width, ("pass_at_1_per_usd", "pass_at_1_change", "problems", "usd", "stage"))  # the widest: compact, so its run ids fit 80 columns whole
-        t = Table(title=title, box=box.SIMPLE_HEAD, **({"padding": (0, 1), "collapse_padding": True} if bench else {}))
+        t = Table(title=title, box=box.SIMPLE_HEAD)
         for i, (head, key, fn) in enumerate(cols):
             # a run id or a figure is never cut ("s2-local-202…", "$0.000…"): those columns keep their width
-            whole = key in ("id", "group") or fn is not str or bench
+            whole = key in ("id", "group") or fn is not str
             least = max(len(x) for x in [head, *(cells(r, cols)[i] for r in rows)])
             t.add_column(head, justify="left" if fn is str and key not in ("runs",) else "right", no_wrap=whole,
                          min_width=least if whole else None)
         for r in rows:
             t.add_row(*cells(r, cols))
         out.append(t)
+    if report.get("benchmarks"):
+        out.append(_bench_table(report["benchmarks"], {r["id"]: r.get("started") for r in report["runs"]}))
     return out
+
+
+def _bench_table(rows: list[dict], started: dict):
+    """Whole at 80 columns: each score above its 95% interval; each change above its interval, "noise"
+    when the interval holds 0; n: problems scored (the runs are in the table above; md/json name them)."""
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title="HumanEval pass@1 per stage (95% intervals; noise: could be chance)", box=box.SIMPLE_HEAD,
+              padding=(0, 1))
+    for head, width in (("stage", 6), ("n", 3), ("pass@1", 9), ("vs parent", 12), ("vs base", 12), ("$", 7),
+                        ("pass@1/$", 8)):
+        t.add_column(head, justify="right", no_wrap=True, min_width=width)
+
+    def two(d, lo, hi, noise):
+        return "n/a" if d is None else f"{d:+.3f}{' noise' if noise else ''}\n{lo:+.2f}..{hi:+.2f}"
+
+    for r in rows:
+        t.add_row("0 base" if r["stage"] == 0 else str(r["stage"]),
+                  f"{r['problems']}{' partial' if r['partial'] else ''}",
+                  f"{r['pass_at_1']:.3f}\n{r['pass_at_1_low']:.2f}-{r['pass_at_1_high']:.2f}",
+                  "-" if r["stage"] == 0 else two(*(r[k] for k in VS_PARENT)),
+                  "-" if r["stage"] == 0 else two(*(r[k] for k in VS_BASE)),
+                  usd_text(r["usd"]) if r["usd"] is not None else "-",
+                  f"{r['pass_at_1_per_usd']:.3g}" if r["pass_at_1_per_usd"] is not None else "-")
+    return t
 
 
 def to_markdown(report: dict) -> str:

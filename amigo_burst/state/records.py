@@ -337,8 +337,8 @@ class RunStore:
 
     def latest(self, stage: int, status: str | None = "SUCCEEDED") -> Run | None:
         """The newest run of a stage with that status; probes (`amigo-burst probe`: a few steps to
-        measure speed and memory) never count as the stage's run."""
-        runs = [r for r in self.list(stage=stage, status=status) if not r.is_probe]
+        measure speed and memory) and on-target evaluations (`eval --cloud`) never count as the stage's run."""
+        runs = [r for r in self.list(stage=stage, status=status) if not r.is_probe and not (r.artifacts or {}).get("eval")]
         return runs[-1] if runs else None
 
     def active(self, stage: int | None = None) -> list[Run]:
