@@ -22,8 +22,8 @@ from pathlib import Path
 from amigo_burst import planner
 from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError, one_line
-from amigo_burst.lifecycle.basemodel import check_base
 from amigo_burst.lifecycle.baseline import baseline_envs
+from amigo_burst.lifecycle.basemodel import check_base
 from amigo_burst.lifecycle.download import ensure_downloaded
 from amigo_burst.lifecycle.follow import follow
 from amigo_burst.lifecycle.handoff import LaunchPlan, spawn_worker, write_plan
