@@ -171,7 +171,7 @@ def pipeline(
                                                "amigo.toml configures)")] = None,
     max_usd: Annotated[float | None, typer.Option(help="budget per stage (wins over each stage's max_usd)")] = None,
     force: Annotated[bool, typer.Option(help="run stages the estimate says won't fit or exceed budget, and past a "
-                                       "HumanEval regression ([eval] stop_on_regression)")] = False,
+                                       "HumanEval regression (\\[eval] stop_on_regression)")] = False,
 ) -> None:
     """The stages in order; stops at the first failure, skips stages already done, reattaches to a running one.
 
