@@ -286,8 +286,8 @@ def rich_tables(report: dict) -> list:
     out = []
     if report["runs"]:
         t = Table(title="runs: estimated (top) vs actual (bottom, error %)", box=box.SIMPLE_HEAD)
-        for head in ("started", "stage", "target", "status"):  # folded, never cut with "…", when narrow
-            t.add_column(head, justify="right" if head == "stage" else "left", overflow="fold")
+        for head in ("started", "stage", "target", "status"):
+            t.add_column(head, justify="right" if head == "stage" else "left")
         for head in ("time", "$", "tokens/s", "peak GiB"):
             t.add_column(head, justify="right")
         for r in report["runs"]:
