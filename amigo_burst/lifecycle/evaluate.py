@@ -24,6 +24,7 @@ import shlex
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,8 +106,7 @@ def evaluate(cfg: AmigoConfig, opts: EvalOptions, on_line: Callable[[str], None]
                 rc = _here(cfg, sm, out, limit, max_new, opts.device, secrets, sink, children.append)
             except KeyboardInterrupt:  # Ctrl-C: the benchmark stops too, and no folder holding only a log stays
                 for pid in children:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(pid, signal.SIGTERM)
+                    _stop_group(pid)
                 shutil.rmtree(out, ignore_errors=True)
                 raise
     metrics = out / "metrics.json"
@@ -115,6 +115,23 @@ def evaluate(cfg: AmigoConfig, opts: EvalOptions, on_line: Callable[[str], None]
         raise UserError(f"the benchmark failed (exit {rc}): see {out / 'eval.log'}")
     return {"stage": stage, **{k: summary[k] for k in KEYS[1:]}, "run": sm.run.id if sm else None,
             "eval_id": eval_id, "where": where, **{k: v for k, v in summary.items() if k not in KEYS}}
+
+
+def _stop_group(pid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM the benchmark's process group and wait for its leader (our child) to end - it may finish
+    the problem in flight - then SIGKILL whatever of the group is left: nothing outlives `eval`."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                break
+        except ChildProcessError:  # not ours to reap, or reaped already
+            break
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def base_method(cfg: AmigoConfig) -> str:

@@ -30,11 +30,16 @@ class _NoAnsi(logging.Filter):
         self.handler = handler
 
     def filter(self, record: logging.LogRecord) -> bool:
-        stream = getattr(self.handler, "stream", None)
-        isatty = getattr(stream, "isatty", None)
-        if not (callable(isatty) and isatty()):
+        if not _is_terminal(getattr(self.handler, "stream", None)):
             record.msg, record.args = _ANSI.sub("", record.getMessage()), None
         return True
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream (a finished capture)
+        return False
 
 
 def plain_logs(logger: logging.Logger | None = None) -> None:
