@@ -20,7 +20,7 @@ from amigo_burst.lifecycle.rehearsal_plan import check_sky_tasks, stage_plans
 from amigo_burst.lifecycle.rehearsal_record import config_hash, unrehearsed_warning
 from amigo_burst.lifecycle.rehearse import toml_dump
 from tests.dataset_shapes import shipped_with_local_data, write_hub
-from tests.helpers import cache_hub_config, cli, invoke, runs_of
+from tests.helpers import cache_hub_config, cli, invoke
 from tests.hub_server import FakeHub
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,44 +198,21 @@ def test_standin_takes_the_base_family_and_its_tokenizer_when_it_can_be_had(tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # five real trainings: ~3 min on an idle 2-core machine
-def test_shipped_amigo_toml_runs_all_five_stages_through_pipeline(tmp_path, tiny_model):
-    """The real plan's settings (column maps, filters, seq lens, learning rates, the method choice) over
-    real-shaped rows: every stage succeeds, continues the previous adapter, and records its data."""
-    hub_root = write_hub(tmp_path / "hub")
-    text = shipped_with_local_data(SHIPPED, hub_root).replace(
-        'base = "mistralai/Mistral-Nemo-Base-2407"', f'base = "{tiny_model}"')
-    # the benchmark after each stage on one problem: the shipped config's 164 on a random model cost
-    # ~10 min a stage on 2 cores and test nothing here (tests/test_humaneval*.py test the benchmark)
-    text += "\n[eval]\nlimit = 1\nmax_new_tokens = 16\n"
-    project = tmp_path / "proj"
-    project.mkdir()
-    (project / "amigo.toml").write_text(text)
-    r = cli(project, "pipeline", "--plan", "local", "--force", timeout=1500)
-    runs = runs_of(project)
-    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
-    assert [(x.stage, x.status) for x in runs] == [(n, "SUCCEEDED") for n in range(1, 6)]
-    for prev, cur in zip(runs, runs[1:], strict=False):
-        assert cur.artifacts["from_run"] == prev.id
-    data = {x.stage: x.artifacts["dataset"] for x in runs}
-    assert data[1]["unusable"] == {"missing field 'code'": [1, data[1]["unusable"]["missing field 'code'"][1]]}
-    assert data[2]["filtered"]["licence not in dataset.licenses"][0] == 8 and data[2]["trimmed"][0] == 1
-    assert data[3]["unusable"]["field 'error' is empty"][0] == 16 and data[3]["used"] == 24
-    assert data[4]["filtered"]["over max_seq_len 8192"][0] == 1
-    assert data[5]["unusable"]["missing field 'rejected'"][0] == 1
-    assert "rows of" in r.stdout and "dropped" in r.stdout
-
-
-@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_rehearse_runs_the_shipped_amigo_toml_over_the_hub(tmp_path):
     """The unmodified amigo.toml: hub ids -> rows over HTTP (a loading script passed by, a README's
-    configs, a config+split pair), a stand-in Mistral, each target's YAML: exit 0 and the table."""
+    configs, a config+split pair), a stand-in Mistral, each target's YAML: exit 0 and the table.
+
+    The shipped plan's five stages, end to end, once: every stage trains with the real plan's settings
+    (column maps, filters, seq lens, learning rates, method and batch) over real-shaped rows - all 40 of
+    each dataset (--rows 40), so each stage's data tally is the whole file's - continues the previous
+    stage's adapter and records its data. (This test also does what a separate `pipeline --plan local`
+    run of the shipped config over local copies checked: the same five trainings, ~2 min, twice.)"""
     project = tmp_path / "proj"
     project.mkdir()
     (project / "amigo.toml").write_text(SHIPPED)
     with FakeHub(write_hub(tmp_path / "hub")) as hub:
-        r = cli(project, "rehearse", "--rows", "16", "--steps", "2", env=hub_env(hub, tmp_path), timeout=1500)
+        r = cli(project, "rehearse", "--rows", "40", "--steps", "2", env=hub_env(hub, tmp_path), timeout=1500)
         requests = list(hub.requests)
     assert r.returncode == 0, (r.stdout[-4000:], r.stderr[-3000:])
     out = r.stdout
@@ -249,6 +226,14 @@ def test_rehearse_runs_the_shipped_amigo_toml_over_the_hub(tmp_path):
     assert rec["passed"] and rec["config_hash"] == config_hash(load_config(project / "amigo.toml"))
     assert [s["status"] for s in rec["stages"]] == ["passed"] * 5
     assert all(s["loss"]["steps"] == 2 for s in rec["stages"])
+    # each stage continues the one before it, and its data tally is the whole 40-row file's
+    assert [s["continues_from"] for s in rec["stages"]] == [None] + [s["run_id"] for s in rec["stages"][:-1]]
+    dropped = {s["stage"]: {d["reason"]: d["count"] for d in s["dropped"]} for s in rec["stages"]}
+    assert dropped[1] == {"missing field 'code'": 1}
+    assert dropped[2]["licence not in dataset.licenses"] == 8 and rec["stages"][1]["trimmed"]["count"] == 1
+    assert dropped[3]["field 'error' is empty"] == 16 and rec["stages"][2]["rows"]["used"] == 24
+    assert dropped[4]["over max_seq_len 8192"] == 1
+    assert dropped[5]["missing field 'rejected'"] == 1
     # every stage on the cloud (a 12B base does not fit the laptop): fetched and prepared by the target's run.sh
     assert [s["prepared"] for s in rec["stages"]] == ["target"] * 5
     # each stage trained with the method and micro-batch x grad-accum the real launch would use
