@@ -92,7 +92,7 @@ def test_env_secrets_never_reach_any_artifact(tiny_model, tmp_path):
 def test_bundle_and_store_exclude_secret_files(tmp_path, monkeypatch):
     """`.env*`, `*.pem`, `*credentials*` and `.git` inside train/ stay out of the workdir bundle and the store."""
     from amigo_burst.config import load_config
-    from amigo_burst.lifecycle import launch
+    from amigo_burst.lifecycle import inputs as launch  # the bundle and the inputs: lifecycle/inputs.py
 
     fake_repo = tmp_path / "repo"
     shutil.copytree(REPO / "train", fake_repo / "train", ignore=shutil.ignore_patterns("__pycache__"))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,14 @@ from amigo_burst.errors import UserError, one_line
 from amigo_burst.lifecycle.download import ensure_downloaded
 from amigo_burst.lifecycle.follow import follow
 from amigo_burst.lifecycle.handoff import LaunchPlan, spawn_worker, write_plan
+from amigo_burst.lifecycle.inputs import (
+    BASE_MODEL_DIR,
+    build_bundle,
+    mb,
+    model_to_send,
+    put_inputs,
+    transport_envs,
+)
 from amigo_burst.lifecycle.preflight import (
     check_estimate,
     check_fit_first,
@@ -40,14 +47,11 @@ from amigo_burst.planning.matrix import Cell
 from amigo_burst.stages import get_stage
 from amigo_burst.state import ids, paths
 from amigo_burst.state.records import Run, RunStore, open_records
-from amigo_burst.state.store import open_from_config, store_uri
-from amigo_burst.targets import REPO_ROOT, Target, get_target
+from amigo_burst.state.store import open_from_config
+from amigo_burst.targets import Target, get_target
 from train.schema import ADAPTER_META
-from train.storage import ALWAYS_EXCLUDE
-from train.storage import names as manifest_names
 
 PROBE_MAX_RUNTIME_S = 1200  # a probe stops at a step boundary after 20 min whatever its steps
-BASE_MODEL_DIR = "base-model"  # a local base model folder, sent to a cloud target as inputs/base-model
 
 
 @dataclass(kw_only=True)
@@ -76,25 +80,6 @@ class LaunchOptions:
 def resolve_target(cfg: AmigoConfig, stage: int, cloud: str | None) -> Target:
     name = cloud or cfg.stage(stage).target or cfg.targets.cloud
     return get_target(name, cfg.root)
-
-
-def model_to_send(cfg: AmigoConfig, target: Target) -> Path | None:
-    """The base model folder to send with the inputs, or None: a hub id (the machine downloads it
-    itself) or a local target (it reads the folder in place). AMIGO_SYNC_BASE_MODEL=1 sends it to a
-    local target too: the tests run the remote path (fetch from the store) through the local runner."""
-    base = cfg.resolve(cfg.model.base)
-    if not base.is_dir():
-        return None
-    if target.is_local and os.environ.get("AMIGO_SYNC_BASE_MODEL") != "1":
-        return None
-    return base
-
-
-def build_bundle(workdir: Path) -> None:
-    """The workdir every target gets: a copy of train/ (no secrets, no caches)."""
-    if (workdir / "train").exists():
-        shutil.rmtree(workdir / "train")
-    shutil.copytree(REPO_ROOT / "train", workdir / "train", ignore=shutil.ignore_patterns(*ALWAYS_EXCLUDE))
 
 
 def yaml_number(x: float | int) -> str:
@@ -212,45 +197,6 @@ def same_batch(recorded: dict | None, est: Cell | None) -> Cell | None:
     return dataclasses.replace(est, micro_batch=rec["micro_batch"], grad_accum=rec["grad_accum"])
 
 
-def link_tree(src: Path, dest: Path) -> None:
-    """A copy of SRC at DEST made of hard links where the filesystem allows (a 24 GB model folder is
-    not copied just to be hashed and sent), real copies where it does not."""
-    def link(s: str, d: str) -> None:
-        try:
-            os.link(s, d)
-        except OSError:  # another filesystem
-            shutil.copy2(s, d)
-
-    shutil.copytree(src, dest, copy_function=link, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns(*ALWAYS_EXCLUDE))
-
-
-def put_inputs(cfg: AmigoConfig, run_id: str, data: Path | None, adapter: Path | None,
-               model: Path | None = None) -> tuple[str, int, int]:
-    """Dataset (None: the target prepares it) + previous adapter (+ a local base model folder, as
-    base-model/) -> store manifest inputs/<run>; train/ code -> code/<run>. Returns (inputs manifest, bytes sent, bytes already there)."""
-    staging = paths.work_dir(cfg.root, run_id) / "inputs-staging"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    if data is not None:
-        try:  # a hard link: a multi-GB prepared dataset is not copied just to be hashed and uploaded
-            os.link(data, staging / "data.jsonl")
-        except OSError:  # another filesystem
-            shutil.copy2(data, staging / "data.jsonl")
-    if adapter is not None:
-        shutil.copytree(adapter, staging / "adapter")
-    if model is not None:  # content-addressed: an unchanged model is not sent twice
-        link_tree(model, staging / BASE_MODEL_DIR)
-    store = open_from_config(cfg)
-    sent = skipped = 0
-    for src, name in ((staging, manifest_names.inputs(run_id)), (REPO_ROOT / "train", manifest_names.code(run_id))):
-        t = store.put_dir(src, name)
-        sent, skipped = sent + t.bytes_sent, skipped + t.bytes_skipped
-    shutil.rmtree(staging)
-    return manifest_names.inputs(run_id), sent, skipped
-
-
 def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     """Prepare, store inputs, claim and start a run; follow it unless --detach. Returns the final Run.
 
@@ -314,7 +260,7 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
         model = model_to_send(cfg, target)
         manifest, sent, skipped = put_inputs(cfg, run_id, data.upload, adapter,
                                              model if transport == "store" else None)
-        console.print(f"store: {_mb(sent)} uploaded, {_mb(skipped)} already there ({cfg.store.url})")
+        console.print(f"store: {mb(sent)} uploaded, {mb(skipped)} already there ({cfg.store.url})")
         build_bundle(workdir)
         envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est, adapter), max_runtime, est)
         if opts.spot:  # a SIGTERM there is a preemption: the entrypoint's exit_reason says so
@@ -323,7 +269,7 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
             envs["AMIGO_SET"] += " from_base=true"
         if probe:  # K steps, a progress line each, no checkpoint
             envs["AMIGO_SET"] += f" max_steps={opts.probe_steps} logging_steps=1 save_steps={10**6}"
-        envs.update(_transport_envs(cfg, transport, manifest, workdir, data.upload, adapter, model))
+        envs.update(transport_envs(cfg, transport, manifest, workdir, data.upload, adapter, model))
         if data.job is not None:  # the target fetches and prepares the hub dataset itself
             envs["AMIGO_PREPARE"] = json.dumps({k: data.job[k] for k in ("source", "max_length", "check")})
         if model is not None:  # the laptop's path means nothing there: the synced copy's
@@ -354,26 +300,3 @@ def _resumable(runs: RunStore, stage: int) -> str | None:
         if r:
             return r.id
     raise UserError(f"--resume: no FAILED or STOPPED stage {stage} run to resume")
-
-
-def _transport_envs(cfg, transport, manifest, workdir: Path, data: Path | None, adapter: Path | None,
-                    model: Path | None = None) -> dict[str, str]:
-    if transport == "store":
-        envs = {"AMIGO_INPUTS": manifest, "AMIGO_STORE_URI": store_uri(cfg),
-                "AMIGO_STORE_ENDPOINT": cfg.store.endpoint_url or ""}
-    else:  # rsync: the inputs travel inside the workdir (SkyPilot's workdir sync is rsync: incremental)
-        inputs = workdir / "inputs"
-        inputs.mkdir(exist_ok=True)
-        if data is not None:
-            shutil.copy2(data, inputs / "data.jsonl")
-        if adapter is not None:
-            shutil.copytree(adapter, inputs / "adapter", dirs_exist_ok=True)
-        if model is not None:
-            link_tree(model, inputs / BASE_MODEL_DIR)
-        envs = {"AMIGO_INPUTS": "", "AMIGO_STORE_URI": "", "AMIGO_STORE_ENDPOINT": ""}
-    envs["AMIGO_ADAPTER_FROM"] = "inputs/adapter" if adapter is not None else ""
-    return envs
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n:,} bytes"
