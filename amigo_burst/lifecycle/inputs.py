@@ -20,6 +20,8 @@ from train.storage import ALWAYS_EXCLUDE
 from train.storage import names as manifest_names
 
 BASE_MODEL_DIR = "base-model"  # a local base model folder, sent to a cloud target as inputs/base-model
+MACHINE_STORE_DIR = "~/.amigo/store"  # no bucket: the trainer's mirror on the rented machine's disk
+MACHINE_STORE = f"file://{MACHINE_STORE_DIR}"
 
 
 def model_to_send(cfg: AmigoConfig, target: Target) -> Path | None:
@@ -94,7 +96,9 @@ def transport_envs(cfg, transport, manifest, workdir: Path, data: Path | None, a
             shutil.copytree(adapter, inputs / "adapter", dirs_exist_ok=True)
         if model is not None:
             link_tree(model, inputs / BASE_MODEL_DIR)
-        envs = {"AMIGO_INPUTS": "", "AMIGO_STORE_URI": "", "AMIGO_STORE_ENDPOINT": ""}
+        # checkpoints and outputs mirrored into a store on the machine's own disk, which the worker pulls
+        # to this laptop's store as they are written (lifecycle/pull.py): verified, resumable
+        envs = {"AMIGO_INPUTS": "", "AMIGO_STORE_URI": MACHINE_STORE, "AMIGO_STORE_ENDPOINT": ""}
     envs["AMIGO_ADAPTER_FROM"] = "inputs/adapter" if adapter is not None else ""
     return envs
 

@@ -1,8 +1,10 @@
 """The launch loop, controller side: prepare -> store inputs -> record -> hand to a worker.
 
-    launch(): stage dataset prepared and token-counted, the estimate checked against the budget,
-              inputs (dataset, previous adapter, train/ code) put in the store, the run claimed
-              in the state DB, launch.json written (handoff.py), and a detached worker started.
+    launch(): stage dataset prepared and token-counted, the estimate checked against what this attempt
+              may spend (money.py: the stage's budget less earlier attempts, within the project's),
+              inputs (dataset, previous adapter, train/ code) put in the store, the run claimed in the
+              state DB with its ledger row, the cap the machine enforces in its envs, launch.json
+              written (handoff.py), and a detached worker started. `--resume`: resume.py.
     worker.py: runs the target (local subprocesses or SkyPilot), streams the log into
               .amigo/runs/<id>/train.log, brings outputs back, records the end.
 
@@ -15,12 +17,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from amigo_burst import planner
 from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError, one_line
+from amigo_burst.lifecycle import money, resume
 from amigo_burst.lifecycle.download import ensure_downloaded
 from amigo_burst.lifecycle.follow import follow
 from amigo_burst.lifecycle.handoff import LaunchPlan, spawn_worker, write_plan
@@ -46,6 +50,7 @@ from amigo_burst.numbers import check_positive
 from amigo_burst.planning.matrix import Cell
 from amigo_burst.stages import get_stage
 from amigo_burst.state import ids, paths
+from amigo_burst.state.ledger import Ledger
 from amigo_burst.state.records import Run, RunStore, open_records
 from amigo_burst.state.store import open_from_config
 from amigo_burst.targets import Target, get_target
@@ -70,6 +75,7 @@ class LaunchOptions:
     probe_steps: int | None = None  # a probe (lifecycle/probe.py): this many steps, recorded as a probe
     cluster: str | None = None  # run on this (kept) cluster: `launch --probe` reuses the probe's
     warn_unrehearsed: bool = True  # False when the caller (pipeline) already warned once
+    share_usd: float | None = None  # pipeline: the most this stage may spend of the project's money left
 
     def __post_init__(self) -> None:
         if self.from_run and self.from_base:
@@ -218,6 +224,8 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     prev = previous_run(spec.number, opts.from_run, opts.from_base, runs)
     check_fit_first(cfg, spec.number, target, opts.force, gpu=opts.gpu)
     open_from_config(cfg, bars=False).list_manifests("inputs/")  # reachable? a wrong bucket costs nothing yet
+    # --resume: which run and checkpoint, before any dataset is read (nothing to resume: say so, at once)
+    point = resume.find(cfg, runs, spec.number) if opts.resume else None
     adapter = ensure_downloaded(cfg, prev.id) / "adapter" if prev is not None else None
     from_id = prev.id if prev is not None else None
 
@@ -233,25 +241,28 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     ecfg = cfg if method is None else cfg.model_copy(update={"model": cfg.model.model_copy(update={"method": method})})
     est = planner.estimate_for_launch(ecfg, spec.number, target, data.tokens, gpu=opts.gpu, max_usd=opts.max_usd,
                                       cpu_fallback=probe)
-    budget = planner.budget_for(cfg, spec.number, max_usd=opts.max_usd)
-    # a probe costs minutes, not the stage: only the fit is checked, and it is capped in time
-    check_estimate(spec.number, target, est, planner.Budget() if probe else budget, opts.force)
+    # a probe costs minutes, not the stage: only the fit is checked, and it is capped in time; a resume
+    # gets what its earlier attempts left of the stage's budget; every attempt at most the project's rest
+    budget = planner.Budget() if probe else planner.budget_left(cfg, spec.number, runs, max_usd=opts.max_usd,
+                                                               resume_id=point.run.id if point else None,
+                                                               share_usd=opts.share_usd)
+    lim = money.limits_for(budget, est, target, PROBE_MAX_RUNTIME_S if probe else None)
+    check_estimate(spec.number, target, est, budget, opts.force, lim)
     usd_h = est.usd_per_hour if est is not None else None
-    # the runtime cap at the dearest machine SkyPilot may fall back to: the budget holds whichever it rents
-    cap_usd_h = est.max_usd_per_hour if est is not None else None
-    max_runtime = PROBE_MAX_RUNTIME_S if probe else planner.runtime_limit_s(budget, cap_usd_h)
 
-    resume_id = _resumable(runs, spec.number) if opts.resume else None
-    if resume_id:
-        est = same_batch(runs.get(resume_id).estimate, est)
-    run_id = resume_id or ids.new_run_id(spec.number, target.alias)
+    if point is not None:
+        est = same_batch(point.run.estimate, est)
+        console.print(point.line())
+    run_id = point.run.id if point else ids.new_run_id(spec.number, target.alias)
     cluster = None if target.is_local else (opts.cluster or ids.cluster_name(run_id))
     artifacts = {"dataset": data.record(), **({"from_run": from_id} if from_id else {}),
-                 **({"probe": True} if probe else {})}
+                 **({"probe": True} if probe else {}), **({"spot": True} if opts.spot else {})}
     run = Run(id=run_id, stage=spec.number, target=target.name, cluster=cluster, status="PENDING",
               usd_per_hour=usd_h, estimate=est.to_record() if est is not None else {}, pid=os.getpid(),
               artifacts=artifacts)
-    runs.claim_stage(spec.number, run, replace=bool(resume_id))
+    now = time.time()
+    runs.claim_stage(spec.number, run, replace=point is not None,
+                     attempt=money.attempt_row(run_id, spec.number, lim, usd_h, now))
 
     try:
         workdir = paths.work_dir(cfg.root, run_id)
@@ -262,7 +273,8 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
                                              model if transport == "store" else None)
         console.print(f"store: {mb(sent)} uploaded, {mb(skipped)} already there ({cfg.store.url})")
         build_bundle(workdir)
-        envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est, adapter), max_runtime, est)
+        envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est, adapter), lim.train_s, est)
+        envs.update(money.cap_envs(lim, now))
         if opts.spot:  # a SIGTERM there is a preemption: the entrypoint's exit_reason says so
             envs["AMIGO_SPOT"] = "1"
         if adapter is None and spec.number > 1:  # --from-base: the entrypoint must be told, not guess
@@ -270,6 +282,10 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
         if probe:  # K steps, a progress line each, no checkpoint
             envs["AMIGO_SET"] += f" max_steps={opts.probe_steps} logging_steps=1 save_steps={10**6}"
         envs.update(transport_envs(cfg, transport, manifest, workdir, data.upload, adapter, model))
+        if point is not None:  # the trainer refuses to start over when the checkpoint did not arrive
+            envs["AMIGO_RESUME_STEP"] = str(point.step)
+            if transport == "rsync":
+                resume.place(cfg, point, workdir)
         if data.job is not None:  # the target fetches and prepares the hub dataset itself
             envs["AMIGO_PREPARE"] = json.dumps({k: data.job[k] for k in ("source", "max_length", "check")})
         if model is not None:  # the laptop's path means nothing there: the synced copy's
@@ -279,24 +295,25 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
                                         transport, opts.spot, opts.keep, gpu))
         runs.update(run_id, pid=spawn_worker(cfg, run_id))
     except KeyboardInterrupt:
-        runs.update(run_id, status="FAILED", reason="launch interrupted (Ctrl-C) before the run started")
+        _not_started(runs, run_id, "launch interrupted (Ctrl-C) before the run started")
         raise
     except BaseException as e:
-        runs.update(run_id, status="FAILED", reason=one_line(f"launch: {e}"))
+        _not_started(runs, run_id, one_line(f"launch: {e}"))
         raise
     console.print(f"run [bold]{run_id}[/bold] started on {target.name}"
                   + (f" (cluster {cluster})" if cluster else "")
-                  + (f", budget {max_runtime}s" if max_runtime else ""))
+                  + (f", budget {lim.train_s}s" if lim.train_s else ""))
+    from rich.markup import escape
+
+    for line in (money.worst_case_line(lim, budget), money.no_bucket_line(cfg.store.url, target)):
+        if line:
+            console.print(escape(line), soft_wrap=True)
     if opts.detach:
         console.print(f"follow it with: amigo-burst logs {run_id} -f")
         return runs.get(run_id)
     return follow(cfg, run_id, console)
 
 
-def _resumable(runs: RunStore, stage: int) -> str | None:
-    """The newest FAILED/STOPPED run of the stage (its checkpoints are reused), if any."""
-    for status in ("FAILED", "STOPPED"):
-        r = runs.latest(stage, status=status)
-        if r:
-            return r.id
-    raise UserError(f"--resume: no FAILED or STOPPED stage {stage} run to resume")
+def _not_started(runs: RunStore, run_id: str, reason: str) -> None:
+    runs.update(run_id, status="FAILED", reason=reason)
+    Ledger(runs).close(run_id)

@@ -4,7 +4,7 @@
     preflight              SkyPilot's own credential check for the target's cloud (no API server)
     previous_run           the lineage: --from names a successful stage N-1 run
     check_fit_first        the pure memory-fit check, before any dataset or tokenizer is touched
-    check_estimate         the estimate with the real token count against the budget
+    check_estimate         the estimate with the real token count against the budget (planning/budget.py)
     hub_offline_if_unreachable   no network: the hub libraries read their caches instead of retrying
 
 Each refusal is a UserError: one line, exit 2, no run recorded.
@@ -21,7 +21,9 @@ from amigo_burst import planner
 from amigo_burst.clouds import CLOUDS
 from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError
+from amigo_burst.planning.budget import AUTODOWN_IDLE_MIN, KILL_GRACE_S, Limits, limits
 from amigo_burst.planning.matrix import Cell
+from amigo_burst.planning.units import hours_text
 from amigo_burst.runners.sky import cloud_access
 from amigo_burst.state.records import Run, RunStore
 from amigo_burst.targets import Target
@@ -112,13 +114,32 @@ def hub_offline_if_unreachable(cfg: AmigoConfig, stage: int, timeout_s: float = 
     return True
 
 
-def check_estimate(stage: int, target: Target, est: Cell | None, budget: planner.Budget, force: bool) -> None:
-    """Refuse (UserError) a launch its estimate says is over budget or does not fit, unless --force."""
-    if est is None or force:
+def check_estimate(stage: int, target: Target, est: Cell | None, budget: planner.Budget, force: bool,
+                   lim: Limits | None = None) -> None:
+    """Refuse (UserError) a launch its estimate says is over budget or does not fit, unless --force.
+
+    One rule with the cap the job carries (planning/budget.py): the estimate must fit what the budget
+    buys on this machine after the kill grace and the autodown wait, with a 10% margin; a budget already
+    spent (earlier attempts, the project's max_usd) refuses any launch."""
+    if force:
         return
-    if budget.usd and est.usd and est.usd > budget.usd:
-        raise UserError(f"estimated ${est.usd:.2f} exceeds the ${budget.usd:.2f} budget by "
-                        f"${est.usd - budget.usd:.2f}: raise --max-usd or pass --force")
+    fix = "raise [project] max_usd" if budget.source == "project" else "raise --max-usd"
+    why = f" ({budget.note})" if budget.note else ""
+    if budget.usd is not None and budget.usd <= 0:
+        raise UserError(f"stage {stage}: nothing is left of its budget{why}: {fix} or pass --force")
+    if est is None:
+        return
+    lim = lim or limits(budget.usd, budget.hours, est.max_usd_per_hour or est.usd_per_hour,
+                        cloud=not target.is_local, est_hours=est.hours)
+    if est.fits and not lim.allows(est.hours):
+        rate = lim.usd_per_hour
+        after_cap = f" less {KILL_GRACE_S // 60} min to save and {AUTODOWN_IDLE_MIN} min idle before autodown"
+        if budget.usd is not None and rate and est.usd is not None and est.usd > lim.allow_s / 3600 * rate - 1e-9:
+            raise UserError(f"estimated ${est.usd:.2f} ({hours_text(est.hours)} at ${rate:.2f}/h) exceeds the "
+                            f"${budget.usd:.2f} budget{why}: within it the job may take {hours_text(lim.allow_s / 3600)} "
+                            f"(90% of what it buys{'' if target.is_local else after_cap}): {fix} or pass --force")
+        raise UserError(f"estimated {hours_text(est.hours)} exceeds the {budget.hours:g} h deadline: raise "
+                        "max_hours or pass --force")
     if not est.fits:
         raise UserError(f"stage {stage} does not fit {target.name} ({est.reason or 'not enough GPU memory'}): "
                         "pick another --cloud, or --force")

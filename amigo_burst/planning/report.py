@@ -146,13 +146,16 @@ def build_benchmarks(runs: list[dict]) -> list[dict]:
 
 def build_report(runs: list[dict], strategies: list[dict] | None = None,
                  local_targets: set[str] | frozenset = frozenset(), *, project: str = "", generated: str = "",
-                 calibration: list[dict] | None = None, compare: list[dict] | None = None) -> dict:
+                 calibration: list[dict] | None = None, compare: list[dict] | None = None,
+                 money: dict | None = None) -> dict:
+    """MONEY: the ledger's spent / committed / left (planning/ledger.py), when the project has one."""
     rows = build_rows(runs)
     rep = {"project": project, "generated": generated, "runs": rows, "stages": stage_rows(rows),
            "totals": build_totals(rows, local_targets), "strategies": strategies or [],
            "calibration": calibration or [], "compare": compare or []}
     bench = build_benchmarks(runs)
-    return {**rep, "benchmarks": bench} if bench else rep
+    rep = {**rep, "benchmarks": bench} if bench else rep
+    return {**rep, "money": [money]} if money else rep
 
 
 # --------------------------------------------------------------------------- text renderings
@@ -190,6 +193,8 @@ CALIBRATION_COLUMNS = (("GPU", "gpu", str), ("method", "method", str), ("tokens/
 BENCH_COLUMNS = (("stage", "stage", str), ("run", "id", str), ("problems", "problems", str),
                  ("pass@1", "pass_at_1", lambda x: f"{x:.3f}"), ("change", "pass_at_1_change", lambda x: f"{x:+.3f}"),
                  ("$", "usd", usd_text), ("pass@1 per $", "pass_at_1_per_usd", lambda x: f"{x:.3g}"))
+MONEY_COLUMNS = (("spent", "spent", usd_text), ("committed (running, worst case)", "committed", usd_text),
+                 ("left", "left", usd_text), ("project max_usd", "max_usd", usd_text))
 COMPARE_COLUMNS = (("figure", "figure", str), ("original", "original", str), ("computed", "computed", str),
                    ("why", "reason", str))
 
@@ -234,6 +239,7 @@ def rich_tables(report: dict) -> list:
                       cell(r["est_peak_vram_gib"], r["actual_peak_vram_gib"], r["peak_vram_error_pct"], f_gib))
         out.append(t)
     for title, cols, rows in (("totals", TOTAL_COLUMNS, report["totals"]),
+                              ("money (the ledger: every attempt, hours x $/h)", MONEY_COLUMNS, report.get("money") or []),
                               ("strategies (estimated)", STRATEGY_COLUMNS[:3], report["strategies"]),
                               ("calibration in use", CALIBRATION_COLUMNS, report.get("calibration") or []),
                               ("HumanEval pass@1 per stage", BENCH_COLUMNS, report.get("benchmarks") or [])):
@@ -256,6 +262,7 @@ def to_markdown(report: dict) -> str:
                                report.get("stages") or []),
                               ("Runs: estimated vs actual", COLUMNS, report["runs"]),
                               ("Totals", TOTAL_COLUMNS, report["totals"]),
+                              ("Money (the ledger: every attempt, hours x $/h)", MONEY_COLUMNS, report.get("money") or []),
                               ("Strategies (estimated)", STRATEGY_COLUMNS, report["strategies"]),
                               ("Calibration in use", CALIBRATION_COLUMNS, report.get("calibration") or []),
                               ("HumanEval pass@1 per stage", BENCH_COLUMNS, report.get("benchmarks") or []),
