@@ -35,6 +35,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "FAILED_SETUP", "FAILED_DRIVER", "CANCELLED",
 GONE = "GONE"  # the cluster itself is gone (scancel, preemption, autodown, torn down elsewhere)
 BACKOFF_S = (5, 10, 20, 40, 80, 160, 300)
 STEADY_S = 60.0  # a stream that lasted this long was healthy: the next loss starts the backoff over
+SEEN_FILE = "job-lines"  # in the run's folder: how many lines of the job's log train.log already has
 
 
 def run_sky(cfg, plan: LaunchPlan, secrets, sink, runs, job: int | None = None, collect=None) -> int:
@@ -60,10 +61,11 @@ def run_sky(cfg, plan: LaunchPlan, secrets, sink, runs, job: int | None = None, 
                 sink(f"cluster {plan.cluster} torn down")
             raise
         runs.update(plan.run_id, job_id=job)
+        (paths.run_dir(cfg.root, plan.run_id) / SEEN_FILE).unlink(missing_ok=True)  # a new job: none seen
     run_dir = paths.run_dir(cfg.root, plan.run_id)
     puller = Puller(cfg, plan.run_id, plan.cluster, sink) if plan.transport == "rsync" else None
     with PullLoop(puller, sink):
-        status = follow_to_end(plan.cluster, job, sink, machine_end(plan), run_dir / "job-lines")
+        status = follow_to_end(plan.cluster, job, sink, machine_end(plan), run_dir / SEEN_FILE)
     if puller is not None:
         puller.last_pull(gone=status == GONE)
     try:
@@ -139,9 +141,14 @@ class _Skip:
         if self.n > self.have:
             self.have = self.n
             self.sink(line)
+            if self.have % 20 == 0:  # a worker killed mid-stream leaves the count for the next one
+                self._write()
 
     def save(self) -> None:
         self.n = 0  # the next stream starts from the job's first line again
+        self._write()
+
+    def _write(self) -> None:
         if self.seen_file is not None:
             try:
                 self.seen_file.write_text(str(self.have))
