@@ -209,6 +209,8 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     Everything that can refuse without side effects runs first, in order of cost: options vs target,
     the cloud's credentials (SkyPilot's check), the lineage of --from, the memory fit (pure), the store;
     only then the dataset is read and a run recorded."""
+    from rich.markup import escape
+
     spec = get_stage(opts.stage)
     target = resolve_target(cfg, spec.number, opts.cloud)
     check_target_options(target, opts.gpu, opts.spot)
@@ -252,7 +254,7 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
 
     if point is not None:
         est = same_batch(point.run.estimate, est)
-        console.print(point.line())
+        console.print(escape(point.line()), soft_wrap=True)
     run_id = point.run.id if point else ids.new_run_id(spec.number, target.alias)
     cluster = None if target.is_local else (opts.cluster or ids.cluster_name(run_id))
     artifacts = {"dataset": data.record(), **({"from_run": from_id} if from_id else {}),
@@ -303,8 +305,6 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     console.print(f"run [bold]{run_id}[/bold] started on {target.name}"
                   + (f" (cluster {cluster})" if cluster else "")
                   + (f", budget {lim.train_s}s" if lim.train_s else ""))
-    from rich.markup import escape
-
     for line in (money.worst_case_line(lim, budget), money.no_bucket_line(cfg.store.url, target)):
         if line:
             console.print(escape(line), soft_wrap=True)
