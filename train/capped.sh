@@ -9,12 +9,18 @@
 # SIGKILL, and it exits 124. The cluster is then idle and SkyPilot's autodown removes it: nobody
 # needs to be watching. AMIGO_DEADLINE 0 / unset: no cap (the laptop, `sky launch` by hand).
 #
-# The phase's pid (timeout's: it passes a signal on to everything under it) is kept in
-# ~/.amigo/jobs/<run>.pid: `amigo-burst down RUN` sends SIGTERM there to stop with a checkpoint.
+# On a rented machine (AMIGO_ON_MACHINE=1, set by every cloud launch) or under a cap, the phase runs in
+# a process group of its own (timeout's), and its pid is kept in ~/.amigo/jobs/<run>.pid: `amigo-burst
+# down RUN` sends SIGTERM there to stop with a checkpoint, and timeout passes it on to all of the job.
+# On this laptop without a cap (the local runner) the phase simply runs, in the runner's own process
+# group, which `down` and the tests signal as a whole.
 set -uo pipefail
 phase=$1
 shift
 deadline=${AMIGO_DEADLINE:-0}
+if [ "$deadline" = "0" ] && [ "${AMIGO_ON_MACHINE:-0}" != "1" ]; then
+  exec "$@"
+fi
 left=0
 if [ "$deadline" != "0" ]; then
   left=$((deadline - $(date +%s)))

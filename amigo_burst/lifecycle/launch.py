@@ -276,7 +276,7 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
         console.print(f"store: {mb(sent)} uploaded, {mb(skipped)} already there ({cfg.store.url})")
         build_bundle(workdir)
         envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est, adapter), lim.train_s, est)
-        envs.update(money.cap_envs(lim, now))
+        envs.update(money.cap_envs(lim, now, cloud=not target.is_local))
         if opts.spot:  # a SIGTERM there is a preemption: the entrypoint's exit_reason says so
             envs["AMIGO_SPOT"] = "1"
         if adapter is None and spec.number > 1:  # --from-base: the entrypoint must be told, not guess

@@ -34,12 +34,13 @@ def limits_for(budget: Budget, est: Cell | None, target: Target, probe_s: int | 
     return rule.limits(budget.usd, budget.hours, rate, cloud=cloud, est_hours=est.hours if est is not None else None)
 
 
-def cap_envs(lim: rule.Limits, now: float) -> dict[str, str]:
-    """What the machine enforces (train/capped.sh, train/run.sh); no cap: AMIGO_DEADLINE 0."""
+def cap_envs(lim: rule.Limits, now: float, cloud: bool) -> dict[str, str]:
+    """What the machine enforces (train/capped.sh, train/run.sh); no cap: AMIGO_DEADLINE 0. A cloud job
+    runs in a process group of its own there, so `down` can signal all of it (AMIGO_ON_MACHINE)."""
+    envs = {"AMIGO_ON_MACHINE": "1" if cloud else "0", "AMIGO_CAP_GRACE_S": str(rule.KILL_GRACE_S)}
     if not lim.cap_s:
-        return {"AMIGO_DEADLINE": "0", "AMIGO_RESERVE_S": "0", "AMIGO_CAP_GRACE_S": str(rule.KILL_GRACE_S)}
-    return {"AMIGO_DEADLINE": str(int(now + lim.cap_s)), "AMIGO_RESERVE_S": str(lim.reserve_s),
-            "AMIGO_CAP_GRACE_S": str(rule.KILL_GRACE_S)}
+        return {**envs, "AMIGO_DEADLINE": "0", "AMIGO_RESERVE_S": "0"}
+    return {**envs, "AMIGO_DEADLINE": str(int(now + lim.cap_s)), "AMIGO_RESERVE_S": str(lim.reserve_s)}
 
 
 def attempt_row(run_id: str, stage: int, lim: rule.Limits, rate: float | None, now: float) -> Attempt:
