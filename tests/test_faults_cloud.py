@@ -111,6 +111,7 @@ class Clock:
 PULL_FAST = {"AMIGO_PULL_EVERY_S": "3"}  # the worker pulls the machine's checkpoints every 3 s (default 60)
 
 
+@pytest.mark.timeout(1800)  # two launches on fresh clusters and their training, on a busy machine
 def test_scancel_then_resume_on_a_new_cluster_then_down_keeps_every_checkpoint(slurm_sky_home, tiny_model, tmp_path,
                                                                             faults):
     """No bucket (file:// store). `scancel` of the cluster's Slurm job mid-run: FAILED with the reason, torn
@@ -185,6 +186,7 @@ HANG = ("run: |\n  bash train/capped.sh run bash train/run.sh",
 CAP_H = 0.05  # 180 s from the launch: provisioning, setup and the stalled fetch all inside it
 
 
+@pytest.mark.timeout(1200)
 def test_a_job_hanging_before_training_with_nobody_watching_is_ended_by_its_cap(slurm_sky_home, tiny_model,
                                                                                 tmp_path, faults):
     """A stalled inputs fetch, the worker SIGKILLed right after provisioning and its record lost: the
@@ -249,6 +251,7 @@ def test_a_job_hanging_before_training_with_nobody_watching_is_ended_by_its_cap(
     clock.mark("status, down --cluster")
 
 
+@pytest.mark.timeout(1200)
 def test_a_cut_log_stream_then_a_killed_worker_and_the_job_still_finishes(slurm_sky_home, tiny_model, moto_server,
                                                                           tmp_path, faults):
     """The log stream cut while the worker lives (SkyPilot's API server on this laptop stopped): the worker

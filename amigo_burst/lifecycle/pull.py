@@ -21,7 +21,7 @@ import shutil
 import threading
 import time
 
-from amigo_burst.errors import UserError, one_line
+from amigo_burst.errors import one_line
 from amigo_burst.lifecycle.inputs import MACHINE_STORE_DIR
 from amigo_burst.runners.sky_ssh import rsync_down
 from amigo_burst.state import paths
@@ -29,6 +29,9 @@ from amigo_burst.state.store import open_from_config
 from train.storage import names as manifest_names
 
 PULL_EVERY_S = float(os.environ.get("AMIGO_PULL_EVERY_S") or 60)  # tests pull every few seconds
+# the machine's store as rsync names it: relative to the remote home (rsync does not expand ~ in the
+# source of --files-from)
+REMOTE_STORE = MACHINE_STORE_DIR.removeprefix("~/")
 
 
 class Puller:
@@ -48,8 +51,7 @@ class Puller:
             if need:
                 listing = self.staging / "objects.txt"
                 listing.write_text("".join(f"{sha[:2]}/{sha}\n" for sha in need))
-                rsync_down(self.cluster, f"{MACHINE_STORE_DIR}/objects", self.staging / "objects",
-                           files_from=listing)
+                rsync_down(self.cluster, f"{REMOTE_STORE}/objects", self.staging / "objects", files_from=listing)
             taken = [m["name"] for m in todo if not self.store.adopt(m, self.staging / "objects")]
         for name in taken:
             if "/checkpoints/" in name:
@@ -59,13 +61,9 @@ class Puller:
     def _manifests(self) -> list[dict]:
         local = self.staging / "manifests"
         shutil.rmtree(local, ignore_errors=True)
-        remote = f"{MACHINE_STORE_DIR}/manifests/{manifest_names.outputs(self.run_id).rsplit('/', 1)[0]}"
-        try:
-            rsync_down(self.cluster, remote, local, exclude=(".tmp-*",))
-        except UserError as e:
-            if "No such file or directory" in str(e):  # nothing mirrored yet (training not started)
-                return []
-            raise
+        remote = f"{REMOTE_STORE}/manifests/{manifest_names.outputs(self.run_id).rsplit('/', 1)[0]}"
+        if not rsync_down(self.cluster, remote, local, exclude=(".tmp-*",), missing_ok=True):
+            return []  # nothing mirrored yet (training not started)
         found = []
         for p in sorted(local.rglob("*.json")):
             try:

@@ -31,18 +31,24 @@ def _config_or_error(cluster: str) -> Path:
 
 
 def rsync_down(cluster: str, remote: str, local: Path, exclude: tuple[str, ...] = (),
-               files_from: Path | None = None) -> None:
+               files_from: Path | None = None, missing_ok: bool = False) -> bool:
     """Copy CLUSTER:REMOTE/ (e.g. ~/sky_workdir/outputs) into LOCAL/; FILES_FROM: only the paths it
-    lists (relative to REMOTE)."""
+    lists (relative to REMOTE: then REMOTE must be relative to the remote home, rsync does not expand ~
+    there). missing_ok: a REMOTE that does not exist is False, not an error."""
     cfg = _config_or_error(cluster)
     Path(local).mkdir(parents=True, exist_ok=True)
     cmd = ["rsync", "-a", "-e", f"ssh -F {cfg} -o ConnectTimeout={SSH_TIMEOUT_S}",
            *(f"--exclude={x}" for x in exclude), *([f"--files-from={files_from}"] if files_from else []),
            f"{cluster}:{remote.rstrip('/')}/", f"{local}/"]
     done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["?"])[-1]
-        raise UserError(f"rsync from {cluster}:{remote} failed (exit {done.returncode}): {last}")
+    if done.returncode == 0:
+        return True
+    lines = [ln for ln in done.stderr.strip().splitlines() if not ln.startswith("Warning: Permanently added")]
+    if missing_ok and any("change_dir" in ln and "No such file or directory" in ln for ln in lines):
+        return False
+    # the line that says why (rsync's own summary lines come after it)
+    why = next((ln for ln in lines if not ln.startswith("rsync error:") and "Broken pipe" not in ln), None)
+    raise UserError(f"rsync from {cluster}:{remote} failed (exit {done.returncode}): {why or (lines or ['?'])[-1]}")
 
 
 def signal_job(cluster: str, run_id: str) -> bool:
