@@ -91,7 +91,7 @@ MUTANTS: tuple[Mutant, ...] = (
            ("tests/test_train_learning.py",), slow=True),
     # --- budgets ---
     Mutant("--max-usd refusal off", "amigo_burst/lifecycle/preflight.py",
-           "if est.fits and not lim.allows(est.hours):", "if False:",
+           "if est.fits and budget.usd is not None and rate and not dollars.allows(est.hours):", "if False:",
            (B + "test_over_max_usd_is_refused_before_anything_is_launched",)),
     Mutant("stage max_usd ignored", "amigo_burst/planner.py",
            "usd = max_usd if max_usd is not None else sc.max_usd", "usd = max_usd",

@@ -118,9 +118,11 @@ def check_estimate(stage: int, target: Target, est: Cell | None, budget: planner
                    lim: Limits | None = None) -> None:
     """Refuse (UserError) a launch its estimate says is over budget or does not fit, unless --force.
 
-    One rule with the cap the job carries (planning/budget.py): the estimate must fit what the budget
-    buys on this machine after the kill grace and the autodown wait, with a 10% margin; a budget already
-    spent (earlier attempts, the project's max_usd) refuses any launch."""
+    One rule with the cap the job carries (planning/budget.py): the estimate must fit what the dollar
+    budget buys on this machine after the kill grace and the autodown wait, with a 10% margin; a budget
+    already spent (earlier attempts, the project's max_usd) refuses any launch. An hours budget is a
+    deadline the job is stopped at, never a refusal. LIM: the launch's limits (their $/h: the dearest
+    machine it may rent)."""
     if force:
         return
     fix = "raise [project] max_usd" if budget.source == "project" else "raise --max-usd"
@@ -129,17 +131,14 @@ def check_estimate(stage: int, target: Target, est: Cell | None, budget: planner
         raise UserError(f"stage {stage}: nothing is left of its budget{why}: {fix} or pass --force")
     if est is None:
         return
-    lim = lim or limits(budget.usd, budget.hours, est.max_usd_per_hour or est.usd_per_hour,
-                        cloud=not target.is_local, est_hours=est.hours)
-    if est.fits and not lim.allows(est.hours):
-        rate = lim.usd_per_hour
-        after_cap = f" less {KILL_GRACE_S // 60} min to save and {AUTODOWN_IDLE_MIN} min idle before autodown"
-        if budget.usd is not None and rate and est.usd is not None and est.usd > lim.allow_s / 3600 * rate - 1e-9:
-            raise UserError(f"estimated ${est.usd:.2f} ({hours_text(est.hours)} at ${rate:.2f}/h) exceeds the "
-                            f"${budget.usd:.2f} budget{why}: within it the job may take {hours_text(lim.allow_s / 3600)} "
-                            f"(90% of what it buys{'' if target.is_local else after_cap}): {fix} or pass --force")
-        raise UserError(f"estimated {hours_text(est.hours)} exceeds the {budget.hours:g} h deadline: raise "
-                        "max_hours or pass --force")
+    rate = (lim.usd_per_hour if lim is not None else None) or est.max_usd_per_hour or est.usd_per_hour
+    dollars = limits(budget.usd, None, rate, cloud=not target.is_local)
+    if est.fits and budget.usd is not None and rate and not dollars.allows(est.hours):
+        after_cap = "" if target.is_local else (f" less {KILL_GRACE_S // 60} min to save and {AUTODOWN_IDLE_MIN} "
+                                                "min idle before autodown")
+        raise UserError(f"estimated ${est.usd:.2f} ({hours_text(est.hours)} at ${rate:.2f}/h) exceeds the "
+                        f"${budget.usd:.2f} budget{why}: within it the job may take {hours_text(dollars.allow_s / 3600)} "
+                        f"(90% of what it buys{after_cap}): {fix} or pass --force")
     if not est.fits:
         raise UserError(f"stage {stage} does not fit {target.name} ({est.reason or 'not enough GPU memory'}): "
                         "pick another --cloud, or --force")
