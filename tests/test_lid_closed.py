@@ -198,3 +198,19 @@ def test_resume_finds_the_checkpoint_in_the_store_and_says_why_when_there_is_non
     work = tmp_path / "work"
     resume.place(cfg, point, work)  # no bucket: into the workdir SkyPilot syncs to the fresh machine
     assert [p.name for p in (work / "outputs" / "checkpoints").iterdir()] == ["checkpoint-6"]
+
+
+def test_a_relaunch_into_the_same_workdir_links_the_base_model_again(tmp_path):
+    """`launch --resume` without a bucket reuses the run's workdir, where the base model's hard links from
+    the first attempt are: they are kept when still the same file, replaced when the model changed."""
+    from amigo_burst.lifecycle.inputs import link_tree
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "w.safetensors").write_bytes(b"a" * 64)
+    link_tree(tmp_path / "model", tmp_path / "work")
+    link_tree(tmp_path / "model", tmp_path / "work")  # the resume: no error, still the same file
+    assert os.path.samefile(tmp_path / "model" / "w.safetensors", tmp_path / "work" / "w.safetensors")
+    (tmp_path / "model" / "w.safetensors").unlink()
+    (tmp_path / "model" / "w.safetensors").write_bytes(b"b" * 64)
+    link_tree(tmp_path / "model", tmp_path / "work")
+    assert (tmp_path / "work" / "w.safetensors").read_bytes() == b"b" * 64

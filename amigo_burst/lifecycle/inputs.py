@@ -47,6 +47,10 @@ def link_tree(src: Path, dest: Path) -> None:
     """A copy of SRC at DEST made of hard links where the filesystem allows (a 24 GB model folder is
     not copied just to be hashed and sent), real copies where it does not."""
     def link(s: str, d: str) -> None:
+        if os.path.lexists(d):  # a relaunch (--resume) into the same workdir: the copy there is the old one
+            if os.path.exists(d) and os.path.samefile(s, d):
+                return
+            os.unlink(d)
         try:
             os.link(s, d)
         except OSError:  # another filesystem
