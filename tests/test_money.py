@@ -266,6 +266,9 @@ def test_replan_keeps_the_plan_when_it_fits_else_the_cheapest_that_fits():
     broke = replan(cands, chosen, left_usd=need(cheap2) + need(cheap3) - 0.01)
     assert not broke.fits and broke.cells == {} and broke.need_usd == pytest.approx(need(cheap2) + need(cheap3))
     assert need(cheap2) == pytest.approx(3.0 / 0.9 + OVER / 3600 * 0.3)  # what its launch would accept
+    # a stage no machine fits is left to its launch (which refuses it with the reason), not priced at all
+    alone = replan({**cands, 4: [cell(1.0, 0.1, fits=False)]}, {**chosen, 4: None}, left_usd=100.0)
+    assert alone.fits and set(alone.cells) == {2, 3}
 
 
 def test_pipeline_refuses_stages_the_projects_money_cannot_pay_for(tmp_path, tiny_model, workers):

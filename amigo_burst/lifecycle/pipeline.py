@@ -124,8 +124,12 @@ def money_plan(cfg: AmigoConfig, opts: PipelineOptions, store: RunStore, stages:
     r = replan(candidates, chosen, money.left)
     listed = ", ".join(map(str, stages))
     if not r.fits:
-        raise UserError(f"stages {listed} need at least ${r.need_usd:,.2f} on the cheapest machines that fit, and "
-                        f"{money_line(money)}: raise [project] max_usd (or --force a single `launch`)")
+        why = (f"stages {listed} need at least ${r.need_usd:,.2f} on the cheapest machines that fit, and "
+               f"{money_line(money)}")
+        if not opts.force:
+            raise UserError(f"{why}: raise [project] max_usd, or pass --force")
+        console.print(f"[yellow]warning:[/yellow] {why}: going on (--force)")
+        return None
     for s in r.changed:
         if (s, r.cells[s].target, r.cells[s].launch_gpu) not in said:
             said.add((s, r.cells[s].target, r.cells[s].launch_gpu))
@@ -171,7 +175,7 @@ def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple
         money = money_plan(cfg, opts, store, [s for s in opts.stages if s >= stage and s not in done], console,
                            said)
         gpu = share = None
-        if money is None:
+        if money is None or stage not in money[0].cells:  # (a stage nothing fits: its launch says why)
             target = target_for(cfg, opts, stage, console)
         else:  # the re-plan's machine for this stage, and its share of what is left
             r, left = money

@@ -11,6 +11,7 @@ $/h), so a re-planned stage is also one its launch accepts. The rule:
     else each stage on its cheapest cell that fits (cost, then $/h, then hours): the cheapest that fits
     the money, not the fastest;
     else nothing fits: the least the stages need, for the refusal.
+A stage no machine of its target fits is left out: its launch refuses it, with the reason.
 """
 
 from __future__ import annotations
@@ -34,17 +35,15 @@ def need(cell: Cell) -> float:
 
 
 def replan(candidates: dict[int, list[Cell]], chosen: dict[int, Cell | None], left_usd: float) -> Replan:
-    planned = {s: c for s, c in chosen.items() if c is not None and c.fits}
+    """A stage with no cell that fits at all is left out (its launch refuses it with the reason)."""
+    candidates = {s: cells for s, cells in candidates.items() if any(c.fits and c.usd is not None for c in cells)}
+    planned = {s: c for s, c in chosen.items() if s in candidates and c is not None and c.fits}
     if len(planned) == len(candidates):
         total = sum(need(c) for c in planned.values())
         if total <= left_usd:
             return Replan(planned, total)
-    cheapest = {}
-    for s, cells in candidates.items():
-        fitting = [c for c in cells if c.fits and c.usd is not None]
-        if not fitting:
-            return Replan({}, float("inf"), fits=False)
-        cheapest[s] = min(fitting, key=lambda c: (need(c), *cost_key(c)))
+    cheapest = {s: min([c for c in cells if c.fits and c.usd is not None], key=lambda c: (need(c), *cost_key(c)))
+                for s, cells in candidates.items()}
     total = sum(need(c) for c in cheapest.values())
     changed = tuple(s for s, c in sorted(cheapest.items()) if planned.get(s) is not c)
     return Replan(cheapest if total <= left_usd else {}, total, changed, total <= left_usd)
