@@ -285,3 +285,23 @@ def test_pipeline_refuses_stages_the_projects_money_cannot_pay_for(tmp_path, tin
     assert r.exit_code == 2 and len(err.splitlines()) == 1, (r.exit_code, r.stdout[-2000:], err)
     assert err.startswith("error: stages 1, 2 need at least $") and "left of the project's" in err, err
     assert workers == [] and open_records(config.parent).list() == []
+
+
+def test_status_shows_the_money_and_a_spot_runs_recoveries(tmp_path):
+    """`status`: the ledger's spent / committed / left of the project's max_usd above the runs, and how
+    often SkyPilot recovered a spot run (the run list's note under it)."""
+    from typer.testing import CliRunner
+
+    from amigo_burst.cli.app import app
+
+    config = project(tmp_path, project_usd=10.0)
+    runs = open_records(config.parent)
+    now = time.time()
+    runs.claim_stage(2, Run(id="s2-vast-20261101-100000-aaaa", stage=2, target="vast", status="PENDING", pid=1,
+                            artifacts={"spot": True, "recoveries": 2}),
+                     attempt=att(run="s2-vast-20261101-100000-aaaa", started=now - 3600, ended=now - 1800, rate=2.0))
+    runs.update("s2-vast-20261101-100000-aaaa", status="SUCCEEDED", ended="2026-11-01T11:00:00Z")
+    r = CliRunner().invoke(app, ["--config", str(config), "status"], env={"COLUMNS": "100", "NO_COLOR": "1"})
+    assert r.exit_code == 0, r.output
+    assert "money: $1.00 spent, $0.00 committed (running, worst case), $9.00 left of the project's $10.00" in r.output
+    assert "↳ spot, recovered 2x" in r.output, r.output
