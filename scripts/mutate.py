@@ -181,6 +181,9 @@ MUTANTS: tuple[Mutant, ...] = (
            "    except Exception:  # noqa: BLE001 - SkyPilot could not ask the provider either: unknown, not gone\n"
            "        return GONE",
            (P + "test_a_machine_that_cannot_be_asked_is_followed_until_it_has_ended_itself",)),
+    Mutant("a job that died early: 'outputs not brought back' hides its own error", "amigo_burst/lifecycle/cloud_job.py",
+           "collect(cfg, plan, lambda _line: None)", "collect(cfg, plan, sink)",
+           (P + "test_worker_tears_down_once_the_job_has_ended",)),
     Mutant("spot: restarts on every error again", "amigo_burst/runners/sky_jobs.py",
            '"max_restarts_on_errors": 0', '"max_restarts_on_errors": 2',
            (P + "test_spot_launch_is_a_managed_job_restarted_on_preemption_only",)),

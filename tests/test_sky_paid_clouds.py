@@ -84,6 +84,8 @@ class SkySDK:
         self.calls.append(("tail_logs", cluster, job_id))
         self.tails += 1
         output_stream.write("(task, pid=7) AMIGO_PROGRESS {\"step\": 1}\n")  # replayed from the start each time
+        if self.job_end == "FAILED":
+            output_stream.write("(task, pid=7) error: inputs/data.jsonl:3: field 'request' is empty\n")
         if self.tails <= len(self.tail_errors):
             raise self.tail_errors[self.tails - 1]
         return 0 if self.job_end == "SUCCEEDED" else 100
@@ -178,8 +180,10 @@ def test_worker_tears_down_once_the_job_has_ended(monkeypatch, tmp_path, target,
     sdk = SkySDK(monkeypatch, job_end=job_end)
     cfg, plan, runs, sink = start_run(tmp_path, target, keep=False)
 
-    assert worker.run_sky(cfg, plan, {}, sink, runs) == 1
+    assert worker.run_sky(cfg, plan, {}, sink, runs, collect=worker.collect_outputs) == 1
     assert job_end != "gone" or (plan.cluster in sink.last_error and "allocation is gone" in sink.last_error)
+    # no outputs to collect from a job that died early: its own error line stays the reason
+    assert job_end != "FAILED" or sink.last_error == "error: inputs/data.jsonl:3: field 'request' is empty"
     assert sdk.named("down") == [("down", plan.cluster)]
     assert launched(sdk)["idle_minutes_to_autostop"] == AUTOSTOP_IDLE_MIN and launched(sdk)["down"] is True
 

@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from amigo_burst.errors import UserError, one_line
+from amigo_burst.errors import one_line
 from amigo_burst.lifecycle.handoff import AUTOSTOP_IDLE_MIN, LaunchPlan
 from amigo_burst.lifecycle.pull import Puller, PullLoop
 from amigo_burst.planning.budget import overhead_s
@@ -202,12 +202,12 @@ def _collected_rc(status: str, cfg, plan: LaunchPlan, sink, collect) -> int:
     """Outputs back (verified), then the job's end in the entrypoint's terms. A job that ended before
     writing any outputs keeps its own error line as the reason."""
     d = paths.run_dir(cfg.root, plan.run_id)
-    if collect is not None:
+    if collect is not None and status == "SUCCEEDED":
+        collect(cfg, plan, sink)
+    elif collect is not None:  # whatever it left (metrics.json says a budget stop or a SIGTERM's step)
         try:
-            collect(cfg, plan, sink)
-        except (UserError, Exception):
-            if status == "SUCCEEDED":
-                raise
+            collect(cfg, plan, lambda _line: None)  # its "not brought back" must not become the reason
+        except Exception:  # noqa: BLE001 - ended before writing any: its own error line stays the reason
             sink("no outputs of this run to bring back")
     return sky_rc(status, d, sink, plan.cluster)
 
