@@ -39,6 +39,9 @@ class Strict(BaseModel):
 
 class ProjectConfig(Strict):
     name: str = Field(min_length=1)
+    # the whole project's money: every attempt of every stage counts (the ledger), and a launch or a
+    # pipeline stage that would spend past what is left is refused; none: stage budgets only
+    max_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
 class ModelConfig(Strict):

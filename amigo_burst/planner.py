@@ -4,11 +4,16 @@
     estimate_for_launch(cfg, stage, target)  the plan cell a launch records and checks against
     auto_target(cfg, stage)                  `--cloud auto` / `pipeline --plan auto`
     budget_for(cfg, stage, max_usd=...)      which budget applies to a stage (see below)
+    budget_left(cfg, stage, runs, ...)       what one attempt may spend: less earlier attempts, within the project
+    project_money(cfg, runs)                 spent / committed / left of `[project] max_usd`
 
-The budget rule, the only place it is written: a budget given on the command line
+Which budget applies, the only place it is written: a budget given on the command line
 (`--max-usd`, `plan --budget-usd`, `--deadline-hours`) applies to every stage it names and wins
 over the stage's own `max_usd` / `max_hours` in amigo.toml, which apply otherwise. The command
-line is the more specific, more recent decision; amigo.toml holds the standing defaults.
+line is the more specific, more recent decision; amigo.toml holds the standing defaults. A resume
+gets the stage's budget less what the run's earlier attempts cost; every attempt gets at most what
+is left of the project's max_usd. What a budget buys (the cap on the machine, the trainer's share,
+the worst case, whether an estimate is within it): planning/budget.py, for plan and launch alike.
 
 Everything here reads files at the edge (amigo.toml's datasets, sky/*.yaml, price catalogs,
 run records) and hands plain data to the pure modules in planning/.
@@ -16,16 +21,19 @@ run records) and hands plain data to the pure modules in planning/.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
 
 from amigo_burst.clouds import PRICED
 from amigo_burst.config import AmigoConfig, LocalGpuConfig
 from amigo_burst.errors import UserError
+from amigo_burst.planning import budget as budget_rule
 from amigo_burst.planning.calibration import calibrate
 from amigo_burst.planning.compare import compare
 from amigo_burst.planning.estimate import StageExtras
 from amigo_burst.planning.hardware import gpu_for_accelerator, gpu_table, load_arch
+from amigo_burst.planning.ledger import Money, run_spent, totals
 from amigo_burst.planning.matrix import (
     Cell,
     Option,
@@ -39,13 +47,10 @@ from amigo_burst.planning.pricing import PriceTable, load_prices, local_usd_per_
 from amigo_burst.planning.strategies import Plan, build_plan
 from amigo_burst.stages import STAGES
 from amigo_burst.state import paths
+from amigo_burst.state.ledger import Ledger
 from amigo_burst.state.records import open_records
 from amigo_burst.targets import REPO_ROOT, Target, all_targets
 
-# The entrypoint gets 90% of the budget's machine-hours: setup and the model download run inside
-# the same billed hours, and it stops at the next step boundary after the limit (then saves).
-BUDGET_SHARE_FOR_TRAINING = 0.9
-MIN_RUNTIME_S = 60
 # Data-parallel sizes the plan considers (of those the catalog offers): the global batch of 16
 # sequences divides evenly, and torchrun's ranks pair up for the all-reduce.
 GPU_COUNTS = (1, 2, 4, 8)
@@ -56,6 +61,7 @@ class Budget:
     usd: float | None = None
     hours: float | None = None
     source: str = "none"  # "command line" | "amigo.toml" | "none"
+    note: str = ""  # how it was reduced: earlier attempts of a resumed run, what is left of the project's
 
 
 def budget_for(cfg: AmigoConfig, stage: int, *, max_usd: float | None = None,
@@ -69,16 +75,41 @@ def budget_for(cfg: AmigoConfig, stage: int, *, max_usd: float | None = None,
 
 
 def runtime_limit_s(budget: Budget, usd_per_hour: float | None) -> int:
-    """$ budget -> seconds of training at the target's price, capped by the hours budget (0: no limit).
+    """$ budget -> seconds of training at the target's price, capped by the hours budget (0: no limit):
+    the trainer's share of planning/budget.py's rule. e.g. $10 at $0.40/h = 25 h = 90,000 s machine
+    time; x 0.9 = 81,000 s."""
+    return budget_rule.limits(budget.usd, budget.hours, usd_per_hour, cloud=False).train_s
 
-    e.g. $10 at $0.40/h = 25 h = 90,000 s machine time; x 0.9 for training = 81,000 s.
-    """
-    limit = 0
-    if budget.usd and usd_per_hour:
-        limit = max(MIN_RUNTIME_S, int(budget.usd / usd_per_hour * 3600 * BUDGET_SHARE_FOR_TRAINING))
-    if budget.hours:
-        limit = min(limit or 10**9, int(budget.hours * 3600))
-    return limit
+
+def budget_left(cfg: AmigoConfig, stage: int, runs, *, max_usd: float | None = None,
+                resume_id: str | None = None, share_usd: float | None = None, now: float | None = None) -> Budget:
+    """What one attempt of STAGE may spend: the stage's budget (budget_for) less what the resumed run's
+    earlier attempts cost, then at most what is left of the project's `[project] max_usd` (spent and
+    committed by every run: planning/ledger.py). usd <= 0: nothing is left."""
+    b = budget_for(cfg, stage, max_usd=max_usd)
+    usd, source, notes = b.usd, b.source, []
+    now = time.time() if now is None else now
+    attempts = Ledger(runs).attempts() if runs is not None else []
+    if usd is not None and resume_id:
+        spent = run_spent(attempts, resume_id, now)
+        if spent > 0:
+            usd -= spent
+            notes.append(f"${b.usd:,.2f} less ${spent:,.2f} spent by earlier attempts of {resume_id}")
+    money = totals(attempts, now, cfg.project.max_usd)
+    if money.left is not None and (usd is None or money.left < usd):
+        usd, source = money.left, "project"
+        notes.append(f"what is left of the project's ${money.max_usd:,.2f}: ${money.spent:,.2f} spent, "
+                     f"${money.committed:,.2f} committed")
+    if share_usd is not None and (usd is None or share_usd < usd):  # pipeline: the later stages' money kept
+        usd, source = share_usd, "project"
+        notes.append("what the stages after it leave of the project's money")
+    return Budget(usd, b.hours, source, "; ".join(notes))
+
+
+def project_money(cfg: AmigoConfig, runs, now: float | None = None) -> Money:
+    """Spent / committed / left of the whole project (status, report, pipeline)."""
+    attempts = Ledger(runs).attempts() if runs is not None else []
+    return totals(attempts, time.time() if now is None else now, cfg.project.max_usd)
 
 
 def local_gpu(cfg: AmigoConfig | None) -> LocalGpuConfig:

@@ -36,7 +36,7 @@ README_CLOUD = {
     "amigo-burst probe --stage 2 --cloud vast --steps 20 --json": ("no-credentials", 2, "SkyPilot cannot use vast"),
     "amigo-burst prices --refresh": ("no-network", 2, "could not refresh SkyPilot's catalogs"),
     # every demo stage SUCCEEDED: nothing to resume, said in one line
-    "amigo-burst launch --stage 1 --resume": ("run", 2, "no FAILED or STOPPED stage 1 run to resume"),
+    "amigo-burst launch --stage 1 --resume": ("run", 2, "no stage 1 run left a checkpoint to continue from"),
     "amigo-burst down --all": ("sky", 0, "nothing to stop"),
     "amigo-burst down --cluster NAME": ("sky", 2, "cluster amigo-nope does not exist"),
 }

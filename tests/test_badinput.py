@@ -200,7 +200,7 @@ def test_broken_amigo_toml(project, case):
 
 SKY_CASES = {
     "syntax": (lambda t: t.replace("resources:\n", "resources: [\n", 1), "YAML syntax error"),
-    "missing_run": (lambda t: t.replace("run: |\n  bash train/run.sh\n", ""), "missing field 'run'"),
+    "missing_run": (lambda t: t.replace("run: |\n  bash train/capped.sh run bash train/run.sh\n", ""), "missing field 'run'"),
     "resources_type": (lambda t: t.replace("resources:\n", "resources: 3\nx:\n", 1), "resources: expected a mapping"),
     "bad_count": (lambda t: t.replace("RTX4050:1", "RTX4050:many"), "bad count"),
     "not_mapping": (lambda t: "- just\n- a list\n", "expected a SkyPilot task mapping"),
@@ -296,10 +296,10 @@ def test_bad_row_that_reaches_the_entrypoint_is_the_failure_reason(project):
     y = (REPO / "sky" / "local-rtx4050.yaml").read_text()
     bad_row = '{"instruction": "x", "code": ""}'
     (p / "sky" / "local-rtx4050.yaml").write_text(y.replace(
-        "run: |\n  bash train/run.sh",
+        "run: |\n  bash train/capped.sh run bash train/run.sh",
         'run: |\n  "$AMIGO_PYTHON" -m train.storage get "$AMIGO_INPUTS" inputs\n'
         f"  echo '{bad_row}' >> inputs/data.jsonl\n"
-        "  AMIGO_INPUTS= bash train/run.sh"))
+        "  AMIGO_INPUTS= bash train/capped.sh run bash train/run.sh"))
     r = cli(p, "launch", "--stage", "1", "--cloud", "local")
     run = RunStore(p / ".amigo" / "state.db").list()[-1]
     assert r.returncode == 1 and run.status == "FAILED", (r.stdout[-2000:], r.stderr[-2000:])

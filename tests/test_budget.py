@@ -22,6 +22,7 @@ import pytest
 from amigo_burst import planner
 from amigo_burst.config import load_config
 from amigo_burst.lifecycle import launch as launch_mod
+from amigo_burst.planning import budget as budget_rule
 from amigo_burst.state import paths
 from amigo_burst.state.records import open_records
 from tests.helpers import make_project
@@ -35,13 +36,13 @@ REPO = Path(__file__).resolve().parents[1]
     (1.0, None, 2.00, 1_620),  # 0.5 h = 1,800 s x 0.9
     (0.10, None, 1.64, 197),  # 0.061 h = 219.5 s x 0.9 = 197.6 -> 197 (whole seconds, rounded down)
     (0.01, None, 3.60, 60),  # 9 s of training is no run: at least MIN_RUNTIME_S
-    (10.0, 1.0, 0.40, 3_600),  # the hours budget caps the dollars one
+    (10.0, 1.0, 0.40, 3_600),  # the hours budget (a deadline) caps the dollars one
     (None, 0.5, None, 1_800),  # hours alone, no price needed
     (10.0, None, None, 0),  # dollars with no price (a Slurm cluster): no limit from them
     (None, None, 0.40, 0),  # no budget: no limit
 ])
 def test_runtime_limit_at_known_prices(usd, hours, usd_per_hour, seconds):
-    assert planner.BUDGET_SHARE_FOR_TRAINING == 0.9 and planner.MIN_RUNTIME_S == 60  # the figures above
+    assert budget_rule.ESTIMATE_SHARE == 0.9 and budget_rule.MIN_RUNTIME_S == 60  # the figures above
     assert planner.runtime_limit_s(planner.Budget(usd, hours), usd_per_hour) == seconds
 
 

@@ -37,8 +37,22 @@ RESUME = "`amigo-burst launch --stage 2 --resume` continues it"
 def test_exit_code_to_run_status(rc, has_adapter, recorded, expect):
     # metrics.json exists only where the entrypoint got to write it (a signal that killed it outright: none)
     m = {"steps": 7, "total_steps": 20, "exit_reason": "stopped"} if rc == EXIT_STOPPED else {}
+    down = "stopped by user (amigo-burst down)" if recorded == "STOPPED" else None
     assert final_status(rc, has_adapter=has_adapter, last_error="the last error", recorded=recorded,
-                        recorded_reason="stopped by user (amigo-burst down)", stage=2, metrics=m) == expect
+                        recorded_reason=down, stage=2, metrics=m) == expect
+
+
+@pytest.mark.parametrize("rc, metrics, expect", [
+    (EXIT_STOPPED, {"steps": 7, "total_steps": 20, "exit_reason": "stopped"},
+     ("STOPPED", f"stopped by user (amigo-burst down) at step 7 of 20, checkpoint saved: {RESUME}")),
+    (1, {}, ("STOPPED", "stopped by user (amigo-burst down)")),  # a spot job cancelled: CANCELLED, no metrics
+    (0, {}, ("SUCCEEDED", "")),
+])
+def test_a_cloud_run_down_marked_while_it_ran_ends_stopped(rc, metrics, expect):
+    """`down RUN` of a cloud run leaves the record RUNNING (its worker brings the stop checkpoint back and
+    tears down) with down's reason: the worker's ending keeps that word, as for a run marked STOPPED."""
+    assert final_status(rc, has_adapter=rc == 0, last_error="the last error", recorded="RUNNING",
+                        recorded_reason="stopped by user (amigo-burst down)", stage=2, metrics=metrics) == expect
 
 
 @pytest.mark.parametrize("rc", [EXIT_STOPPED, -signal.SIGTERM, 128 + signal.SIGTERM])

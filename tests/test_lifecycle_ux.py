@@ -125,7 +125,7 @@ def test_rsync_transport_carries_the_model_in_the_workdir_as_hard_links(tmp_path
     """No s3 store: the inputs (and the model folder) travel in the workdir SkyPilot syncs; the model's
     files are hard links, not a second copy on the laptop's disk."""
     from amigo_burst.config import load_config
-    from amigo_burst.lifecycle.launch import _transport_envs
+    from amigo_burst.lifecycle.inputs import transport_envs
 
     model = tmp_path / "m"
     model.mkdir()
@@ -136,7 +136,7 @@ def test_rsync_transport_carries_the_model_in_the_workdir_as_hard_links(tmp_path
     (tmp_path / "amigo.toml").write_text((REPO / "presets" / "demo.toml").read_text())
     work = tmp_path / "work"
     work.mkdir()
-    envs = _transport_envs(load_config(tmp_path / "amigo.toml"), "rsync", "inputs/x", work, data, None, model)
+    envs = transport_envs(load_config(tmp_path / "amigo.toml"), "rsync", "inputs/x", work, data, None, model)
     assert envs["AMIGO_INPUTS"] == "" and envs["AMIGO_ADAPTER_FROM"] == ""
     copy = work / "inputs" / "base-model" / "model.safetensors"
     assert copy.read_bytes() == b"w" * 4096 and copy.stat().st_ino == (model / "model.safetensors").stat().st_ino

@@ -182,8 +182,8 @@ def test_the_rented_machine_is_recorded_with_its_price(real_catalog_home, tmp_pa
     from types import SimpleNamespace
 
     import sky
+    from amigo_burst.lifecycle.cloud_job import _rented_hook
     from amigo_burst.lifecycle.handoff import LaunchPlan
-    from amigo_burst.lifecycle.worker import _rented_hook
     from amigo_burst.runners.sky import rented_machine
     from amigo_burst.state.records import Run, open_records
 

@@ -287,12 +287,10 @@ def test_config_check_names_a_good_folder_with_its_architecture_and_size(demo):
 
 # --- 5. kill -9 of training: the signal is the reason --------------------------------------------------
 @pytest.mark.parametrize("rc", [-signal.SIGKILL, 128 + signal.SIGKILL])
-def test_a_killed_training_process_is_the_reason_not_a_library_warning(rc):
+def test_a_killed_training_process_is_the_reason_not_a_library_warning(rc, tmp_path):
     from amigo_burst.lifecycle.worker import LogSink, final_status
 
-    sink = LogSink.__new__(LogSink)  # the line scoring alone (no file): what the worker keeps as the reason
-    sink.secrets, sink.last_error, sink._score, sink.write_error = {}, "", 0, None
-    sink.f = io.StringIO()
+    sink = LogSink(tmp_path / "train.log", {})  # what the worker keeps as the reason
     sink("Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'")
     assert sink.last_error == "", "a library's warning explains no failure"
     status, reason = final_status(rc, has_adapter=False, last_error=sink.last_error, recorded="RUNNING",

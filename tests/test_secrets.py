@@ -43,7 +43,7 @@ def leaky_target(project: Path) -> None:
     echo = "".join(f'  echo "debug {k}=${k}"\n' for k in SECRETS)
     (project / "sky" / "local-rtx4050.yaml").write_text(y.replace("run: |\n", "run: |\n" + echo, 1))
     broken = y.replace("name: amigo-local", "name: amigo-local-broken").replace(
-        "run: |\n  bash train/run.sh", 'run: |\n  echo "error: auth failed for token $HF_TOKEN"\n  exit 1')
+        "run: |\n  bash train/capped.sh run bash train/run.sh", 'run: |\n  echo "error: auth failed for token $HF_TOKEN"\n  exit 1')
     (project / "sky" / "local-broken.yaml").write_text(broken)
     # two local targets: the alias "local" no longer names one, so the config names its target
     toml = project / "amigo.toml"
@@ -92,7 +92,7 @@ def test_env_secrets_never_reach_any_artifact(tiny_model, tmp_path):
 def test_bundle_and_store_exclude_secret_files(tmp_path, monkeypatch):
     """`.env*`, `*.pem`, `*credentials*` and `.git` inside train/ stay out of the workdir bundle and the store."""
     from amigo_burst.config import load_config
-    from amigo_burst.lifecycle import launch
+    from amigo_burst.lifecycle import inputs as launch  # the bundle and the inputs: lifecycle/inputs.py
 
     fake_repo = tmp_path / "repo"
     shutil.copytree(REPO / "train", fake_repo / "train", ignore=shutil.ignore_patterns("__pycache__"))

@@ -11,6 +11,7 @@ import pytest
 
 from amigo_burst.errors import UserError
 from amigo_burst.runners import sky as sky_runner
+from amigo_burst.runners import sky_jobs
 from amigo_burst.runners.sky_optimizer import optimize_offline
 
 SKY = Path(__file__).resolve().parents[1] / "sky"
@@ -125,7 +126,7 @@ def test_line_writer_delivers_whole_lines_without_colours():
 def test_spot_refuses_what_cannot_recover(yaml_name, store, why, tmp_path):
     task = sky_runner.build_task(SKY / yaml_name, {"AMIGO_STORE_URI": store}, {}, workdir=tmp_path)
     with pytest.raises(UserError, match=why):
-        sky_runner.spot_launch(task, "amigo-s2-spot")
+        sky_jobs.spot_launch(task, "amigo-s2-spot")
 
 
 @pytest.mark.parametrize("cloud", ["runpod", "vast", "lambda"])

@@ -7,6 +7,7 @@ A first launch installs SkyPilot's runtime on the cluster: about a minute.
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -40,9 +41,11 @@ echo "amigo-e2e: setup done"
 
 
 def _bundle(root: Path, run_sh: str) -> Path:
+    """train/ with stand-in setup.sh and run.sh, under the real hard-cap wrapper the YAML calls."""
     (root / "train").mkdir(parents=True)
     (root / "train" / "run.sh").write_text(run_sh)
     (root / "train" / "setup.sh").write_text(SETUP)
+    shutil.copy2(SLURM_YAML.parents[1] / "train" / "capped.sh", root / "train" / "capped.sh")
     return root
 
 

@@ -31,7 +31,7 @@ def test_parses_with_skypilot(path: Path, sky_catalog_home, monkeypatch):
     monkeypatch.chdir(SKY.parent)  # `workdir: .` is the repo root when run by hand
     task = sky.Task.from_yaml(str(path))
     assert task.name == _load(path)["name"]
-    assert task.run.strip() == "bash train/run.sh"
+    assert task.run.strip() == "bash train/capped.sh run bash train/run.sh"  # under the hard cap
     assert set(task.envs) == set(_load(path)["envs"])
 
 

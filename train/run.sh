@@ -4,6 +4,10 @@
 # torchrun when SkyPilot hands us more than one GPU or node, plain python otherwise.
 # AMIGO_TASK=eval runs the benchmark alone, on the adapter in AMIGO_ADAPTER_FROM (`amigo-burst eval --cloud`).
 set -euo pipefail
+# A SIGTERM for the job (amigo-burst down, the cap, a preemption) reaches the trainer too, which finishes
+# its step and saves: this script waits for that instead of dying first, and skips the benchmark after.
+stopping=""
+trap 'stopping=1' TERM
 PY=${AMIGO_PYTHON:-python3}
 NNODES=${SKYPILOT_NUM_NODES:-1}
 NGPUS=${SKYPILOT_NUM_GPUS_PER_NODE:-1}
@@ -17,8 +21,12 @@ fi
 # AMIGO_EVAL_MAX_NEW_TOKENS: per answer. Within what is left of the time budget, if there is one.
 humaneval() {
   local adapter=$1 left=0
-  if [ "${AMIGO_MAX_RUNTIME_S:-0}" != "0" ]; then
+  if [ "${AMIGO_DEADLINE:-0}" != "0" ]; then  # the cap's deadline, less a minute to publish the score
+    left=$((AMIGO_DEADLINE - $(date +%s) - 60))
+  elif [ "${AMIGO_MAX_RUNTIME_S:-0}" != "0" ]; then
     left=$((AMIGO_MAX_RUNTIME_S - SECONDS))
+  fi
+  if [ "${AMIGO_DEADLINE:-0}" != "0" ] || [ "${AMIGO_MAX_RUNTIME_S:-0}" != "0" ]; then
     if [ "$left" -le 0 ]; then echo "humaneval: skipped: the time budget is spent"; return 0; fi
   fi
   local ev=(--model "$AMIGO_BASE_MODEL" --method "$AMIGO_METHOD" --output-dir "$AMIGO_OUTPUT" --max-runtime-s "$left")
@@ -46,7 +54,16 @@ fi
 args=(--stage "$AMIGO_STAGE" --config "$AMIGO_TRAIN_CONFIG" --model "$AMIGO_BASE_MODEL"
       --method "$AMIGO_METHOD" --data "$AMIGO_DATA" --output-dir "$AMIGO_OUTPUT" --resume auto)
 [ -n "${AMIGO_ADAPTER_FROM:-}" ] && args+=(--adapter-from "$AMIGO_ADAPTER_FROM")
-[ "${AMIGO_MAX_RUNTIME_S:-0}" != "0" ] && args+=(--max-runtime-s "$AMIGO_MAX_RUNTIME_S")
+# The trainer's own stop (a step boundary, a checkpoint, exit 3): AMIGO_MAX_RUNTIME_S, and never past the
+# cap's deadline less AMIGO_RESERVE_S (the last save, the benchmark). From the deadline, not from now:
+# a spot job restarted on another machine trains for what is left of the budget, not for a fresh one.
+train_s=${AMIGO_MAX_RUNTIME_S:-0}
+if [ "${AMIGO_DEADLINE:-0}" != "0" ]; then
+  until_s=$((AMIGO_DEADLINE - ${AMIGO_RESERVE_S:-0} - $(date +%s)))
+  [ "$until_s" -ge 1 ] || until_s=1
+  if [ "$train_s" = "0" ] || [ "$until_s" -lt "$train_s" ]; then train_s=$until_s; fi
+fi
+[ "$train_s" != "0" ] && args+=(--max-runtime-s "$train_s")
 for kv in ${AMIGO_SET:-}; do args+=(--set "$kv"); done
 
 # set -e: a stage that failed or stopped on its budget (exit 3) ends the script with that code, unscored.
@@ -59,7 +76,9 @@ if [ $((NNODES * NGPUS)) -gt 1 ]; then
 else
   "$PY" -m train "${args[@]}"
 fi
-if [ "${AMIGO_EVAL_LIMIT:-}" != "0" ]; then
+if [ -n "$stopping" ]; then
+  echo "run.sh: stopped (SIGTERM) after training: no benchmark"
+elif [ "${AMIGO_EVAL_LIMIT:-}" != "0" ]; then
   # A benchmark that breaks does not undo the stage: the adapter stands, without a score.
   humaneval "$AMIGO_OUTPUT/adapter" || echo "warning: humaneval failed (exit $?): the stage's adapter stands without a score"
 fi

@@ -147,13 +147,25 @@ class Session:
                 self.reporter.line("amigo train: no held-out row fits max_length: validation is off for this run")
 
     def resume_checkpoint(self) -> str | None:
-        """--resume auto: newest complete local checkpoint, else the newest one in the store."""
+        """--resume auto: newest complete local checkpoint, else the newest one in the store. When the
+        controller resumes a run (AMIGO_RESUME_STEP: the step of the checkpoint it sent or mirrored),
+        finding none is an error, never a silent start at step 0."""
         c = self.cfg
         if c.resume == "never":
             return None
         if c.resume != "auto":
             self.resumed_from = c.resume
             return c.resume
+        found = self._auto_checkpoint()
+        expected = int(os.environ.get("AMIGO_RESUME_STEP") or 0)
+        if found is None and expected > 0 and int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            from train.schema import TrainInputError
+
+            raise TrainInputError(f"resuming from checkpoint-{expected}, but no checkpoint reached this machine "
+                                  f"({self.ckpt_dir} is empty and the store has none): not starting over at step 0")
+        return found
+
+    def _auto_checkpoint(self) -> str | None:
         local = complete_checkpoints(self.ckpt_dir)
         if local:
             self.resumed_from = str(local[-1][1])

@@ -173,6 +173,20 @@ def plan_cmd(*, stages: str | None = None, budget_usd: float | None = None, dead
     return d
 
 
+def _money(cfg) -> dict | None:
+    """The ledger's totals for the report (None without a project or anything recorded)."""
+    if cfg is None:
+        return None
+    from amigo_burst import planner
+    from amigo_burst.state.records import open_records
+
+    m = planner.project_money(cfg, open_records(cfg.root))
+    if not (m.spent or m.committed or m.max_usd is not None):
+        return None
+    return {"spent": round(m.spent, 4), "committed": round(m.committed, 4),
+            "left": None if m.left is None else round(m.left, 4), "max_usd": m.max_usd}
+
+
 def report_cmd(*, fmt: str = "table", out: Path | None = None, cfg=None, runs=None, console=None,
                width: int | None = None, generated: str | None = None) -> str:
     from amigo_burst import planner
@@ -203,7 +217,8 @@ def report_cmd(*, fmt: str = "table", out: Path | None = None, cfg=None, runs=No
         bases = eval_baselines(cfg)
     rep = rp.build_report(run_dicts, strategies, local, project=cfg.project.name if cfg is not None else "",
                           generated=generated or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                          calibration=as_rows(calibrate(run_dicts), run_dicts), compare=compare, baselines=bases)
+                          calibration=as_rows(calibrate(run_dicts), run_dicts), compare=compare, baselines=bases,
+                          money=_money(cfg))
     if fmt == "table":
         con = console or _console(width)
         if out is not None:

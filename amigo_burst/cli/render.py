@@ -69,10 +69,11 @@ def runs_table(runs, width: int) -> list[str]:
     lines = [f"[bold]{line({c: c for c in cols})}[/bold]"]
     for r, cells in zip(runs, rows, strict=True):
         lines.append(line(cells, COLORS.get(r.status)))
-        if r.reason:
+        text = "; ".join(x for x in (_spot_note(r), r.reason) if x)
+        if text:
             room = max(width - 6, 20)
-            reason = r.reason if len(r.reason) <= room else r.reason[: room - 1] + "…"
-            lines.append(f"    [dim]↳ {escape(reason)}[/dim]")
+            text = text if len(text) <= room else text[: room - 1] + "…"
+            lines.append(f"    [dim]↳ {escape(text)}[/dim]")
     return lines
 
 
@@ -91,15 +92,28 @@ def _stacked(runs, rows, width: int) -> list[str]:
             lines.append(f"{escape(where)}  {status}")
         else:
             lines += [escape(where), f"  {status}"]
-        if r.reason:
+        text = "; ".join(x for x in (_spot_note(r), r.reason) if x)
+        if text:
             room = max(width - 4, 20)
-            reason = r.reason if len(r.reason) <= room else r.reason[: room - 1] + "…"
-            lines.append(f"  [dim]↳ {escape(reason)}[/dim]")
+            text = text if len(text) <= room else text[: room - 1] + "…"
+            lines.append(f"  [dim]↳ {escape(text)}[/dim]")
     return lines
 
 
-def render_runs(con, runs, hidden: int = 0) -> None:
-    """The `status` list: newest first (runs as given), with how many never-started runs are hidden."""
+def _spot_note(r) -> str:
+    """A managed (spot) run: how often SkyPilot recovered it after a preemption."""
+    art = r.artifacts or {}
+    if not art.get("spot"):
+        return ""
+    n = art.get("recoveries") or 0
+    return f"spot, recovered {n}x" if n else "spot"
+
+
+def render_runs(con, runs, hidden: int = 0, money: str = "") -> None:
+    """The `status` list: newest first (runs as given), with how many never-started runs are hidden, and
+    the project's money (planning/ledger.money_line) when anything was spent or committed."""
+    if money:
+        con.print(f"money: {money}", highlight=False, soft_wrap=True)
     if not runs:
         con.print("no runs yet: `amigo-burst launch --stage 1` or `amigo-burst pipeline`")
         return

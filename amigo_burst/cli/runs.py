@@ -121,10 +121,19 @@ def status(
     if json_out:
         print(render_json(shown))
         return
-    render_runs(con, shown, hidden=len(rows) - len(shown))
+    render_runs(con, shown, hidden=len(rows) - len(shown), money=_money(cfg, runs))
     for c in orphans:
         con.print(f"[yellow]warning:[/yellow] cluster {c} was started by amigo-burst and is still up "
                   f"(billing): `amigo-burst down --cluster {c}`")
+
+
+def _money(cfg, runs) -> str:
+    """`status`'s money line: spent / committed / left of [project] max_usd ("" before anything cost)."""
+    from amigo_burst import planner
+    from amigo_burst.planning.ledger import money_line
+
+    m = planner.project_money(cfg, runs)
+    return money_line(m) if (m.spent or m.committed or m.max_usd is not None) else ""
 
 
 def download(

@@ -162,9 +162,12 @@ def _on_target(cfg, sm: StageModel, target: Target, limit, max_new: int, gpu, on
     AMIGO_TASK=eval on the stage's adapter, followed here like a launch (Ctrl-C detaches; it goes on)."""
     from rich.console import Console
 
+    from amigo_burst.lifecycle import money
     from amigo_burst.lifecycle.follow import follow
     from amigo_burst.lifecycle.handoff import LaunchPlan, spawn_worker, write_plan
-    from amigo_burst.lifecycle.launch import _transport_envs, build_bundle, planned_gpu, put_inputs
+    from amigo_burst.lifecycle.inputs import build_bundle, put_inputs, transport_envs
+    from amigo_burst.lifecycle.launch import planned_gpu
+    from amigo_burst.state.ledger import Ledger
     from amigo_burst.state.records import Run
 
     runs = open_records(cfg.root)
@@ -173,12 +176,15 @@ def _on_target(cfg, sm: StageModel, target: Target, limit, max_new: int, gpu, on
     except UserError:
         cell = None
     usd_h = cell.usd_per_hour if cell is not None else None
-    cap = planner.runtime_limit_s(planner.budget_for(cfg, sm.stage), cell.max_usd_per_hour if cell else None)
+    # the launch's one budget rule: the job capped on the machine, its worst case counted in the ledger
+    lim = money.limits_for(planner.budget_left(cfg, sm.stage, runs), cell, target)
+    now = time.time()
+    cap = lim.cap_s or lim.train_s  # on a rented machine its hard cap; here the benchmark's own time limit
     run_id = ids.new_run_id(sm.stage, target.alias)
     cluster = None if target.is_local else ids.cluster_name(run_id)
     run = Run(id=run_id, stage=sm.stage, target=target.name, cluster=cluster, status="PENDING", usd_per_hour=usd_h,
               pid=os.getpid(), artifacts={"eval": {"of": sm.run.id}, "from_run": sm.run.id})
-    runs.claim_stage(sm.stage, run)
+    runs.claim_stage(sm.stage, run, attempt=money.attempt_row(run_id, sm.stage, lim, usd_h, now))
     try:
         workdir = paths.work_dir(cfg.root, run_id)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -188,15 +194,17 @@ def _on_target(cfg, sm: StageModel, target: Target, limit, max_new: int, gpu, on
         base = local_base(cfg, sm)  # a folder the laptop has; the cluster reaches the hub id
         envs = {"AMIGO_TASK": "eval", "AMIGO_RUN_ID": run_id, "AMIGO_STAGE": str(sm.stage),
                 "AMIGO_BASE_MODEL": base if Path(sm.base).exists() else sm.base,
-                "AMIGO_METHOD": sm.method, "AMIGO_OUTPUT": "outputs", "AMIGO_SET": "", "AMIGO_MAX_RUNTIME_S": str(cap),
+                "AMIGO_METHOD": sm.method, "AMIGO_OUTPUT": "outputs", "AMIGO_SET": "", "AMIGO_MAX_RUNTIME_S": str(lim.train_s),
                 "AMIGO_EVAL_LIMIT": str(limit or ""), "AMIGO_EVAL_MAX_NEW_TOKENS": str(max_new),
                 "AMIGO_EVAL_KEY": eval_key(cfg, sm.method), "AMIGO_EVAL_BASELINE": "",
-                **_transport_envs(cfg, transport, manifest, workdir, None, sm.adapter)}
+                **money.cap_envs(lim, now, cloud=not target.is_local),
+                **transport_envs(cfg, transport, manifest, workdir, None, sm.adapter)}
         write_plan(cfg.root, LaunchPlan(run_id, str(cfg.path), target.name, cluster, envs, str(workdir), transport,
                                         False, False, planned_gpu(target, cell, gpu)))
         runs.update(run_id, pid=spawn_worker(cfg, run_id))
     except BaseException as e:
         runs.update(run_id, status="FAILED", reason=f"eval: {e}"[:300])
+        Ledger(runs).close(run_id)
         raise
     on_line(f"eval run {run_id}: stage {sm.stage} adapter of {sm.run.id}, {limit or 164} problems, on {target.name}"
             + (f" (cluster {cluster})" if cluster else "") + (f", cap {cap}s" if cap else ""))

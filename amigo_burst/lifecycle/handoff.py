@@ -18,9 +18,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from amigo_burst.config import AmigoConfig
+from amigo_burst.planning.budget import AUTODOWN_IDLE_MIN
 from amigo_burst.state import paths
 
-AUTOSTOP_IDLE_MIN = 10  # a cloud machine idle this long is torn down, even if the laptop is gone
+# a cloud machine idle this long is torn down, even if the laptop is gone (planning/budget.py counts it)
+AUTOSTOP_IDLE_MIN = AUTODOWN_IDLE_MIN
+STOP_REASON = "stopped by user (amigo-burst down)"  # `down` writes it; the worker's ending keeps it
 
 
 @dataclass

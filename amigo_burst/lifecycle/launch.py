@@ -1,8 +1,10 @@
 """The launch loop, controller side: prepare -> store inputs -> record -> hand to a worker.
 
-    launch(): stage dataset prepared and token-counted, the estimate checked against the budget,
-              inputs (dataset, previous adapter, train/ code) put in the store, the run claimed
-              in the state DB, launch.json written (handoff.py), and a detached worker started.
+    launch(): stage dataset prepared and token-counted, the estimate checked against what this attempt
+              may spend (money.py: the stage's budget less earlier attempts, within the project's),
+              inputs (dataset, previous adapter, train/ code) put in the store, the run claimed in the
+              state DB with its ledger row, the cap the machine enforces in its envs, launch.json
+              written (handoff.py), and a detached worker started. `--resume`: resume.py.
     worker.py: runs the target (local subprocesses or SkyPilot), streams the log into
               .amigo/runs/<id>/train.log, brings outputs back, records the end.
 
@@ -15,18 +17,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from amigo_burst import planner
 from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError, one_line
+from amigo_burst.lifecycle import money, resume
 from amigo_burst.lifecycle.baseline import baseline_envs
 from amigo_burst.lifecycle.basemodel import check_base
 from amigo_burst.lifecycle.download import ensure_downloaded
 from amigo_burst.lifecycle.follow import follow
 from amigo_burst.lifecycle.handoff import LaunchPlan, spawn_worker, write_plan
+from amigo_burst.lifecycle.inputs import (
+    BASE_MODEL_DIR,
+    build_bundle,
+    mb,
+    model_to_send,
+    put_inputs,
+    transport_envs,
+)
 from amigo_burst.lifecycle.preflight import (
     check_estimate,
     check_fit_first,
@@ -43,14 +54,11 @@ from amigo_burst.planning.matrix import Cell
 from amigo_burst.secrets import load_secrets
 from amigo_burst.stages import get_stage
 from amigo_burst.state import ids, paths
+from amigo_burst.state.ledger import Ledger
 from amigo_burst.state.records import Run, RunStore, open_records
-from amigo_burst.state.store import open_from_config, store_uri
-from amigo_burst.targets import REPO_ROOT, Target, get_target
+from amigo_burst.state.store import open_from_config
+from amigo_burst.targets import Target, get_target
 from train.schema import ADAPTER_META
-from train.storage import ALWAYS_EXCLUDE
-from train.storage import names as manifest_names
-
-BASE_MODEL_DIR = "base-model"  # a local base model folder, sent to a cloud target as inputs/base-model
 
 
 @dataclass(kw_only=True)
@@ -70,6 +78,7 @@ class LaunchOptions:
     probe_max_s: int | None = None  # the probe's cap in seconds (None: from its estimated step time)
     cluster: str | None = None  # run on this (kept) cluster: `launch --probe` reuses the probe's
     warn_unrehearsed: bool = True  # False when the caller (pipeline) already warned once
+    share_usd: float | None = None  # pipeline: the most this stage may spend of the project's money left
 
     def __post_init__(self) -> None:
         if self.from_run and self.from_base:
@@ -80,25 +89,6 @@ class LaunchOptions:
 def resolve_target(cfg: AmigoConfig, stage: int, cloud: str | None) -> Target:
     name = cloud or cfg.stage(stage).target or cfg.targets.cloud
     return get_target(name, cfg.root)
-
-
-def model_to_send(cfg: AmigoConfig, target: Target) -> Path | None:
-    """The base model folder to send with the inputs, or None: a hub id (the machine downloads it
-    itself) or a local target (it reads the folder in place). AMIGO_SYNC_BASE_MODEL=1 sends it to a
-    local target too: the tests run the remote path (fetch from the store) through the local runner."""
-    base = cfg.resolve(cfg.model.base)
-    if not base.is_dir():
-        return None
-    if target.is_local and os.environ.get("AMIGO_SYNC_BASE_MODEL") != "1":
-        return None
-    return base
-
-
-def build_bundle(workdir: Path) -> None:
-    """The workdir every target gets: a copy of train/ (no secrets, no caches)."""
-    if (workdir / "train").exists():
-        shutil.rmtree(workdir / "train")
-    shutil.copytree(REPO_ROOT / "train", workdir / "train", ignore=shutil.ignore_patterns(*ALWAYS_EXCLUDE))
 
 
 def yaml_number(x: float | int) -> str:
@@ -230,51 +220,14 @@ def resume_gpu_count(recorded: dict | None, gpu: str | None, target: Target) -> 
     return count
 
 
-def link_tree(src: Path, dest: Path) -> None:
-    """A copy of SRC at DEST made of hard links where the filesystem allows (a 24 GB model folder is
-    not copied just to be hashed and sent), real copies where it does not."""
-    def link(s: str, d: str) -> None:
-        try:
-            os.link(s, d)
-        except OSError:  # another filesystem
-            shutil.copy2(s, d)
-
-    shutil.copytree(src, dest, copy_function=link, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns(*ALWAYS_EXCLUDE))
-
-
-def put_inputs(cfg: AmigoConfig, run_id: str, data: Path | None, adapter: Path | None,
-               model: Path | None = None) -> tuple[str, int, int]:
-    """Dataset (None: the target prepares it) + previous adapter (+ a local base model folder, as
-    base-model/) -> store manifest inputs/<run>; train/ code -> code/<run>. Returns (inputs manifest, bytes sent, bytes already there)."""
-    staging = paths.work_dir(cfg.root, run_id) / "inputs-staging"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    if data is not None:
-        try:  # a hard link: a multi-GB prepared dataset is not copied just to be hashed and uploaded
-            os.link(data, staging / "data.jsonl")
-        except OSError:  # another filesystem
-            shutil.copy2(data, staging / "data.jsonl")
-    if adapter is not None:
-        shutil.copytree(adapter, staging / "adapter")
-    if model is not None:  # content-addressed: an unchanged model is not sent twice
-        link_tree(model, staging / BASE_MODEL_DIR)
-    store = open_from_config(cfg)
-    sent = skipped = 0
-    for src, name in ((staging, manifest_names.inputs(run_id)), (REPO_ROOT / "train", manifest_names.code(run_id))):
-        t = store.put_dir(src, name)
-        sent, skipped = sent + t.bytes_sent, skipped + t.bytes_skipped
-    shutil.rmtree(staging)
-    return manifest_names.inputs(run_id), sent, skipped
-
-
 def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     """Prepare, store inputs, claim and start a run; follow it unless --detach. Returns the final Run.
 
     Everything that can refuse without side effects runs first, in order of cost: options vs target,
     the cloud's credentials (SkyPilot's check), the lineage of --from, the memory fit (pure), the store;
     only then the dataset is read and a run recorded."""
+    from rich.markup import escape
+
     spec = get_stage(opts.stage)
     target = resolve_target(cfg, spec.number, opts.cloud)
     check_target_options(target, opts.gpu, opts.spot)
@@ -290,8 +243,6 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     parent = cfg.previous_stage(spec.number)
     prev = previous_run(spec.number, opts.from_run, opts.from_base, runs, parent=parent)
     if prev is not None and parent != spec.number - 1:  # a stage left out of amigo.toml: say what it continues
-        from rich.markup import escape
-
         console.print(escape(f"stage {spec.number} continues from stage {parent}'s adapter ({prev.id}): "
                              + ", ".join(f"[stages.{s}]" for s in range(parent + 1, spec.number))
                              + " not in amigo.toml"))
@@ -299,6 +250,8 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     check_base(cfg)  # a missing/broken base folder or an unreachable hub id: refused before a run or machine
     load_secrets(cfg.root)  # a malformed .env: here, not in the worker
     open_from_config(cfg, bars=False).list_manifests("inputs/")  # reachable? a wrong bucket costs nothing yet
+    # --resume: which run and checkpoint, before any dataset is read (nothing to resume: say so, at once)
+    point = resume.find(cfg, runs, spec.number) if opts.resume else None
     adapter = ensure_downloaded(cfg, prev.id) / "adapter" if prev is not None else None
     from_id = prev.id if prev is not None else None
 
@@ -313,28 +266,31 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
     with console.status(f"preparing stage {spec.number} ({spec.name}) dataset"):
         data = stage_data(cfg, spec, target.is_local, paths.prepared_dir(cfg.root), load_tokenizer(cfg), limit=limit)
     console.print("dataset: " + data.line())
-    resume_id = _resumable(runs, spec.number) if opts.resume else None
-    count = resume_gpu_count(runs.get(resume_id).estimate if resume_id else None, opts.gpu, target)
+    count = resume_gpu_count(point.run.estimate if point else None, opts.gpu, target)
     est = planner.estimate_for_launch(ecfg, spec.number, target, data.tokens, gpu=opts.gpu, max_usd=opts.max_usd,
                                       cpu_fallback=probe, gpu_count=count)
-    budget = planner.budget_for(cfg, spec.number, max_usd=opts.max_usd)
-    # a probe costs minutes, not the stage: only the fit is checked, and it is capped in time
-    check_estimate(spec.number, target, est, planner.Budget() if probe else budget, opts.force)
+    # a probe costs minutes, not the stage: only the fit is checked, and it is capped in time; a resume
+    # gets what its earlier attempts left of the stage's budget; every attempt at most the project's rest
+    budget = planner.Budget() if probe else planner.budget_left(cfg, spec.number, runs, max_usd=opts.max_usd,
+                                                               resume_id=point.run.id if point else None,
+                                                               share_usd=opts.share_usd)
+    lim = money.limits_for(budget, est, target, probe_cap_s(est, opts) if probe else None)
+    check_estimate(spec.number, target, est, budget, opts.force, lim)
     usd_h = est.usd_per_hour if est is not None else None
-    # the runtime cap at the dearest machine SkyPilot may fall back to: the budget holds whichever it rents
-    cap_usd_h = est.max_usd_per_hour if est is not None else None
-    max_runtime = probe_cap_s(est, opts) if probe else planner.runtime_limit_s(budget, cap_usd_h)
 
-    if resume_id:
-        est = same_batch(runs.get(resume_id).estimate, est)
-    run_id = resume_id or ids.new_run_id(spec.number, target.alias)
+    if point is not None:
+        est = same_batch(point.run.estimate, est)
+        console.print(escape(point.line()), soft_wrap=True)
+    run_id = point.run.id if point else ids.new_run_id(spec.number, target.alias)
     cluster = None if target.is_local else (opts.cluster or ids.cluster_name(run_id))
     artifacts = {"dataset": data.record(), **({"from_run": from_id} if from_id else {}),
-                 **({"probe": True} if probe else {})}
+                 **({"probe": True} if probe else {}), **({"spot": True} if opts.spot else {})}
     run = Run(id=run_id, stage=spec.number, target=target.name, cluster=cluster, status="PENDING",
               usd_per_hour=usd_h, estimate=est.to_record() if est is not None else {}, pid=os.getpid(),
               artifacts=artifacts)
-    runs.claim_stage(spec.number, run, replace=bool(resume_id))
+    now = time.time()
+    runs.claim_stage(spec.number, run, replace=point is not None,
+                     attempt=money.attempt_row(run_id, spec.number, lim, usd_h, now))
 
     try:
         workdir = paths.work_dir(cfg.root, run_id)
@@ -343,9 +299,10 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
         model = model_to_send(cfg, target)
         manifest, sent, skipped = put_inputs(cfg, run_id, data.upload, adapter,
                                              model if transport == "store" else None)
-        console.print(f"store: {_mb(sent)} uploaded, {_mb(skipped)} already there ({cfg.store.url})")
+        console.print(f"store: {mb(sent)} uploaded, {mb(skipped)} already there ({cfg.store.url})")
         build_bundle(workdir)
-        envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est, adapter), max_runtime, est)
+        envs = stage_envs(cfg, spec.number, run_id, choose_method(cfg, est, adapter), lim.train_s, est)
+        envs.update(money.cap_envs(lim, now, cloud=not target.is_local))
         envs.update(baseline_envs(cfg, envs["AMIGO_METHOD"]))  # stage 0 scored in this job unless known
         if opts.spot:  # a SIGTERM there is a preemption: the entrypoint's exit_reason says so
             envs["AMIGO_SPOT"] = "1"
@@ -354,7 +311,11 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
         if probe:  # K steps, a progress line each, no checkpoint, no validation, no benchmark
             envs["AMIGO_SET"] += f" max_steps={opts.probe_steps} logging_steps=1 save_steps={10**6} eval_fraction=0"
             envs["AMIGO_EVAL_LIMIT"] = "0"
-        envs.update(_transport_envs(cfg, transport, manifest, workdir, data.upload, adapter, model))
+        envs.update(transport_envs(cfg, transport, manifest, workdir, data.upload, adapter, model))
+        if point is not None:  # the trainer refuses to start over when the checkpoint did not arrive
+            envs["AMIGO_RESUME_STEP"] = str(point.step)
+            if transport == "rsync":
+                resume.place(cfg, point, workdir)
         if data.job is not None:  # the target fetches and prepares the hub dataset itself
             envs["AMIGO_PREPARE"] = json.dumps({k: data.job[k] for k in ("source", "max_length", "check")})
         if model is not None:  # the laptop's path means nothing there: the synced copy's
@@ -364,47 +325,23 @@ def launch(cfg: AmigoConfig, opts: LaunchOptions, console) -> Run:
                                         transport, opts.spot, opts.keep, gpu))
         runs.update(run_id, pid=spawn_worker(cfg, run_id))
     except KeyboardInterrupt:
-        runs.update(run_id, status="FAILED", reason="launch interrupted (Ctrl-C) before the run started")
+        _not_started(runs, run_id, "launch interrupted (Ctrl-C) before the run started")
         raise
     except BaseException as e:
-        runs.update(run_id, status="FAILED", reason=one_line(f"launch: {e}"))
+        _not_started(runs, run_id, one_line(f"launch: {e}"))
         raise
     console.print(f"run [bold]{run_id}[/bold] started on {target.name}"
                   + (f" (cluster {cluster})" if cluster else "")
-                  + (f", budget {max_runtime}s" if max_runtime else ""))
+                  + (f", budget {lim.train_s}s" if lim.train_s else ""))
+    for line in (money.worst_case_line(lim, budget), money.no_bucket_line(cfg.store.url, target)):
+        if line:
+            console.print(escape(line), soft_wrap=True)
     if opts.detach:
         console.print(f"follow it with: amigo-burst logs {run_id} -f")
         return runs.get(run_id)
     return follow(cfg, run_id, console)
 
 
-def _resumable(runs: RunStore, stage: int) -> str | None:
-    """The newest FAILED/STOPPED run of the stage (its checkpoints are reused), if any."""
-    for status in ("FAILED", "STOPPED"):
-        r = runs.latest(stage, status=status)
-        if r:
-            return r.id
-    raise UserError(f"--resume: no FAILED or STOPPED stage {stage} run to resume")
-
-
-def _transport_envs(cfg, transport, manifest, workdir: Path, data: Path | None, adapter: Path | None,
-                    model: Path | None = None) -> dict[str, str]:
-    if transport == "store":
-        envs = {"AMIGO_INPUTS": manifest, "AMIGO_STORE_URI": store_uri(cfg),
-                "AMIGO_STORE_ENDPOINT": cfg.store.endpoint_url or ""}
-    else:  # rsync: the inputs travel inside the workdir (SkyPilot's workdir sync is rsync: incremental)
-        inputs = workdir / "inputs"
-        inputs.mkdir(exist_ok=True)
-        if data is not None:
-            shutil.copy2(data, inputs / "data.jsonl")
-        if adapter is not None:
-            shutil.copytree(adapter, inputs / "adapter", dirs_exist_ok=True)
-        if model is not None:
-            link_tree(model, inputs / BASE_MODEL_DIR)
-        envs = {"AMIGO_INPUTS": "", "AMIGO_STORE_URI": "", "AMIGO_STORE_ENDPOINT": ""}
-    envs["AMIGO_ADAPTER_FROM"] = "inputs/adapter" if adapter is not None else ""
-    return envs
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n:,} bytes"
+def _not_started(runs: RunStore, run_id: str, reason: str) -> None:
+    runs.update(run_id, status="FAILED", reason=reason)
+    Ledger(runs).close(run_id)

@@ -10,6 +10,10 @@ not done, and is run again from the right adapter. A stage already running (a pi
 with Ctrl-C) is reattached to, not refused. Stops at the first stage that does not succeed, and before
 a stage whose parent's HumanEval pass@1 fell below its own parent's beyond the noise ([eval]
 stop_on_regression, on by default; `--force` launches anyway).
+
+With `[project] max_usd`, before each stage the stages left are re-planned on the money left
+(`money_plan`): the plan's machines when they fit, else the cheapest that do; refused when even those
+do not. Each stage may then spend what is left less what the stages after it need.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from amigo_burst.lifecycle.preflight import preflight
 from amigo_burst.lifecycle.reconcile import reconcile_run
 from amigo_burst.lifecycle.rehearsal_record import warn_unrehearsed
 from amigo_burst.numbers import check_positive
+from amigo_burst.planning.ledger import money_line
+from amigo_burst.planning.matrix import best_cell
+from amigo_burst.planning.replan import Replan, need, replan
 from amigo_burst.state.records import ACTIVE, Run, RunStore, open_records
 
 PLANS = ("hybrid", "local", "cloud", "auto")
@@ -182,6 +189,46 @@ def _say_score(cfg: AmigoConfig, store: RunStore, stage: int, console) -> None:
         console.print(line, highlight=False, soft_wrap=True)  # one line, whatever the width
 
 
+def money_plan(cfg: AmigoConfig, opts: PipelineOptions, store: RunStore, stages: list[int], console,
+               said: set) -> tuple[Replan, float] | None:
+    """`[project] max_usd`: STAGES (still to run) re-planned on what is left (planning/replan.py): the
+    plan's picks when they fit, else the cheapest machines that do; (the re-plan, what is left).
+    UserError when even those need more than is left: nothing is launched past the project's money."""
+    if cfg.project.max_usd is None or not stages:
+        return None
+    money = planner.project_money(cfg, store)
+    plan, _, _ = planner.make_plan(cfg, planner.past_runs(cfg), stages, max_usd=opts.max_usd)
+    candidates, chosen = {}, {}
+    for s in stages:
+        cells = [c for c in plan.cells if c.stage == s]
+        if opts.plan != "auto":
+            name = resolve_target(cfg, s, target_for(cfg, opts, s, console)).name
+            cells = [c for c in cells if c.target == name]
+        b = planner.budget_for(cfg, s, max_usd=opts.max_usd)
+        candidates[s], chosen[s] = cells, best_cell(cells, b.usd, b.hours)[0]
+    r = replan(candidates, chosen, money.left)
+    listed = ", ".join(map(str, stages))
+    if not r.fits:
+        why = (f"stages {listed} need at least ${r.need_usd:,.2f} on the cheapest machines that fit, and "
+               f"{money_line(money)}")
+        if not opts.force:
+            raise UserError(f"{why}: raise [project] max_usd, or pass --force")
+        console.print(f"[yellow]warning:[/yellow] {why}: going on (--force)")
+        return None
+    for s in r.changed:
+        if (s, r.cells[s].target, r.cells[s].launch_gpu) not in said:
+            said.add((s, r.cells[s].target, r.cells[s].launch_gpu))
+            c = r.cells[s]
+            console.print(f"stage {s}: re-planned on the money left (${money.left:,.2f}): {c.target} {c.gpu_label}, "
+                          f"estimated ${c.usd:,.2f}")
+    return r, money.left
+
+
+def _share(r: Replan, stage: int, left: float) -> float:
+    """What STAGE may spend so that the stages after it still get what they need."""
+    return left - sum(need(c) for s, c in r.cells.items() if s != stage)
+
+
 def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple[int, str | None, str]]:
     """Launch each stage in turn; returns [(stage, run_id or None, status)]."""
     store = open_records(cfg.root)
@@ -194,7 +241,7 @@ def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple
     check_base(cfg)  # the base model every stage loads: found and readable before stage 1 trains
     if opts.plan != "auto":
         warn_unrehearsed(cfg, [t.name for t in ahead], console)  # once, for all of them
-    results = []
+    results, said = [], set()
     for stage in stages:
         runs = store.list()
         done = done_runs(runs, cfg.stages)
@@ -219,11 +266,19 @@ def run_pipeline(cfg: AmigoConfig, opts: PipelineOptions, console) -> list[tuple
             console.print(f"[red]{held}[/red]", soft_wrap=True)
             results.append((stage, None, "HELD"))
             break
-        target = target_for(cfg, opts, stage, console)
+        money = money_plan(cfg, opts, store, [s for s in stages if s >= stage and s not in done], console, said)
+        gpu = share = None
+        if money is None or stage not in money[0].cells:  # (a stage nothing fits: its launch says why)
+            target = target_for(cfg, opts, stage, console)
+        else:  # the re-plan's machine for this stage, and its share of what is left
+            r, left = money
+            cell = r.cells[stage]
+            target, share = cell.target, _share(r, stage, left)
+            gpu = cell.launch_gpu if stage in r.changed else None
         console.rule(f"stage {stage} on {target}" + _not_done_why(cfg, stage, runs, done))
         parent = done.get(cfg.previous_stage(stage))
         run = launch(cfg, LaunchOptions(stage=stage, cloud=target, max_usd=opts.max_usd, force=opts.force,
-                                        from_run=parent.id if parent else None,
+                                        from_run=parent.id if parent else None, gpu=gpu, share_usd=share,
                                         warn_unrehearsed=opts.plan == "auto"), console)
         results.append((stage, run.id, run.status))
         if run.status != "SUCCEEDED":

@@ -4,7 +4,7 @@
     preflight              SkyPilot's own credential check for the target's cloud (no API server)
     previous_run           the lineage: --from names a successful run of the stage before
     check_fit_first        the pure memory-fit check, before any dataset or tokenizer is touched
-    check_estimate         the estimate with the real token count against the budget
+    check_estimate         the estimate with the real token count against the budget (planning/budget.py)
     hub_offline_if_unreachable   no network: the hub libraries read their caches instead of retrying
 
 Each refusal is a UserError: one line, exit 2, no run recorded.
@@ -18,8 +18,9 @@ from amigo_burst import planner
 from amigo_burst.clouds import CLOUDS
 from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError
+from amigo_burst.planning.budget import AUTODOWN_IDLE_MIN, KILL_GRACE_S, Limits, limits
 from amigo_burst.planning.matrix import Cell
-from amigo_burst.planning.units import usd_text
+from amigo_burst.planning.units import hours_text, usd_text
 from amigo_burst.runners.sky import cloud_access
 from amigo_burst.state.records import Run, RunStore
 from amigo_burst.targets import Target
@@ -106,14 +107,36 @@ def hub_offline_if_unreachable(cfg: AmigoConfig, stage: int, timeout_s: float = 
     return True
 
 
-def check_estimate(stage: int, target: Target, est: Cell | None, budget: planner.Budget, force: bool) -> None:
-    """Refuse (UserError) a launch its estimate says is over budget or does not fit, unless --force."""
-    if est is None or force:
+def check_estimate(stage: int, target: Target, est: Cell | None, budget: planner.Budget, force: bool,
+                   lim: Limits | None = None) -> None:
+    """Refuse (UserError) a launch its estimate says is over budget or does not fit, unless --force.
+
+    One rule with the cap the job carries (planning/budget.py): the estimate must fit what the dollar
+    budget buys on this machine after the kill grace and the autodown wait, with a 10% margin; a budget
+    already spent (earlier attempts, the project's max_usd) refuses any launch. An hours budget is a
+    deadline the job is stopped at, never a refusal. LIM: the launch's limits (their $/h: the dearest
+    machine it may rent)."""
+    if force:
         return
-    if budget.usd and est.usd and est.usd > budget.usd:
-        # dollars as the plan shows them: "$0.0042", not "$0.00 exceeds the $0.00 budget by $0.00"
-        raise UserError(f"estimated {usd_text(est.usd)} exceeds the {usd_text(budget.usd)} budget by "
-                        f"{usd_text(est.usd - budget.usd)}: raise --max-usd or pass --force")
+    fix = "raise [project] max_usd" if budget.source == "project" else "raise --max-usd"
+    why = f" ({budget.note})" if budget.note else ""
+    if budget.usd is not None and budget.usd <= 0:
+        raise UserError(f"stage {stage}: nothing is left of its budget{why}: {fix} or pass --force")
+    if est is None:
+        return
+    rate = (lim.usd_per_hour if lim is not None else None) or getattr(est, "max_usd_per_hour", None) \
+        or getattr(est, "usd_per_hour", None)
+    if budget.usd is not None and est.usd and not rate and est.usd > budget.usd:
+        # no rate to cap by: the estimate's dollars as the plan shows them ("$0.0042", not "$0.00")
+        raise UserError(f"estimated {usd_text(est.usd)} exceeds the {usd_text(budget.usd)} budget{why} by "
+                        f"{usd_text(est.usd - budget.usd)}: {fix} or pass --force")
+    dollars = limits(budget.usd, None, rate, cloud=not target.is_local)
+    if est.fits and budget.usd is not None and rate and not dollars.allows(est.hours):
+        after_cap = "" if target.is_local else (f" less {KILL_GRACE_S // 60} min to save and {AUTODOWN_IDLE_MIN} "
+                                                "min idle before autodown")
+        raise UserError(f"estimated {usd_text(est.usd)} ({hours_text(est.hours)} at ${rate:.2f}/h) exceeds the "
+                        f"{usd_text(budget.usd)} budget{why}: within it the job may take "
+                        f"{hours_text(dollars.allow_s / 3600)} (90% of what it buys{after_cap}): {fix} or pass --force")
     if not est.fits:
         raise UserError(f"stage {stage} does not fit {target.name} ({est.reason or 'not enough GPU memory'}): "
                         "pick another --cloud, or --force")

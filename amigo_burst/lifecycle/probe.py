@@ -26,6 +26,7 @@ from amigo_burst.config import AmigoConfig
 from amigo_burst.errors import UserError
 from amigo_burst.lifecycle.launch import LaunchOptions, launch, resolve_target
 from amigo_burst.lifecycle.probe_limits import probe_cap_s
+from amigo_burst.planning.budget import limits
 from amigo_burst.planning.calibration import steady_tokens_per_s
 from amigo_burst.state import ids
 from amigo_burst.state.records import open_records
@@ -165,7 +166,10 @@ def launch_after_probe(cfg: AmigoConfig, opts: LaunchOptions, console, steps: in
                                      max_usd=opts.max_usd, keep_cluster=keep, force=opts.force), console)
     console.print(f"probe: {result.measured_tokens_per_s} tokens/s measured (estimated {result.est_tokens_per_s}); "
                   f"the stage re-estimated at {_money(result.projected_usd)}, {_hours(result.projected_hours)}")
-    over = result.budget_usd is not None and result.projected_usd is not None and result.projected_usd > result.budget_usd
+    # the launch's own rule (planning/budget.py): the re-estimate within what the budget buys on this machine
+    rate = result.projected_usd / result.projected_hours if result.projected_usd and result.projected_hours else None
+    over = result.budget_usd is not None and result.projected_usd is not None and not limits(
+        result.budget_usd, None, rate, cloud=not target.is_local).allows(result.projected_hours)
     if over and not _confirm(console, f"over the ${result.budget_usd:g} budget: launch anyway?"):
         _down(keep)
         raise UserError(f"stage {opts.stage} re-estimated at {_money(result.projected_usd)} after the probe, over the "

@@ -7,7 +7,9 @@ really there and decides (`decide`, a table a test reads):
     worker alive                          -> nothing to do
     PENDING, worker gone                  -> FAILED: the controller stopped before the run started
     training process alive (local)        -> nothing to do: it finishes, then the record says so
-    cloud job still known on its cluster  -> reattach: a new worker follows it to the end
+    cloud job to follow                   -> reattach: a new worker follows it to the end (spot: the
+                                             managed-jobs API; else its cluster, unless SkyPilot says
+                                             it is gone: "cannot tell now" is a reattach)
     otherwise                             -> FAILED: worker died; `launch --resume` continues
 """
 
@@ -18,9 +20,12 @@ import time
 from enum import Enum
 
 from amigo_burst.errors import UserError, one_line
+from amigo_burst.lifecycle.cloud_job import GONE, job_state
 from amigo_burst.lifecycle.handoff import launched_clusters, spawn_worker
-from amigo_burst.runners.sky import job_status, our_clusters
+from amigo_burst.runners.sky import our_clusters
+from amigo_burst.runners.sky_jobs import spot_job
 from amigo_burst.state import ids, paths
+from amigo_burst.state.ledger import Ledger
 from amigo_burst.state.records import ACTIVE, LOW_SPACE_BYTES, Run, RunStore, pid_alive
 
 NOT_STARTED = "controller stopped before the run started"
@@ -63,6 +68,7 @@ def reconcile_run(cfg, runs: RunStore, run: Run) -> Run:
     cause = death_cause(cfg.root, run.id)
     if cause:
         reason = reason.replace(";", f" ({cause});", 1) if ";" in reason else f"{reason} ({cause})"
+    Ledger(runs).close(run.id)
     return runs.update(run.id, status="FAILED", reason=reason)
 
 
@@ -85,14 +91,17 @@ def death_cause(root, run_id: str) -> str:
 
 
 def _job_alive(run: Run) -> bool:
-    """Is the run's SkyPilot job still known on its cluster (running, or ended with nobody watching)?
-
-    Either way a new worker follows it to the end, brings the outputs back and tears the cluster
-    down; only a cluster that is gone leaves nothing to reattach to."""
-    try:
-        return job_status(run.cluster, run.job_id) != "UNKNOWN"
-    except Exception:  # noqa: BLE001 - no cluster, no API server answer: nothing to reattach to
-        return False
+    """Is there a cloud job to follow (running, or ended with nobody watching)? A new worker then follows
+    it to the end, brings the outputs back and tears the cluster down. A spot run is asked of the
+    managed-jobs API (SkyPilot names its cluster); any other of SkyPilot about its cluster. Only a
+    cluster SkyPilot says is gone leaves nothing to reattach to: "cannot tell now" (offline) is a
+    reattach, and that worker asks again with backoff."""
+    if (run.artifacts or {}).get("spot"):
+        try:
+            return spot_job(run.job_id) is not None
+        except Exception:  # noqa: BLE001 - the jobs controller out of reach: the worker will ask again
+            return True
+    return job_state(run.cluster, run.job_id) != GONE
 
 
 def _wait_taken_over(runs: RunStore, run: Run, timeout_s: float = 60.0) -> Run:
@@ -112,10 +121,23 @@ def reconcile_all(cfg, runs: RunStore) -> tuple[list[Run], list[str]]:
     if not any(r.cluster for r in rows) and not launched_clusters(cfg.root):
         return rows, []  # never touched SkyPilot: don't pay its 2.6 s import (our_clusters imports sky)
     active = {r.cluster for r in rows if r.status in ACTIVE and r.cluster}
-    orphans = [c["name"] for c in our_clusters(ids.CLUSTER_PREFIX) if c["name"] not in active]
+    spot = spot_job_ids(rows)
+    orphans = [c["name"] for c in our_clusters(ids.CLUSTER_PREFIX)
+               if c["name"] not in active and not managed_cluster(c["name"], spot)]
     known = {r.cluster for r in rows if r.cluster}
     new = [record_orphan(runs, name) for name in orphans if name not in known]
     return rows + [r for r in new if r is not None], orphans
+
+
+def spot_job_ids(runs: list[Run]) -> set[int]:
+    return {r.job_id for r in runs if r.status in ACTIVE and (r.artifacts or {}).get("spot") and r.job_id is not None}
+
+
+def managed_cluster(name: str, spot_jobs: set[int]) -> bool:
+    """A cluster SkyPilot's jobs controller named for one of our running spot jobs (<task name>-<job id>,
+    e.g. amigo-vast-41): not an orphan, and not ours to tear down (`down RUN` cancels the job)."""
+    tail = name.rsplit("-", 1)[-1]
+    return tail.isdigit() and int(tail) in spot_jobs and ids.parse_run_id(ids.run_id_of_cluster(name)) is None
 
 
 def record_orphan(runs: RunStore, cluster: str) -> Run | None:

@@ -2,16 +2,32 @@
 
 Every call says what it did, including "nothing": a cluster name that does not exist is an error
 (a typo must not read as "torn down"), and `--all` with nothing running says so.
+
+Stopping a run keeps its work (DESIGN.md, "stopping"):
+    local run    SIGTERM to the training process: it finishes its step and saves a checkpoint
+    cloud run    SIGTERM on the machine (train/capped.sh's pid): the trainer saves the step's
+                 checkpoint, the worker (the one following, or one started here) brings it back or
+                 it is in the bucket, then tears the cluster down; `down` waits for that ending
+    spot run     the managed-jobs API cancels it (sky.jobs.cancel): SkyPilot stops it and removes
+                 its cluster; checkpoints are in the bucket as they were written
+A machine that cannot be reached is torn down without a stop checkpoint, and `down` says so.
 """
 
 from __future__ import annotations
 
+import time
+
 from amigo_burst.errors import UserError
+from amigo_burst.lifecycle.handoff import STOP_REASON
+from amigo_burst.lifecycle.reconcile import managed_cluster, reconcile_run, spot_job_ids
 from amigo_burst.runners.local import stop
 from amigo_burst.runners.sky import down as sky_down
-from amigo_burst.runners.sky import our_clusters
+from amigo_burst.runners.sky import our_clusters, signal_job
+from amigo_burst.runners.sky_jobs import spot_cancel
 from amigo_burst.state.ids import CLUSTER_PREFIX, is_ours
-from amigo_burst.state.records import ACTIVE, open_records
+from amigo_burst.state.records import ACTIVE, FINAL, open_records
+
+STOP_WAIT_S = 1800  # the step in flight, its checkpoint, bringing it back, the teardown
 
 
 def down(cfg, run_id: str | None, all_: bool, cluster: str | None):
@@ -19,7 +35,7 @@ def down(cfg, run_id: str | None, all_: bool, cluster: str | None):
     runs = open_records(cfg.root)
     if run_id:
         run = runs.get(run_id)
-        said = list(_stop_run(runs, run))
+        said = list(_stop_run(cfg, runs, run))
         yield from said or [f"{run.id} is {run.status}: nothing to stop"]
         return
     sky = uses_sky(cfg, runs)  # an all-local project never starts SkyPilot's API server (it stays running)
@@ -36,12 +52,20 @@ def down(cfg, run_id: str | None, all_: bool, cluster: str | None):
         yield from _down_cluster(cluster)
         return
     said = []
-    for run in runs.list():
+    every = runs.list()
+    spot = spot_job_ids(every)
+    for run in every:
         if run.status in ACTIVE:
-            said += list(_stop_run(runs, run))
+            for line in _stop_run(cfg, runs, run):
+                said.append(line)
+                yield line
     for c in our_clusters(CLUSTER_PREFIX) if sky else []:
-        said += list(_down_cluster(c["name"]))
-    yield from said or ["nothing to stop: no run is running and no amigo- cluster is up"]
+        if not managed_cluster(c["name"], spot):  # a spot job's cluster went with its cancel
+            for line in _down_cluster(c["name"]):
+                said.append(line)
+                yield line
+    if not said:
+        yield "nothing to stop: no run is running and no amigo- cluster is up"
 
 
 def uses_sky(cfg, runs) -> bool:
@@ -59,15 +83,55 @@ def uses_sky(cfg, runs) -> bool:
     return any(r.cluster for r in runs.list()) or launched_clusters(cfg.root)
 
 
-def _stop_run(runs, run):
-    if run.status in ACTIVE and getattr(run, "child_pid", None):
-        if stop(run.child_pid):
+def _stop_run(cfg, runs, run):
+    if run.status not in ACTIVE:  # ended: only a cluster it left up
+        if run.cluster and not (run.artifacts or {}).get("spot") and \
+                run.cluster in {c["name"] for c in our_clusters(CLUSTER_PREFIX)}:
+            yield from _down_cluster(run.cluster)
+        return
+    if not run.cluster:  # the laptop
+        if getattr(run, "child_pid", None) and stop(run.child_pid):
             yield f"{run.id}: sent stop to the training process (it saves a checkpoint)"
-    if run.cluster and (run.status in ACTIVE or run.cluster in {c["name"] for c in our_clusters(CLUSTER_PREFIX)}):
-        yield from _down_cluster(run.cluster)
-    if run.status in ACTIVE:
-        runs.update(run.id, status="STOPPED", reason="stopped by user (amigo-burst down)")
+        runs.update(run.id, status="STOPPED", reason=STOP_REASON)
         yield f"{run.id}: STOPPED"
+        return
+    if run.job_id is None:  # still provisioning: nothing runs there to save
+        yield from _down_cluster(run.cluster)
+        runs.update(run.id, status="STOPPED", reason=STOP_REASON)
+        yield f"{run.id}: STOPPED"
+        return
+    runs.update(run.id, reason=STOP_REASON)  # the worker's ending keeps this word (worker.final_status)
+    if (run.artifacts or {}).get("spot"):
+        spot_cancel(run.job_id)
+        yield f"{run.id}: managed job {run.job_id} cancelled (SkyPilot stops it and removes its cluster)"
+    else:
+        try:
+            sent = signal_job(run.cluster, run.id)
+        except UserError as e:
+            yield f"{run.id}: {e}: tearing it down without a stop checkpoint"
+            yield from _down_cluster(run.cluster)
+            runs.update(run.id, status="STOPPED", reason=STOP_REASON)
+            yield f"{run.id}: STOPPED"
+            return
+        yield (f"{run.id}: sent SIGTERM on {run.cluster}: the trainer saves the step's checkpoint" if sent
+               else f"{run.id}: its job on {run.cluster} had already ended")
+    yield from _wait_ended(cfg, runs, run)
+
+
+def _wait_ended(cfg, runs, run, timeout_s: float = STOP_WAIT_S):
+    """Until the run's worker (the following one, or one reconcile starts) has recorded its end: the
+    checkpoint back or in the bucket, the cluster torn down."""
+    deadline = time.monotonic() + timeout_s
+    yield f"{run.id}: waiting for its checkpoint and the teardown"
+    while time.monotonic() < deadline:
+        cur = reconcile_run(cfg, runs, runs.get(run.id))
+        if cur.status in FINAL:
+            yield f"{cur.id}: {cur.status}" + (f" ({cur.reason})" if cur.reason else "")
+            return
+        time.sleep(2.0)
+    yield f"{run.id}: no ending recorded after {timeout_s / 60:.0f} min: tearing its cluster down now"
+    if not (run.artifacts or {}).get("spot"):
+        yield from _down_cluster(run.cluster)
 
 
 def _down_cluster(name: str):

@@ -1,8 +1,10 @@
 """The run worker: `python -m amigo_burst.lifecycle.worker CONFIG RUN_ID [DEAD_PID]` (handoff.spawn_worker).
 
-Runs the target, streams its log into .amigo/runs/<id>/train.log (secrets
-redacted), brings the outputs back, and records how the run ended. It is the
-only writer of a run's final status, so the controller can die at any time.
+Runs the target (local subprocesses here; a cloud job: cloud_job.py), streams its log into
+.amigo/runs/<id>/train.log (secrets redacted), brings the outputs back, and records how the run
+ended and what its attempt cost (the ledger). It is the only writer of a run's final status, so the
+controller can die at any time; it may die too: a cloud job goes on, and the next `status` or
+`logs -f` starts another worker that takes over (reconcile.py).
 """
 
 from __future__ import annotations
@@ -11,21 +13,21 @@ import errno
 import json
 import os
 import re
-import shutil
 import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 from amigo_burst.config import load_config
 from amigo_burst.errors import UserError, one_line
+from amigo_burst.lifecycle.cloud_job import run_sky
 from amigo_burst.lifecycle.download import worker_log_aside
 from amigo_burst.lifecycle.follow import NOISE
-from amigo_burst.lifecycle.handoff import AUTOSTOP_IDLE_MIN, LaunchPlan, read_plan
-from amigo_burst.runners import sky as skyr
+from amigo_burst.lifecycle.handoff import STOP_REASON, LaunchPlan, read_plan
 from amigo_burst.runners.local import run_task
 from amigo_burst.secrets import load_secrets, redact
 from amigo_burst.state import paths
+from amigo_burst.state.ledger import Ledger
 from amigo_burst.state.records import open_records, utc_now
 from amigo_burst.state.store import open_from_config
 from amigo_burst.targets import get_target
@@ -71,10 +73,12 @@ class LogSink:
         self.last_error = ""
         self.write_error: OSError | None = None
         self._score = 0
+        self._lock = threading.Lock()  # the job's log and the checkpoint pulls write from two threads
 
     def __call__(self, text: str) -> None:
-        for line in str(text).splitlines() or [""]:  # a multi-line message is several log lines
-            self._line(line)
+        with self._lock:
+            for line in str(text).splitlines() or [""]:  # a multi-line message is several log lines
+                self._line(line)
 
     def _line(self, line: str) -> None:
         line = redact(ANSI.sub("", SKY_PREFIX.sub("", line, count=1)), self.secrets)
@@ -103,129 +107,9 @@ def run_local(cfg, plan: LaunchPlan, secrets, sink, runs) -> int:
                     on_start=lambda pid: runs.update(plan.run_id, child_pid=pid))
 
 
-def run_sky(cfg, plan: LaunchPlan, secrets, sink, runs, job: int | None = None) -> int:
-    """Launch (or, with `job`, reattach to) the cloud job; follow it; outputs back; tear down."""
-    if plan.spot:
-        if job is None:
-            target = get_target(plan.target, cfg.root)
-            task = skyr.build_task(target.path, plan.envs, secrets, Path(plan.workdir), gpu=plan.gpu)
-            job = skyr.spot_launch(task, plan.cluster)
-            runs.update(plan.run_id, job_id=job)
-        return _wait_spot(job, sink)
-    try:
-        if job is None:
-            target = get_target(plan.target, cfg.root)
-            task = skyr.build_task(target.path, plan.envs, secrets, Path(plan.workdir), gpu=plan.gpu)
-            job = skyr.launch(task, plan.cluster, idle_minutes=AUTOSTOP_IDLE_MIN, keep=plan.keep, on_line=sink,
-                              follow=False, on_rented=_rented_hook(runs, plan, sink))
-            runs.update(plan.run_id, job_id=job)
-        skyr.tail(plan.cluster, job, follow=True, on_line=sink)
-        status = _job_end_status(skyr, plan.cluster, job, sink)
-        if plan.transport == "rsync":  # before teardown: the cluster's disk goes with it
-            try:
-                _rsync_outputs(skyr, plan.cluster, paths.run_dir(cfg.root, plan.run_id),
-                               keep=lambda d: open_from_config(cfg, bars=False).put_dir(
-                                   d, manifest_names.outputs(plan.run_id)))
-            except UserError:
-                if status == "SUCCEEDED":
-                    raise
-                # a job that died early left no outputs/: its own error line stays the reason
-                sink("no outputs/ on the cluster to bring back")
-        return _sky_rc(status, paths.run_dir(cfg.root, plan.run_id), sink)
-    finally:
-        if not plan.keep:
-            skyr.down(plan.cluster)
-            sink(f"cluster {plan.cluster} torn down")
-
-
-def _rented_hook(runs, plan: LaunchPlan, sink):
-    """_record_rented when SkyPilot had a choice (the plan's machine and fallbacks), else nothing."""
-    if isinstance(plan.gpu, list) and len(plan.gpu) > 1:
-        return lambda machine: _record_rented(runs, plan, machine, sink)
-    return None
-
-
-def _record_rented(runs, plan: LaunchPlan, machine: dict, sink) -> None:
-    """The machine SkyPilot rented, said and recorded: with fallbacks it may not be the plan's first
-    choice, and the run's cost (status, report) must be that machine's $/h."""
-    rate = machine.get("usd_per_hour")
-    sink(f"rented {machine['accelerator']} ({machine.get('instance_type') or '?'}"
-         + (f", ${rate:.2f}/h)" if rate else ")"))
-    run = runs.get(plan.run_id)
-    if rate and run.usd_per_hour is not None and abs(rate - run.usd_per_hour) > 1e-9:
-        runs.update(plan.run_id, usd_per_hour=rate)
-
-
-def _job_end_status(skyr, cluster: str, job: int, sink) -> str:
-    """The job's end state; a cluster whose allocation vanished (scancel, preemption) can no longer
-    answer, and that is what the record must say, naming the cluster — not SkyPilot's traceback."""
-    try:
-        return skyr.job_status(cluster, job)
-    except Exception as e:  # noqa: BLE001 - any SDK/ssh failure means the same thing here
-        last = (str(e).strip().splitlines() or [e.__class__.__name__])[-1][:200]
-        sink(f"error: job {job} on {cluster} can no longer be queried: its allocation is gone "
-             f"(cancelled, preempted or expired): {last}")
-        return "CANCELLED"
-
-
-def _rsync_outputs(skyr, cluster: str, d: Path, keep=None) -> None:
-    """The cluster's outputs/ -> the run folder: adapter, metrics.json, tb/. Not its train.log (ours has
-    setup and SkyPilot's lines too, and `logs -f` holds it open) and not checkpoints/ (GBs, useless here).
-    keep(staging): the outputs also go to the (file://) store as the run's outputs manifest, so every
-    later download verifies them (sha256) and fetches a changed file again."""
-    staging = d / ".remote-outputs"
-    skyr.rsync_down(cluster, "~/sky_workdir/outputs", staging, exclude=("checkpoints", "train.log"))
-    if keep is not None:
-        keep(staging)
-    for item in staging.iterdir():
-        if item.name in ("train.log", "checkpoints"):
-            continue
-        dest = d / item.name
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        os.replace(item, dest)
-    shutil.rmtree(staging, ignore_errors=True)
-
-
-def _wait_spot(job: int, sink, poll_s: float = 30.0) -> int:
-    """A managed spot job: SkyPilot recovers it after preemption; the outputs arrive through the store."""
-    last = None
-    while True:
-        rec = next((j for j in skyr.spot_queue() if j["job_id"] == job), None)
-        status = rec["status"] if rec else "UNKNOWN"
-        if status != last:
-            sink(f"managed job {job}: {status} (recoveries: {rec['recovery_count'] if rec else '?'})")
-            last = status
-        if status == "SUCCEEDED":
-            return 0
-        if status.startswith("FAILED") or status in ("CANCELLED", "UNKNOWN"):
-            sink(f"error: managed job {job} {status}: {(rec or {}).get('failure_reason') or ''}")
-            return 1
-        time.sleep(poll_s)
-
-
-def _sky_rc(status: str, outputs: Path, sink=None) -> int:
-    """SkyPilot only says SUCCEEDED/FAILED/CANCELLED; metrics.json tells a budget stop apart.
-
-    CANCELLED, FAILED_SETUP...: a failure with that status as the reason, not "stopped by user"
-    (scancel, preemption, an admin; `amigo-burst down` records its own STOPPED, kept by finish())."""
-    if status == "SUCCEEDED":
-        return 0
-    m = outputs / "metrics.json"
-    reason = json.loads(m.read_text()).get("exit_reason") if m.is_file() else None
-    if reason == "budget":
-        return EXIT_BUDGET
-    if reason in ("stopped", "preempted"):  # SIGTERM: saved at a step boundary, resumable
-        return EXIT_STOPPED
-    # (unless _final_status already said why: the cluster could no longer be asked)
-    if status != "FAILED" and sink is not None and "can no longer be queried" not in sink.last_error:
-        sink(f"error: the cluster's job ended {status} (cancelled there: scancel, preemption or an admin)")
-    return 1
-
-
 def collect_outputs(cfg, plan: LaunchPlan, sink) -> None:
-    if plan.transport != "store":
-        return
+    """The run's outputs manifest from the project's store into .amigo/runs/<id>/, sha256-verified: put
+    there by the trainer's mirror (a bucket, the laptop's own store) or pulled from the machine's (pull.py)."""
     d = paths.run_dir(cfg.root, plan.run_id)
     try:
         with worker_log_aside(d):  # the fetch must not replace our own train.log
@@ -262,6 +146,7 @@ def final_status(rc: int, *, has_adapter: bool, last_error: str, recorded: str,
     stands over the failure the stop itself caused.
     """
     m = metrics or {}
+    marked = recorded == "STOPPED" or recorded_reason == STOP_REASON  # `down` said so (teardown.py)
     if rc in STOP_CODES and m.get("exit_reason") in ("stopped", "preempted"):
         rc = EXIT_STOPPED  # the shell around it died of the same signal; the entrypoint saved first
     resume = f"`amigo-burst launch --stage {stage} --resume` continues it" if stage else "--resume continues it"
@@ -271,7 +156,7 @@ def final_status(rc: int, *, has_adapter: bool, last_error: str, recorded: str,
         status, reason = "STOPPED", "budget"
     elif rc == EXIT_STOPPED:
         who = "preempted" if m.get("exit_reason") == "preempted" else (
-            recorded_reason if recorded == "STOPPED" and recorded_reason else "stopped")
+            recorded_reason if marked and recorded_reason else "stopped")
         step = f" at step {m['steps']} of {m['total_steps']}" if m.get("steps") is not None else ""
         status, reason = "STOPPED", f"{who}{step}, checkpoint saved: {resume}"
     elif rc in STOP_CODES:
@@ -280,8 +165,8 @@ def final_status(rc: int, *, has_adapter: bool, last_error: str, recorded: str,
         status, reason = "FAILED", killed_text(killed_by(rc))
     else:
         status, reason = "FAILED", last_error or f"exit code {rc}"
-    if recorded == "STOPPED" and status == "FAILED":
-        status, reason = recorded, recorded_reason or ""
+    if marked and status == "FAILED":
+        status, reason = "STOPPED", recorded_reason or ""
     return status, reason
 
 
@@ -301,6 +186,7 @@ def finish(cfg, plan: LaunchPlan, rc: int, sink, runs) -> None:
         downloaded=1 if complete and not (d / ".partial").exists() else 0,
         artifacts={**current.artifacts, "outputs": manifest_names.outputs(plan.run_id)},
     )
+    Ledger(runs).close(plan.run_id)  # after teardown: the machine's time is what it billed
 
 
 def _collect(cfg, plan: LaunchPlan, sink, rc: int) -> None:
@@ -346,10 +232,11 @@ def main(config_path: str, run_id: str, reattach_from_pid: int | None = None) ->
         target = get_target(plan.target, cfg.root)
         if target.is_local:
             rc = run_local(cfg, plan, secrets, sink, runs)
-        else:
-            rc = run_sky(cfg, plan, secrets, sink, runs, job=runs.get(run_id).job_id if reattach_from_pid else None)
-        if rc in (0, EXIT_BUDGET, EXIT_STOPPED) or rc in STOP_CODES:
-            _collect(cfg, plan, sink, rc)
+            if rc in (0, EXIT_BUDGET, EXIT_STOPPED) or rc in STOP_CODES:
+                _collect(cfg, plan, sink, rc)
+        else:  # followed to its end, whatever the stream does; outputs collected before teardown
+            rc = run_sky(cfg, plan, secrets, sink, runs, job=runs.get(run_id).job_id if reattach_from_pid else None,
+                         collect=collect_outputs)
     except Exception as e:  # noqa: BLE001 - whatever happened, the record must say so
         sink(f"error: {e.__class__.__name__}: {one_line(e)}")
         rc = rc if rc not in (0, EXIT_BUDGET, EXIT_STOPPED) else 1

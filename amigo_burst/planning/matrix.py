@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from amigo_burst.planning.budget import affordable_usd
 from amigo_burst.planning.estimate import (
     Estimate,
     SetupCost,
@@ -187,7 +188,9 @@ def within(cell: Cell, budget_usd: float | None, deadline_hours: float | None) -
     """"" if the cell is acceptable, else why not."""
     if not cell.fits:
         return f"does not fit ({cell.reason})"
-    if budget_usd is not None and cell.usd is not None and cell.usd > budget_usd:
+    if budget_usd is not None and cell.usd is not None and cell.usd > affordable_usd(budget_usd, cell.usd_per_hour,
+                                                                                  not cell.local):
+        # planning/budget.py: the job's estimate gets 90% of what the budget buys after the kill grace and autodown
         return f"{usd_text(cell.usd)} over the ${budget_usd:g} budget"
     if deadline_hours is not None and cell.hours is not None and cell.hours > deadline_hours:
         return f"{hours_text(cell.hours)} over the {deadline_hours:g} h deadline"
@@ -234,9 +237,10 @@ def fallback_cells(best: Cell, cells: list[Cell], budget_usd: float | None = Non
           and c.method == best.method and c.gpu_count == best.gpu_count and c.micro_batch >= best.micro_batch
           and c.usd is not None and c.usd <= best.usd * (1 + FALLBACK_SLACK)
           and not within(c, budget_usd, deadline_hours)
-          # the launch caps runtime at the budget / the dearest candidate's $/h: it must still let the
-          # plan's own machine finish (best.hours at that rate stays in budget)
-          and not (budget_usd and best.hours and c.usd_per_hour and c.usd_per_hour * best.hours > budget_usd)]
+          # the launch caps the job at the budget / the dearest candidate's $/h: it must still let the
+          # plan's own machine finish (best.hours at that rate within the budget, planning/budget.py)
+          and not (budget_usd and best.hours and c.usd_per_hour
+                   and c.usd_per_hour * best.hours > affordable_usd(budget_usd, c.usd_per_hour, True))]
     return tuple(sorted(ok, key=cost_key)[:MAX_FALLBACKS])
 
 

@@ -197,13 +197,15 @@ def build_benchmarks(runs: list[dict], baselines: list[dict] | None = None) -> l
 def build_report(runs: list[dict], strategies: list[dict] | None = None,
                  local_targets: set[str] | frozenset = frozenset(), *, project: str = "", generated: str = "",
                  calibration: list[dict] | None = None, compare: list[dict] | None = None,
-                 baselines: list[dict] | None = None) -> dict:
+                 baselines: list[dict] | None = None, money: dict | None = None) -> dict:
+    """MONEY: the ledger's spent / committed / left (planning/ledger.py), when the project has one."""
     rows = build_rows(runs)
     rep = {"project": project, "generated": generated, "runs": rows, "stages": stage_rows(rows),
            "totals": build_totals(rows, local_targets), "strategies": strategies or [],
            "calibration": calibration or [], "compare": compare or []}
     scores = build_benchmarks(runs, baselines)
-    return {**rep, "benchmarks": scores} if scores else rep
+    rep = {**rep, "benchmarks": scores} if scores else rep
+    return {**rep, "money": [money]} if money else rep
 
 
 # --------------------------------------------------------------------------- text renderings
@@ -256,6 +258,8 @@ BENCH_COLUMNS = (("stage", "stage", str), ("run", "id", str), ("problems", "prob
 BENCH_TEXT = {"problems": lambda r: f"{r['problems']}{' partial' if r.get('partial') else ''}",
               "pass_at_1": lambda r: f"{r['pass_at_1']:.3f} ({r['pass_at_1_low']:.3f}-{r['pass_at_1_high']:.3f})",
               "pass_at_1_change": lambda r: f_change(r, VS_PARENT), "vs_base": lambda r: f_change(r, VS_BASE)}
+MONEY_COLUMNS = (("spent", "spent", usd_text), ("committed (running, worst case)", "committed", usd_text),
+                 ("left", "left", usd_text), ("project max_usd", "max_usd", usd_text))
 COMPARE_COLUMNS = (("figure", "figure", str), ("original", "original", str), ("computed", "computed", str),
                    ("why", "reason", str))
 
@@ -304,6 +308,7 @@ def rich_tables(report: dict) -> list:
                       cell(r["est_peak_vram_gib"], r["actual_peak_vram_gib"], r["peak_vram_error_pct"], f_gib))
         out.append(t)
     for title, cols, rows in (("totals", TOTAL_COLUMNS, report["totals"]),
+                              ("money (the ledger: every attempt, hours x $/h)", MONEY_COLUMNS, report.get("money") or []),
                               ("strategies (estimated)", STRATEGY_COLUMNS[:3], report["strategies"]),
                               ("calibration in use", CALIBRATION_COLUMNS, report.get("calibration") or [])):
         if not rows:
@@ -357,6 +362,7 @@ def to_markdown(report: dict) -> str:
                                report.get("stages") or []),
                               ("Runs: estimated vs actual", COLUMNS, report["runs"]),
                               ("Totals", TOTAL_COLUMNS, report["totals"]),
+                              ("Money (the ledger: every attempt, hours x $/h)", MONEY_COLUMNS, report.get("money") or []),
                               ("Strategies (estimated)", STRATEGY_COLUMNS, report["strategies"]),
                               ("Calibration in use", CALIBRATION_COLUMNS, report.get("calibration") or []),
                               ("HumanEval pass@1 per stage", BENCH_COLUMNS, report.get("benchmarks") or []),

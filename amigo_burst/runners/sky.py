@@ -1,7 +1,8 @@
 """The SkyPilot runner: one sky/*.yaml task on RunPod, Vast.ai, Lambda or Slurm.
 
 Thin wrappers over SkyPilot 0.14's Python SDK, one call each, so the launch loop reads
-as "build, launch, stream, fetch outputs, down" and each step can be tested alone.
+as "build, launch, stream, fetch outputs, down" and each step can be tested alone. ssh and
+rsync to a cluster: sky_ssh.py; managed (spot) jobs: sky_jobs.py.
 `import sky` costs ~2.6 s, so it happens inside the functions, never at import time.
 
 SDK calls return request ids that a local API server executes (`sky.get` waits,
@@ -13,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import yaml
 from amigo_burst import clouds
 from amigo_burst.errors import UserError
 from amigo_burst.runners.sky_api import api_errors, sdk
+from amigo_burst.runners.sky_ssh import rsync_down, signal_job  # noqa: F401 - the cluster calls, one place to import
 from amigo_burst.secrets import SECRET_NAMES
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -255,26 +255,6 @@ def job_status(cluster: str, job_id: int) -> str:
     return status.value if status is not None else "UNKNOWN"
 
 
-def _ssh_config(cluster: str) -> Path:
-    # SkyPilot writes one ssh alias per cluster here. OpenSSH reads the passwd home's
-    # ~/.ssh/config, not $HOME's, so the file is passed with -F.
-    return Path(os.environ.get("HOME", "~")).expanduser() / ".sky" / "generated" / "ssh" / cluster
-
-
-def rsync_down(cluster: str, remote: str, local: Path, exclude: tuple[str, ...] = ()) -> None:
-    """Copy CLUSTER:REMOTE/ (e.g. ~/sky_workdir/outputs) into LOCAL/ (the rsync transport)."""
-    cfg = _ssh_config(cluster)
-    if not cfg.is_file():
-        raise UserError(f"{cluster}: no ssh config at {cfg}: is the cluster up? (`amigo-burst status`)")
-    Path(local).mkdir(parents=True, exist_ok=True)
-    cmd = ["rsync", "-a", "-e", f"ssh -F {cfg}", *(f"--exclude={x}" for x in exclude),
-           f"{cluster}:{remote.rstrip('/')}/", f"{local}/"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["?"])[-1]
-        raise UserError(f"rsync from {cluster}:{remote} failed (exit {done.returncode}): {last}")
-
-
 @api_errors
 def down(cluster: str) -> None:
     """Tear CLUSTER down; a cluster that is already gone is fine."""
@@ -283,6 +263,18 @@ def down(cluster: str) -> None:
         sky.get(sky.down(cluster))
     except sky.exceptions.ClusterDoesNotExist:
         pass
+
+
+@api_errors
+def cluster_gone(cluster: str) -> bool:
+    """Is CLUSTER gone for good (torn down, autodowned, its allocation cancelled or preempted)? SkyPilot
+    asks the provider (refresh). A question that cannot be answered (no network) raises: the caller
+    must not take "I cannot see it" for "it is gone"."""
+    from sky.utils import common
+
+    sky = sdk()
+    records = sky.get(sky.status(cluster_names=[cluster], refresh=common.StatusRefreshMode.FORCE))
+    return not records or records[0]["status"] is None
 
 
 @api_errors
@@ -297,44 +289,6 @@ def our_clusters(prefix: str, refresh: bool = False) -> list[dict[str, Any]]:
         {"name": r["name"], "status": r["status"].value, "launched_at": r["launched_at"]}
         for r in records
         if r["name"].startswith(prefix)
-    ]
-
-
-# --- managed (spot) jobs -----------------------------------------------------------------------
-
-
-def spot_launch(task, name: str) -> int:
-    """A SkyPilot managed job on spot machines, restarted after preemption.
-
-    A preempted machine takes its disk with it: the job must mirror checkpoints to an
-    S3 store (AMIGO_STORE_URI) and resume from there, so the rsync transport is refused.
-    """
-    sky = sdk()
-    cloud = task_cloud(task)
-    if cloud is not None and not getattr(clouds.cloud(cloud), "spot", True):
-        spot_ones = " or ".join(n for n, c in clouds.CLOUDS.items() if c.spot)
-        raise UserError(f"--spot: {cloud} has no spot machines (use {spot_ones})")
-    if not task.envs.get("AMIGO_STORE_URI", "").startswith("s3://"):
-        raise UserError("--spot needs an s3:// store (amigo.toml [store] url): a preempted disk is lost")
-    task.set_resources_override({"use_spot": True, "job_recovery": {"max_restarts_on_errors": 2}})
-    job_ids, _handle = sky.stream_and_get(sky.jobs.launch(task, name=name), output_stream=io.StringIO())
-    return job_ids[0]
-
-
-@api_errors
-def spot_queue() -> list[dict[str, Any]]:
-    """Managed jobs: job_id, name, status, recovery_count, failure_reason."""
-    sky = sdk()
-    records = sky.get(sky.jobs.queue(refresh=False))
-    return [
-        {
-            "job_id": r["job_id"],
-            "name": r["job_name"],
-            "status": r["status"].value if r["status"] is not None else "UNKNOWN",
-            "recovery_count": r["recovery_count"],
-            "failure_reason": r["failure_reason"],
-        }
-        for r in records
     ]
 
 

@@ -25,44 +25,16 @@ from pathlib import Path
 
 from amigo_burst.errors import UserError
 from amigo_burst.state import paths
+from amigo_burst.state.ledger import Attempt
+from amigo_burst.state.ledger import insert as insert_attempt
+from amigo_burst.state.migrations import MIGRATIONS, SCHEMA_VERSION
 
 STATUSES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED")
 ACTIVE = ("PENDING", "RUNNING")
 FINAL = ("SUCCEEDED", "FAILED", "STOPPED")  # written by the worker (or reconcile), never changed after
 JSON_FIELDS = ("estimate", "artifacts", "metrics")
-SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 LOW_SPACE_BYTES = 16 * 2**20  # below this, a write error on .amigo/ is a full disk
-
-# Migrations: MIGRATIONS[i] takes the schema from user_version i to i + 1.
-MIGRATIONS = (
-    """
-    CREATE TABLE runs (
-        id            TEXT PRIMARY KEY,
-        stage         INTEGER NOT NULL,
-        target        TEXT NOT NULL,
-        cluster       TEXT,
-        status        TEXT NOT NULL CHECK (status IN ('PENDING','RUNNING','SUCCEEDED','FAILED','STOPPED')),
-        reason        TEXT,
-        started       TEXT NOT NULL,          -- ISO 8601 UTC, 2026-11-26T10:15:00Z
-        ended         TEXT,
-        usd_per_hour  REAL,
-        tokens_per_s  REAL,
-        peak_vram_gib REAL,
-        estimate      TEXT,                   -- json
-        artifacts     TEXT NOT NULL DEFAULT '{}',  -- json: name -> uri
-        metrics       TEXT NOT NULL DEFAULT '{}',  -- json
-        pid           INTEGER,                -- the controller/runner process, for reattach
-        downloaded    INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX runs_stage_status ON runs (stage, status, started);
-    """,
-    # v2: the training process (local: `down` stops it) and the SkyPilot job id (reattach)
-    """
-    ALTER TABLE runs ADD COLUMN child_pid INTEGER;
-    ALTER TABLE runs ADD COLUMN job_id INTEGER;
-    """,
-)
 
 
 def utc_now() -> str:
@@ -272,13 +244,14 @@ class RunStore:
                 raise UserError(f"unknown run id {run_id!r}")
             return _from_row(row)
 
-    def claim_stage(self, stage: int, run: Run, replace: bool = False) -> Run:
+    def claim_stage(self, stage: int, run: Run, replace: bool = False, attempt: Attempt | None = None) -> Run:
         """Insert `run` unless a PENDING/RUNNING run of `stage` has a live pid (then UserError).
 
         The check and the insert share one BEGIN IMMEDIATE transaction: of two launches racing,
         the second waits for the first's commit and then sees its row. run.pid defaults to ours.
         Rows whose pid is dead (a controller that crashed) do not block; they stay as they are
-        for reattach/cleanup to decide.
+        for reattach/cleanup to decide. `attempt`: its ledger row (state/ledger.py), in the same
+        transaction: a run is never claimed without its money counted.
         """
         if run.pid is None:
             run.pid = os.getpid()
@@ -288,9 +261,11 @@ class RunStore:
                 if pid_alive(row["pid"]):
                     raise UserError(f"stage {stage} is already {row['status'].lower()} as run {row['id']} "
                                     f"(pid {row['pid']}): wait for it or stop it first")
-            if replace:  # --resume: the same run id starts again
+            if replace:  # --resume: the same run id starts again (its earlier attempts stay in the ledger)
                 db.execute("DELETE FROM runs WHERE id = ?", (run.id,))
             self._insert(db, run)
+            if attempt is not None:
+                insert_attempt(db, attempt)
         return run
 
     def take_over(self, run_id: str, dead_pid: int | None, new_pid: int) -> bool:

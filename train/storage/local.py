@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import random
 from collections.abc import Callable
 from pathlib import Path
 
-from train.storage.core import CHUNK, Store, StoreError
+from train.storage.core import CHUNK, Store, StoreError, _check_name, _validate_manifest
 
 
 # --- file:// ---------------------------------------------------------------------------------------
@@ -94,3 +95,30 @@ class FileStore(Store):
             if name.startswith(prefix):
                 names.append(name)
         return names
+
+    # --- taking in another file:// store's manifest --------------------------------------------------
+    def adopt(self, manifest: dict, objects: Path) -> list[str]:
+        """MANIFEST from another file:// store (one rsynced from a rented machine), its objects taken from
+        OBJECTS/<sha[:2]>/<sha>. Each object is hashed while it is copied in and must match its name
+        (the sha256 the machine computed), else it is dropped; the manifest is written only when all
+        its objects are here (objects before the manifest that names them). Returns the shas that were
+        missing or wrong (then the manifest is not written: the next pull tries again)."""
+        name = _check_name(str(manifest.get("name", "")))
+        m = _validate_manifest(manifest, name)
+        missing = []
+        for ent in m["files"].values():
+            sha, size = ent["sha256"], ent["size"]
+            if self._object_size(sha) == size:
+                continue
+            src = Path(objects) / sha[:2] / sha
+            if not src.is_file():
+                missing.append(sha)
+                continue
+            try:
+                self._put_object(sha, src, size, lambda _n: None)  # raises when the bytes are not SHA's
+            except StoreError:
+                missing.append(sha)
+            src.unlink(missing_ok=True)  # taken in, or wrong: fetched again next time
+        if not missing:
+            self._put_manifest_bytes(name, json.dumps(m, indent=1, sort_keys=True).encode())
+        return missing
