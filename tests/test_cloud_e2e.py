@@ -3,7 +3,7 @@
 SkyPilot provisions, syncs the train/ bundle, runs stage-2 training of the tiny
 model, streams the log back; the adapter comes back (pulled from the machine's own
 store without a bucket; through moto's S3 server on 127.0.0.1 in
-test_faults_cloud.py's stream-cut test, which checks the same with check_run), loads,
+test_faults_cloud_stream.py, which checks the same with check_run), loads,
 the cluster is torn down and the record says SUCCEEDED. Nothing is faked: the one stand-in is the cluster itself (this
 machine over ssh on 127.0.0.1:2222, see scripts/slurm-sandbox.sh).
 

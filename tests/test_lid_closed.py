@@ -2,7 +2,7 @@
 (train/capped.sh, run for real in bash), the trainer's limit from the cap's deadline (train/run.sh),
 the verified take-in of a machine's checkpoints (FileStore.adopt), and which run `--resume` continues.
 
-The same pieces run end to end on the loopback Slurm cluster in tests/test_faults_cloud.py.
+The same pieces run end to end on the loopback Slurm cluster in tests/test_faults_cloud*.py.
 """
 
 from __future__ import annotations
