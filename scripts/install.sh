@@ -6,7 +6,8 @@
 #   AMIGO_EXTRAS=train,dev,export scripts/install.sh   # + llama-cpp-python for `export --format gguf|ollama`
 #
 # The export extra builds llama.cpp from source (llama-cpp-python ships no Linux wheel on PyPI):
-# ~17 min on 2 busy cores here, once; pip caches the wheel, so later installs take seconds. CMAKE_ARGS
+# ~544 CPU-s (the whole install of a fresh 2-core machine, the build included: 328 s), once; pip caches
+# the wheel, so later installs take seconds. CMAKE_ARGS
 # keeps it to the CPU library (no tests, examples, server, multimodal, OpenSSL); for a CUDA build on the
 # laptop: CMAKE_ARGS="-DGGML_CUDA=on" AMIGO_EXTRAS=train,dev,export scripts/install.sh
 #

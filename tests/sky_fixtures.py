@@ -257,6 +257,33 @@ def sky_cli(home: Path, *args: str, timeout: float = 300) -> subprocess.Complete
     return subprocess.run([str(sky_bin), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@contextlib.contextmanager
+def one_at_a_time(lock_path: str) -> Iterator[None]:
+    """An flock held for the block: make test-e2e's workers start their API servers one after another.
+    Four servers starting at once on two cores each write SkyPilot's SQLite state in their first
+    requests, and a `sky check` then failed with SQLite's "database is locked" (HTTP 500; seen in a
+    clean-clone CI run)."""
+    import fcntl
+
+    with open(lock_path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def sky_check_slurm(home: Path, tries: int = 3) -> subprocess.CompletedProcess:
+    """`sky check slurm`, again after a few seconds when SkyPilot's own SQLite state was locked (a server
+    just started still writes it); any other failure is returned at once."""
+    for i in range(tries):
+        check = sky_cli(home, "check", "slurm")
+        if check.returncode == 0 or "database is locked" not in check.stdout + check.stderr or i == tries - 1:
+            return check
+        time.sleep(5 * (i + 1))
+    return check
+
+
 @pytest.fixture(scope="session")
 def slurm_sky_home(sky_api_home: Path) -> Iterator[Path]:
     """The loopback Slurm cluster up and enabled in SkyPilot, under sky_api_home.
@@ -269,10 +296,11 @@ def slurm_sky_home(sky_api_home: Path) -> Iterator[Path]:
     was_up = subprocess.run(["bash", str(script), "status"], capture_output=True, text=True).returncode == 0
     t0 = time.monotonic()
     try:
-        up = subprocess.run(["bash", str(script), "up", str(sky_api_home)], capture_output=True, text=True,
-                            timeout=900)
-        assert up.returncode == 0, f"slurm sandbox up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
-        check = sky_cli(sky_api_home, "check", "slurm")
+        with one_at_a_time("/tmp/amigo-sky-api-start.lock"):
+            up = subprocess.run(["bash", str(script), "up", str(sky_api_home)], capture_output=True, text=True,
+                                timeout=900)
+            assert up.returncode == 0, f"slurm sandbox up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+            check = sky_check_slurm(sky_api_home)
         assert check.returncode == 0 and "Slurm: enabled" in check.stdout, check.stdout + check.stderr
         print(f"\n[slurm_sky_home] sandbox up + sky check slurm: {time.monotonic() - t0:.1f}s"
               + ("" if was_up else " (brought up here: down again at the end)"))
