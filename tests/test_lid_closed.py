@@ -214,3 +214,26 @@ def test_a_relaunch_into_the_same_workdir_links_the_base_model_again(tmp_path):
     (tmp_path / "model" / "w.safetensors").write_bytes(b"b" * 64)
     link_tree(tmp_path / "model", tmp_path / "work")
     assert (tmp_path / "work" / "w.safetensors").read_bytes() == b"b" * 64
+
+
+def test_a_log_set_aside_while_it_is_read_is_no_crash(tmp_path, monkeypatch):
+    """The worker moves its train.log aside while it fetches a run's outputs (download.worker_log_aside):
+    `follow` (launch, `logs -f`, eval --cloud) polling at that moment reads nothing this time, and the
+    lines after it come once it is back. Seen in a clean-clone CI run as a FileNotFoundError traceback
+    at the end of `eval --cloud slurm`; here the file vanishes between a check and the open."""
+    from pathlib import Path
+
+    from amigo_burst.lifecycle import follow
+    from amigo_burst.lifecycle.download import worker_log_aside
+
+    log = tmp_path / "train.log"
+    log.write_text("one\ntwo\n")
+    lines, pos = follow._lines(log, 0)
+    assert lines == ["one", "two"]
+    with worker_log_aside(tmp_path):
+        monkeypatch.setattr(Path, "is_file", lambda self: True)  # it was there a moment ago
+        assert follow._lines(log, pos) == ([], pos)
+        monkeypatch.undo()
+    with log.open("a") as f:
+        f.write("three\n")
+    assert follow._lines(log, pos)[0] == ["three"]

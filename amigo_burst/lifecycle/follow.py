@@ -91,13 +91,16 @@ def progress_text(p: dict) -> str:
 
 
 def _lines(path: Path, pos: int) -> tuple[list[str], int]:
-    if not path.is_file():
+    # Opened, not asked first: the worker sets its log aside for a moment while it fetches the outputs
+    # (download.worker_log_aside), so a file that existed a moment ago may be gone when it is opened.
+    try:
+        with path.open("r", encoding="utf-8", errors="replace") as f:
+            f.seek(pos)
+            chunk = f.read()
+    except FileNotFoundError:  # not written yet, or set aside: the next poll reads it
         return [], pos
-    with path.open("r", encoding="utf-8", errors="replace") as f:
-        f.seek(pos)
-        chunk = f.read()
-        end = chunk.rfind("\n") + 1  # only whole lines; the rest next time
-        return chunk[:end].splitlines(), pos + len(chunk[:end].encode())
+    end = chunk.rfind("\n") + 1  # only whole lines; the rest next time
+    return chunk[:end].splitlines(), pos + len(chunk[:end].encode())
 
 
 def print_log(cfg, run_id: str, console, raw: bool = False):
