@@ -37,12 +37,14 @@ def test_fit_check_counts_the_allocator_margin_and_cuda_context():
     assert not estimate(arch, card_with(e.peak_alloc_gib * (1 + ALLOCATOR_MARGIN) + 0.01), W).fits
     assert not estimate(arch, card_with(e.peak_vram_gib + 0.01), W).fits  # the peak, but not the headroom
     assert estimate(arch, card_with(e.peak_vram_gib * (1 + PEAK_HEADROOM) + 0.01), W).fits
+    # the headroom on top does not stand in for the margin: the allocated peak + context + headroom is short
+    assert not estimate(arch, card_with((e.peak_alloc_gib + ctx) * (1 + PEAK_HEADROOM) + 0.01), W).fits
 
 
 @pytest.mark.parametrize("over", [0.01, 0.03, 0.05])
 def test_fit_check_refuses_1_to_5_percent_over_the_card(over):
     arch = load_arch("llama-3.1-8b")
-    need = estimate(arch, load_gpu("RTX4090"), W).peak_vram_gib
+    need = estimate(arch, load_gpu("RTX4090"), W).peak_vram_gib * (1 + PEAK_HEADROOM)  # what the card must hold
     e = estimate(arch, card_with(need / (1 + over)), W)
     assert not e.fits and "needs" in e.reason
 
