@@ -69,11 +69,7 @@ def runs_table(runs, width: int) -> list[str]:
     lines = [f"[bold]{line({c: c for c in cols})}[/bold]"]
     for r, cells in zip(runs, rows, strict=True):
         lines.append(line(cells, COLORS.get(r.status)))
-        text = "; ".join(x for x in (_spot_note(r), r.reason) if x)
-        if text:
-            room = max(width - 6, 20)
-            text = text if len(text) <= room else text[: room - 1] + "…"
-            lines.append(f"    [dim]↳ {escape(text)}[/dim]")
+        lines += _note_line(r, width, "    ")
     return lines
 
 
@@ -92,12 +88,20 @@ def _stacked(runs, rows, width: int) -> list[str]:
             lines.append(f"{escape(where)}  {status}")
         else:
             lines += [escape(where), f"  {status}"]
-        text = "; ".join(x for x in (_spot_note(r), r.reason) if x)
-        if text:
-            room = max(width - 4, 20)
-            text = text if len(text) <= room else text[: room - 1] + "…"
-            lines.append(f"  [dim]↳ {escape(text)}[/dim]")
+        lines += _note_line(r, width, "  ")
     return lines
+
+
+def _note_line(r, width: int, indent: str) -> list[str]:
+    """The run's spot note and reason under its row, dim, cut to the terminal (or nothing)."""
+    from rich.markup import escape
+
+    text = "; ".join(x for x in (_spot_note(r), r.reason) if x)
+    if not text:
+        return []
+    room = max(width - len(indent) - 2, 20)
+    text = text if len(text) <= room else text[: room - 1] + "…"
+    return [f"{indent}[dim]↳ {escape(text)}[/dim]"]
 
 
 def _spot_note(r) -> str:
