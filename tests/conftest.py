@@ -26,6 +26,17 @@ def tiny_model(tmp_path_factory) -> Path:
     return write_tiny(tmp_path_factory.mktemp("tiny") / "model")
 
 
+@pytest.fixture
+def workers(monkeypatch) -> list[str]:
+    """Run ids a launch started a worker for; no worker process starts (tests/test_budget.py, test_money.py:
+    what the launch recorded and handed over, not the training)."""
+    from amigo_burst.lifecycle import launch as launch_mod
+
+    started: list[str] = []
+    monkeypatch.setattr(launch_mod, "spawn_worker", lambda cfg, run_id, *a: started.append(run_id) or 4242)
+    return started
+
+
 @pytest.fixture(scope="session")
 def aws_test_env() -> Iterator[None]:
     """Dummy AWS credentials/region, and no user ~/.aws files: boto3 must never reach a real account."""

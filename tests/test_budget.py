@@ -21,7 +21,6 @@ import pytest
 
 from amigo_burst import planner
 from amigo_burst.config import load_config
-from amigo_burst.lifecycle import launch as launch_mod
 from amigo_burst.planning import budget as budget_rule
 from amigo_burst.state import paths
 from amigo_burst.state.records import open_records
@@ -62,14 +61,6 @@ def project(tmp_path: Path, tiny_model: Path | None = None, stage_max_usd: float
         assert "[stages.1]\n" in text
         toml.write_text(text.replace("[stages.1]\n", f"[stages.1]\nmax_usd = {stage_max_usd}\n", 1))
     return root / "amigo.toml"
-
-
-@pytest.fixture
-def workers(monkeypatch) -> list[str]:
-    """Run ids a worker was started for (see the module docstring)."""
-    started: list[str] = []
-    monkeypatch.setattr(launch_mod, "spawn_worker", lambda cfg, run_id, *a: started.append(run_id) or 4242)
-    return started
 
 
 def launch(config: Path, *args: str):
@@ -144,15 +135,16 @@ def test_force_or_a_larger_command_line_budget_goes_ahead_with_the_time_limit(tm
 
 
 # --- the limit reaches the entrypoint ---------------------------------------------------------------
-def run_sh_args(tmp_path: Path, max_runtime_s: str) -> list[str]:
-    """The argv train/run.sh hands `python -m train` (AMIGO_PYTHON: a script that prints its argv)."""
+def run_sh_args(tmp_path: Path, max_runtime_s: str = "0", **extra: str) -> list[str]:
+    """The argv train/run.sh hands `python -m train` (AMIGO_PYTHON: a script that prints its argv); EXTRA:
+    more of the job's envs (the cap's AMIGO_DEADLINE, AMIGO_RESERVE_S: tests/test_lid_closed.py)."""
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n")
     fake.chmod(0o755)
     env = {"PATH": os.environ["PATH"], "AMIGO_PYTHON": str(fake), "AMIGO_STAGE": "1",
            "AMIGO_TRAIN_CONFIG": "train/configs/stage1.yaml", "AMIGO_BASE_MODEL": "org/base",
            "AMIGO_METHOD": "qlora", "AMIGO_DATA": "train/samples/stage1.jsonl", "AMIGO_OUTPUT": str(tmp_path / "o"),
-           "AMIGO_MAX_RUNTIME_S": max_runtime_s, "AMIGO_SET": "max_steps=4"}
+           "AMIGO_MAX_RUNTIME_S": max_runtime_s, "AMIGO_SET": "max_steps=4", **extra}
     p = subprocess.run(["bash", str(REPO / "train" / "run.sh")], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=30)
     assert p.returncode == 0, p.stderr

@@ -20,6 +20,7 @@ import pytest
 from amigo_burst.errors import UserError
 from amigo_burst.lifecycle import resume
 from amigo_burst.state.records import Run
+from tests.test_budget import run_sh_args
 from train.storage import open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,31 +101,16 @@ def test_a_stop_signal_reaches_the_job_and_the_trainer_saves(tmp_path, to):
     assert "hard cap" not in out and not pidfile.exists()
 
 
-def run_sh_args(tmp_path: Path, **env: str) -> list[str]:
-    """The argv train/run.sh hands `python -m train` (AMIGO_PYTHON: a script that prints its argv)."""
-    fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n")
-    fake.chmod(0o755)
-    full = {"PATH": os.environ["PATH"], "AMIGO_PYTHON": str(fake), "AMIGO_STAGE": "1",
-            "AMIGO_TRAIN_CONFIG": "train/configs/stage1.yaml", "AMIGO_BASE_MODEL": "org/base",
-            "AMIGO_METHOD": "qlora", "AMIGO_DATA": "train/samples/stage1.jsonl", "AMIGO_OUTPUT": str(tmp_path / "o"),
-            "AMIGO_EVAL_LIMIT": "0", **env}
-    p = subprocess.run(["bash", str(REPO / "train" / "run.sh")], cwd=REPO, env=full, capture_output=True,
-                       text=True, timeout=30)
-    assert p.returncode == 0, p.stderr
-    return p.stdout.splitlines()
-
-
 def test_the_trainer_stops_before_the_caps_deadline_whatever_came_before(tmp_path):
     """Setup, a download or a spot restart took part of the cap: the trainer gets what is left before the
     deadline less the reserve (the last save, the benchmark), not its full share again."""
     now = int(time.time())
-    argv = run_sh_args(tmp_path, AMIGO_MAX_RUNTIME_S="81000", AMIGO_DEADLINE=str(now + 1000), AMIGO_RESERVE_S="100")
+    argv = run_sh_args(tmp_path, "81000", AMIGO_DEADLINE=str(now + 1000), AMIGO_RESERVE_S="100")
     limit = int(argv[argv.index("--max-runtime-s") + 1])
     assert 880 <= limit <= 900, limit
-    argv = run_sh_args(tmp_path, AMIGO_MAX_RUNTIME_S="300", AMIGO_DEADLINE=str(now + 1000), AMIGO_RESERVE_S="100")
+    argv = run_sh_args(tmp_path, "300", AMIGO_DEADLINE=str(now + 1000), AMIGO_RESERVE_S="100")
     assert argv[argv.index("--max-runtime-s") + 1] == "300"  # its own share is the smaller one
-    argv = run_sh_args(tmp_path, AMIGO_MAX_RUNTIME_S="0", AMIGO_DEADLINE=str(now + 1000), AMIGO_RESERVE_S="100")
+    argv = run_sh_args(tmp_path, "0", AMIGO_DEADLINE=str(now + 1000), AMIGO_RESERVE_S="100")
     assert 880 <= int(argv[argv.index("--max-runtime-s") + 1]) <= 900  # an estimate-derived cap alone
 
 

@@ -21,7 +21,6 @@ import pytest
 from amigo_burst import planner
 from amigo_burst.config import load_config
 from amigo_burst.errors import UserError
-from amigo_burst.lifecycle import launch as launch_mod
 from amigo_burst.planning import budget as rule
 from amigo_burst.planning.ledger import (
     Money,
@@ -37,6 +36,7 @@ from amigo_burst.planning.replan import need, replan
 from amigo_burst.state.ledger import Attempt, Ledger
 from amigo_burst.state.records import Run, RunStore, open_records
 from tests.helpers import make_project
+from tests.test_budget import launch
 
 OVER = rule.KILL_GRACE_S + rule.AUTODOWN_IDLE_MIN * 60  # 720 s billed after the cap
 
@@ -207,21 +207,6 @@ def test_a_resume_gets_what_is_left_of_the_stage_and_every_attempt_at_most_the_p
     assert planner.budget_left(cfg, 1, runs, share_usd=0.5, now=now).usd == pytest.approx(0.5)
 
 
-@pytest.fixture
-def workers(monkeypatch) -> list[str]:
-    started: list[str] = []
-    monkeypatch.setattr(launch_mod, "spawn_worker", lambda cfg, run_id, *a: started.append(run_id) or 4242)
-    return started
-
-
-def launch(config: Path, *args: str):
-    from typer.testing import CliRunner
-
-    from amigo_burst.cli.app import app
-
-    return CliRunner().invoke(
-        app, ["--config", str(config), "launch", "--stage", "1", "--cloud", "local", "--detach", *args],
-        env={"COLUMNS": "200", "NO_COLOR": "1"})
 
 
 def test_launch_refuses_a_stage_that_would_break_the_projects_money(tmp_path, tiny_model, workers):
