@@ -157,6 +157,12 @@ sshd_up() {
   # and the ~/.sky_ssh_rc it installs then puts the session in the cluster's home
   # (~/.sky_clusters/<name>, where sky_workdir lives), as SkyPilot's own per-job sshd
   # allows. Without it `ssh <cluster>` and rsync land in /root and miss the job's outputs.
+  # SetEnv BASH_FUNC_pyenv%%: the node is this machine, whose root ~/.bashrc may run `pyenv init`
+  # (~0.1 CPU-s and ~100 processes per shell). SkyPilot runs every remote command in an interactive
+  # login shell, about a thousand per `make test-e2e`: on 2 cores that was ~8% of the e2e phase, for a
+  # laptop's shell set-up no cloud node has. The sessions get a no-op `pyenv` function (bash imports
+  # functions from the environment), so `eval "$(pyenv init -)"` does nothing there; PATH, the shims and
+  # the rest of ~/.bashrc stay as they are, and shells outside the sandbox are untouched.
   cat > "$STATE/sshd_config.new" <<EOF
 Port $SSH_PORT
 ListenAddress 127.0.0.1
@@ -165,6 +171,7 @@ PasswordAuthentication no
 PubkeyAuthentication yes
 AuthorizedKeysFile .ssh/authorized_keys
 AcceptEnv SKY_CLUSTER_NAME
+SetEnv "BASH_FUNC_pyenv%%=() {  :; }"
 PidFile $STATE/sshd.pid
 Subsystem sftp /usr/lib/openssh/sftp-server
 EOF
@@ -209,6 +216,12 @@ down() {
   for f in "$STATE/sshd.pid" "$STATE/slurmd.pid" "$STATE/slurmctld.pid"; do
     alive "$f" && kill "$(cat "$f")"
   done
+  # the sessions sshd forked outlive it (SkyPilot's ssh keeps a master connection open for minutes):
+  # end those on the sandbox's port, and the client's ssh mux exits with them
+  local sessions=""
+  command -v ss >/dev/null && sessions=$(ss -tnpH state established "( sport = :$SSH_PORT )" 2>/dev/null \
+    | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u)
+  [ -z "$sessions" ] || kill $sessions 2>/dev/null || true
   if [ -f "$STATE/munge.started-by-up" ]; then
     alive /run/munge/munged.pid && kill "$(cat /run/munge/munged.pid)"
     rm -f "$STATE/munge.started-by-up"

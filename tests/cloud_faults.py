@@ -20,8 +20,8 @@ from tests.test_cloud_e2e import slurm_project
 
 
 def slow_slurm_project(root: Path, tiny: Path, delay_s: float, store_url: str | None = None,
-                       endpoint: str | None = None) -> Path:
-    project = slurm_project(root, tiny, store_url, endpoint)
+                       endpoint: str | None = None, stage1: bool = True) -> Path:
+    project = slurm_project(root, tiny, store_url, endpoint, stage1=stage1)
     y = project / "sky" / "slurm.yaml"
     text = y.read_text()
     assert "envs:\n" in text
@@ -57,9 +57,10 @@ def slurm_jobs_of(cluster: str) -> list[str]:
             if len(ln.split()) == 2 and (cluster in ln.split()[1] or (tail in ln.split()[1] and stamp in ln))]
 
 
-def launch_until_training(project: Path, env: dict | None = None):
-    """`launch --detach` of stage 2 on slurm; returns (run, its train.log) once training has started there."""
-    r = cli(project, "launch", "--stage", "2", "--cloud", "slurm", "--detach", env=env, timeout=300)
+def launch_until_training(project: Path, env: dict | None = None, args: tuple[str, ...] = ()):
+    """`launch --detach` of stage 2 on slurm (+ ARGS); returns (run, its train.log) once training has started
+    there."""
+    r = cli(project, "launch", "--stage", "2", "--cloud", "slurm", "--detach", *args, env=env, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     run = runs_of(project)[-1]
     log = project / ".amigo" / "runs" / run.id / "train.log"

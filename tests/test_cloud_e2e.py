@@ -28,15 +28,22 @@ pytestmark = pytest.mark.e2e
 FAKE_TOKEN = "hf_E2E_FAKE_TOKEN_never_leak_4242"
 
 
-def slurm_project(root: Path, tiny: Path, store_url: str | None = None, endpoint: str | None = None) -> Path:
+def slurm_project(root: Path, tiny: Path, store_url: str | None = None, endpoint: str | None = None,
+                  stage1: bool = True) -> Path:
+    """The demo project on the sandbox's slurm target. STAGE1: train stage 1 locally first, so stage 2
+    continues from its adapter (~20 CPU-s); a test about a failing, hanging or cut-off job launches
+    stage 2 `--from-base` instead (FROM_BASE) and skips it."""
     project = make_project(root, tiny, store_url, endpoint)
     shutil.copytree(REPO / "sky", project / "sky")
     y = project / "sky" / "slurm.yaml"
     y.write_text(y.read_text().replace("AMIGO_PYTHON: python3", f"AMIGO_PYTHON: {sys.executable}"))
     (project / ".env").write_text(f"HF_TOKEN={FAKE_TOKEN}\n")
-    # stage 1 locally first: stage 2 continues from its adapter
-    cli(project, "launch", "--stage", "1", "--cloud", "local", check=True)
+    if stage1:
+        cli(project, "launch", "--stage", "1", "--cloud", "local", check=True)
     return project
+
+
+FROM_BASE = ("--from-base",)  # stage 2 with no stage-1 run: from the base model (slurm_project(stage1=False))
 
 
 def assert_no_leak(project: Path, home: Path) -> None:
@@ -76,13 +83,13 @@ def test_failing_job_is_failed_with_reason_and_torn_down(slurm_sky_home, tiny_mo
     """A bad dataset row reaches the cluster (appended there by the test's YAML): the entrypoint rejects it."""
     from amigo_burst.runners.sky import our_clusters
 
-    project = slurm_project(tmp_path / "p", tiny_model)
+    project = slurm_project(tmp_path / "p", tiny_model, stage1=False)
     y = project / "sky" / "slurm.yaml"
     y.write_text(y.read_text().replace(
         "run: |\n  bash train/capped.sh run bash train/run.sh",
         "run: |\n  echo '{\"context\": \"x\", \"request\": \"\", \"code\": \"y\"}' >> inputs/data.jsonl\n"
         "  bash train/capped.sh run bash train/run.sh"))
-    r = cli(project, "launch", "--stage", "2", "--cloud", "slurm", timeout=900)
+    r = cli(project, "launch", "--stage", "2", "--cloud", "slurm", *FROM_BASE, timeout=900)
     run = runs_of(project)[-1]
     assert r.returncode == 1 and run.status == "FAILED", (r.stdout[-3000:], run)
     assert "request" in (run.reason or ""), run.reason

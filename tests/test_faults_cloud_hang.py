@@ -13,7 +13,7 @@ from faults_summary import store_lost
 
 from tests.cloud_faults import Clock, cluster_names, flat, project_store
 from tests.helpers import cli, runs_of, wait_for
-from tests.test_cloud_e2e import slurm_project
+from tests.test_cloud_e2e import FROM_BASE, slurm_project
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
@@ -32,13 +32,13 @@ def test_a_job_hanging_before_training_with_nobody_watching_is_ended_by_its_cap(
     from amigo_burst.runners import sky as skyr
 
     clock = Clock("hang-cap")
-    project = slurm_project(tmp_path / "p", tiny_model)
+    project = slurm_project(tmp_path / "p", tiny_model, stage1=False)  # it never trains: no adapter needed
     y = project / "sky" / "slurm.yaml"
     assert HANG[0] in y.read_text()
     y.write_text(y.read_text().replace(*HANG))
     toml = project / "amigo.toml"
     toml.write_text(toml.read_text().replace("[stages.2]\n", f"[stages.2]\nmax_hours = {CAP_H}\n", 1))
-    r = cli(project, "launch", "--stage", "2", "--cloud", "slurm", "--detach", timeout=300)
+    r = cli(project, "launch", "--stage", "2", "--cloud", "slurm", "--detach", *FROM_BASE, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert f"capped on the machine at 3 min (the {CAP_H:g} h deadline), then autodown" in flat(r.stdout), r.stdout
     run = runs_of(project)[-1]

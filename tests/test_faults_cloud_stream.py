@@ -14,7 +14,7 @@ from faults_summary import manifest_lost, store_lost
 from tests.cloud_faults import Clock, cluster_names, launch_until_training, progress_steps, slow_slurm_project
 from tests.helpers import cli, runs_of, wait_for
 from tests.sky_fixtures import stop_api_server
-from tests.test_cloud_e2e import check_run
+from tests.test_cloud_e2e import FROM_BASE, check_run
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
@@ -38,10 +38,10 @@ def test_a_cut_log_stream_then_a_killed_worker_and_the_job_still_finishes(slurm_
     clock = Clock("stream-cut-worker-killed")
     bucket = f"amigo-faults-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket=bucket)
-    project = slow_slurm_project(tmp_path / "p", tiny_model, 6.0, f"s3://{bucket}/runs", moto_server)
+    project = slow_slurm_project(tmp_path / "p", tiny_model, 6.0, f"s3://{bucket}/runs", moto_server, stage1=False)
     with (project / ".env").open("a") as f:
         f.write("AWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY=testing\n")
-    run, log = launch_until_training(project)
+    run, log = launch_until_training(project, args=FROM_BASE)
     assert run.job_id is not None
     clock.mark("launch, training")
 

@@ -143,3 +143,19 @@ def test_doctor_sees_slurm_and_names_the_fix_for_the_rest(slurm_sky_home):
         assert sky_runner.enabled_clouds()["vast"] == (True, "")
     finally:
         key.unlink()
+
+
+def test_the_sandbox_node_runs_no_pyenv_init_in_skypilots_shells(slurm_sky_home):
+    """SkyPilot runs each remote command in an interactive login shell; on the sandbox the node is this
+    machine, whose ~/.bashrc may run `pyenv init` (~0.1 CPU-s, ~100 processes a shell: ~8% of make
+    test-e2e on 2 cores). The sandbox's sshd hands its sessions a no-op `pyenv` (scripts/slurm-sandbox.sh
+    SetEnv), so `pyenv init -` says nothing there; a shell outside the sandbox is untouched."""
+    import subprocess
+
+    key = "/var/tmp/amigo-slurm-sandbox/id_ed25519"
+    cmd = 'type -t pyenv; pyenv init - | wc -c'
+    r = subprocess.run(["ssh", "-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+                        "UserKnownHostsFile=/dev/null", "-i", key, "-p", "2222", "root@127.0.0.1",
+                        f"bash --login -c -i '{cmd}'"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["function", "0"], r.stdout
