@@ -7,6 +7,7 @@ The same pieces run end to end on the loopback Slurm cluster in tests/test_fault
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -88,15 +89,18 @@ def test_a_stop_signal_reaches_the_job_and_the_trainer_saves(tmp_path, to):
             break
         time.sleep(0.05)
     time.sleep(1.0)  # the stand-in's handler is installed
+    job = int(pidfile.read_text())  # its process group: capped.sh removes the file when it ends
     # pid file: what runners/sky_ssh.signal_job runs over ssh
-    os.kill(int(pidfile.read_text()) if to == "pid file" else p.pid, signal.SIGTERM)
+    os.kill(job if to == "pid file" else p.pid, signal.SIGTERM)
     try:
         out, _ = p.communicate(timeout=60)
     finally:
-        if p.poll() is None:  # the signal did not end it: nothing of it may outlive the test
-            for group in (p.pid, int(pidfile.read_text() or 0) if pidfile.is_file() else 0):
-                if group:
-                    os.killpg(group, signal.SIGKILL)
+        # whatever the signal did (capped.sh may have ended and left the job running): nothing of it
+        # may outlive the test
+        for group in (p.pid, job):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        p.wait(timeout=10)
     assert p.returncode == 4 and (tmp_path / "saved").read_text() == "checkpoint-7", out
     assert "hard cap" not in out and not pidfile.exists()
 
