@@ -7,6 +7,7 @@
 #           scripts/slurm-sandbox.sh down              # stops what `up` started
 #           scripts/slurm-sandbox.sh status            # exit 0 when its daemons are up (tests use it
 #                                                      # to leave the machine as they found it)
+#           scripts/slurm-sandbox.sh sessions          # pids of ssh sessions still open on its port
 #
 # After `up`, with HOME=SKY_HOME (default: $HOME):
 #   sky check slurm                  -> "Slurm: enabled", cluster "amigo"
@@ -210,6 +211,13 @@ EOF
   echo "slurm/$CLUSTER"
 }
 
+sessions() {
+  # pids of the sshd sessions open on the sandbox's port, one a line (none: nothing)
+  command -v ss >/dev/null || return 0
+  ss -tnpH state established "( sport = :$SSH_PORT )" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u \
+    || true  # grep finds none: no session (and no pipefail exit)
+}
+
 down() {
   # stops only what `up` started, by the pid files it keeps
   rm -f /usr/local/bin/curl
@@ -218,10 +226,8 @@ down() {
   done
   # the sessions sshd forked outlive it (SkyPilot's ssh keeps a master connection open for minutes):
   # end those on the sandbox's port, and the client's ssh mux exits with them
-  local sessions=""
-  command -v ss >/dev/null && sessions=$(ss -tnpH state established "( sport = :$SSH_PORT )" 2>/dev/null \
-    | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u)
-  [ -z "$sessions" ] || kill $sessions 2>/dev/null || true
+  local open; open=$(sessions)
+  [ -z "$open" ] || kill $open 2>/dev/null || true
   if [ -f "$STATE/munge.started-by-up" ]; then
     alive /run/munge/munged.pid && kill "$(cat /run/munge/munged.pid)"
     rm -f "$STATE/munge.started-by-up"
@@ -248,5 +254,6 @@ case "${1:-}" in
       up "$@" ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up [SKY_HOME] | down | status" >&2; exit 2 ;;
+  sessions) sessions ;;
+  *) echo "usage: $0 up [SKY_HOME] | down | status | sessions" >&2; exit 2 ;;
 esac

@@ -24,7 +24,7 @@ xdist=(); [ "$workers" = 0 ] || xdist=(-n "$workers" --dist loadfile)
 if [ $was_up = 0 ]; then
   bash "$sandbox" down
   # nothing left running: no ssh session on the sandbox's port (SkyPilot's master connections outlive sshd)
-  left=$(ss -tnH state established "( sport = :${SANDBOX_SSH_PORT:-2222} )" 2>/dev/null | wc -l)
+  left=$(bash "$sandbox" sessions | wc -l)
   [ "$left" = 0 ] || { echo "e2e: $left ssh session(s) still open on the sandbox's port after down" >&2; rc=1; }
 fi
 rm -rf "$home"

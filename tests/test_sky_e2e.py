@@ -8,6 +8,7 @@ A first launch installs SkyPilot's runtime on the cluster: about a minute.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -150,12 +151,9 @@ def test_the_sandbox_node_runs_no_pyenv_init_in_skypilots_shells(slurm_sky_home)
     machine, whose ~/.bashrc may run `pyenv init` (~0.1 CPU-s, ~100 processes a shell: ~8% of make
     test-e2e on 2 cores). The sandbox's sshd hands its sessions a no-op `pyenv` (scripts/slurm-sandbox.sh
     SetEnv), so `pyenv init -` says nothing there; a shell outside the sandbox is untouched."""
-    import subprocess
-
-    key = "/var/tmp/amigo-slurm-sandbox/id_ed25519"
     cmd = 'type -t pyenv; pyenv init - | wc -c'
-    r = subprocess.run(["ssh", "-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
-                        "UserKnownHostsFile=/dev/null", "-i", key, "-p", "2222", "root@127.0.0.1",
+    # the login node as `slurm-sandbox.sh up` wrote it for SkyPilot (host, port, key)
+    r = subprocess.run(["ssh", "-q", "-o", "BatchMode=yes", "-F", str(slurm_sky_home / ".slurm" / "config"), "amigo",
                         f"bash --login -c -i '{cmd}'"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["function", "0"], r.stdout
