@@ -12,7 +12,9 @@ import sys
 from train.schema import EXIT_BAD_INPUT, TrainInputError
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, own_process: bool = False) -> int:
+    """OWN_PROCESS: this is `python -m train` itself (not an in-process caller): leave out what the
+    method does not use (train/lean.py)."""
     import signal
     import threading
 
@@ -22,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         cfg = config.parse(argv)
+        if own_process:
+            from train.lean import skip_bitsandbytes
+
+            skip_bitsandbytes(cfg.method, training=True)
         if cfg.spec.trainer == "dpo":
             from train import dpo
 
@@ -39,4 +45,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(own_process=True))

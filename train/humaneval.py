@@ -303,10 +303,17 @@ def quiet() -> None:
     hf_logging.disable_progress_bar()
 
 
-def main(argv: list[str] | None = None) -> int:
-    quiet()
+def main(argv: list[str] | None = None, own_process: bool = False) -> int:
+    """OWN_PROCESS: `python -m train.humaneval` itself: bitsandbytes only for a QLoRA adapter (train/lean.py),
+    decided before quiet() imports transformers."""
     try:
         a = parse(argv)
+        if own_process:
+            from train.lean import skip_bitsandbytes
+            from train.loader import adapter_method
+
+            skip_bitsandbytes(a.method if a.method != "auto" else adapter_method(a.adapter) or "lora", training=False)
+        quiet()
         summary, rows, base = evaluate(a)
     except TrainInputError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
@@ -327,4 +334,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(own_process=True))

@@ -113,4 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from train.lean import skip_bitsandbytes
+
+    skip_bitsandbytes("merged", training=False)  # a merged model in its own dtype: no NF4 (train/lean.py)
     sys.exit(main())
