@@ -90,6 +90,13 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("training at learning rate 0", "train/session.py",
            "learning_rate=c.learning_rate,", "learning_rate=0.0,",
            ("tests/test_train_learning.py",), slow=True),
+    # --- what a process imports (train/lean.py) ---
+    Mutant("lean: a QLoRA process loses bitsandbytes", "train/lean.py",
+           'if method == "qlora" or "bitsandbytes" in sys.modules:', 'if "bitsandbytes" in sys.modules:',
+           ("tests/test_lean.py::test_qlora_keeps_bitsandbytes",)),
+    Mutant("lean: a LoRA process still imports bitsandbytes", "train/lean.py",
+           'sys.modules["bitsandbytes"] = None', "pass",
+           ("tests/test_lean.py::test_a_process_that_never_needs_bitsandbytes_does_not_import_it",)),
     # --- budgets ---
     Mutant("--max-usd refusal off", "amigo_burst/lifecycle/preflight.py",
            "if est.fits and budget.usd is not None and rate and not dollars.allows(est.hours):", "if False:",
