@@ -195,12 +195,10 @@ def summarize(rows: list[dict], planned: int, a: argparse.Namespace, *, adapter:
 def evaluate(a: argparse.Namespace, log=print) -> tuple[dict, list[dict], dict | None]:
     """Check the adapter is applied, generate and score; with --baseline, the base too (adapter disabled).
     Returns (summary, rows, baseline summary or None)."""
-    from train.loader import adapter_method, load, require_applied
+    from train.loader import load, require_applied
 
     t0 = time.monotonic()
     problems = benchmark_problems(a.limit, a.seed)
-    if a.method == "auto":  # as the adapter was trained (amigo_adapter.json), else a plain base
-        a.method = adapter_method(a.adapter) or "lora"
     model, tok, plan = load(a.model, a.adapter, a.method, a.device, training_template=a.prompt == "chat")
     template = tok.chat_template and ("adapter" if a.adapter and (Path(a.adapter) / "tokenizer_config.json").is_file()
                                       else "base")
@@ -285,6 +283,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         a.key, a.baseline = a.key or a.baseline, None
     if a.adapter and not (Path(a.adapter) / "adapter_config.json").is_file():
         raise TrainInputError(f"{a.adapter}: not an adapter folder (no adapter_config.json)")
+    if a.method == "auto":  # as the adapter was trained (amigo_adapter.json), else a plain base
+        from train.loader import adapter_method
+
+        a.method = adapter_method(a.adapter) or "lora"
     return a
 
 
@@ -310,9 +312,8 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> int:
         a = parse(argv)
         if own_process:
             from train.lean import skip_bitsandbytes
-            from train.loader import adapter_method
 
-            skip_bitsandbytes(a.method if a.method != "auto" else adapter_method(a.adapter) or "lora", training=False)
+            skip_bitsandbytes(a.method, training=False)
         quiet()
         summary, rows, base = evaluate(a)
     except TrainInputError as e:
